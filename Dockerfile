@@ -1,0 +1,40 @@
+# canary-bot production image.
+#   docker build -t canary-bot .
+#   docker run -p 3000:3000 -e SLACK_BOT_TOKEN -e SLACK_SIGNING_SECRET \
+#     -v "$PWD/config.yaml:/etc/canary-bot/config.yaml:ro" canary-bot
+# The base is pinned to a patch release so that a rebuild does not silently change Python.
+
+# Build stage: the package and its dependencies go into a venv that is copied whole, so the
+# runtime image carries no pip cache, build tools or source tree.
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY handlers ./handlers
+COPY rollout ./rollout
+COPY emulators ./emulators
+RUN /opt/venv/bin/pip install --no-cache-dir .
+
+FROM python:3.11.11-slim-bookworm
+# A fixed numeric UID, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+RUN groupadd --system --gid 10001 canary \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /var/lib/canary-bot --shell /usr/sbin/nologin canary \
+    && mkdir -p /var/lib/canary-bot /etc/canary-bot \
+    && chown 10001:10001 /var/lib/canary-bot
+COPY --from=build /opt/venv /opt/venv
+# MPLCONFIGDIR: matplotlib writes a font cache, and the root filesystem may be read-only.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    CANARY_CONFIG=/etc/canary-bot/config.yaml
+# The SQLite file lives here (mount a volume); a relative store.path lands here too.
+WORKDIR /var/lib/canary-bot
+USER 10001:10001
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=4)"]
+ENTRYPOINT ["canary-bot"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "3000"]

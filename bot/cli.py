@@ -1,0 +1,96 @@
+"""`canary-bot serve | demo | check-config` — the console script.
+
+Start-up problems (a missing secret, a bad config, no cluster credentials) end the process with
+one line on stderr naming what is wrong, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from bot.check_config import run_check_config
+from bot.config_loader import ConfigError, load_config
+from bot.kube import ClusterConfigError
+from bot.runtime import Runtime, Secrets, StartupError
+
+log = logging.getLogger("canary-bot")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("CANARY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "check-config":
+        return run_check_config(args.path, out=sys.stdout, err=sys.stderr)
+    if args.command == "demo":
+        from bot.demo import run_demo  # the emulators load only for the demo
+
+        return run_demo(out=sys.stdout)
+    try:
+        return _serve(args)
+    except (StartupError, ClusterConfigError) as error:
+        print(f"canary-bot: {error}", file=sys.stderr)
+        return 2
+    except ConfigError as error:
+        print(f"canary-bot: invalid config: {'; '.join(map(str, error.problems))}",
+              file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    path = args.config or os.environ.get("CANARY_CONFIG")
+    if not path:
+        raise StartupError("no config: pass --config PATH or set CANARY_CONFIG")
+    config = load_config(path)
+    secrets = Secrets.from_env(os.environ, socket_mode=args.socket_mode)
+    runtime = Runtime(config=config, secrets=secrets)
+    runtime.start()
+    if args.socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        assert secrets.app_token is not None
+        SocketModeHandler(runtime.app, secrets.app_token).start()  # type: ignore[no-untyped-call]
+        return 0
+    from bot.server import HttpServer
+
+    server = HttpServer(runtime, host=args.host, port=args.port)
+    server.start()
+    log.info("canary-bot listening on %s (cluster %s)", server.url, config.cluster_name)
+
+    def shutdown(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping on signal %s", signum)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    server.wait()
+    runtime.stop()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="canary-bot", description="Kubernetes canary releases from Slack."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the bot (HTTP mode unless --socket-mode)")
+    serve.add_argument("--config", help="config file (default: $CANARY_CONFIG)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--socket-mode", action="store_true", help="development: Socket Mode")
+    sub.add_parser("demo", help="play a scripted rollout against local emulators")
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("path")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

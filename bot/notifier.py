@@ -1,0 +1,87 @@
+"""The engine's `Notifier`, implemented with the Slack Web API (slack_sdk WebClient).
+
+Looks are decided by the pure builders in `handlers/blocks`; this module only decides where each
+message goes (the rollout's channel and thread, or the alert channel) and posts it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from handlers.blocks import (
+    alert_message,
+    approval_closed,
+    approval_request,
+    event_message,
+    status_card,
+)
+from rollout.config import Config
+from rollout.events import Alert, Event
+from rollout.model import Rollout
+
+log = logging.getLogger(__name__)
+
+
+class SlackNotifier:
+    def __init__(self, *, client: WebClient, config: Config) -> None:
+        self._client = client
+        self._config = config
+
+    def show_card(self, rollout: Rollout) -> str:
+        message = status_card(
+            rollout, cluster_name=self._config.cluster_name, next_step_at=rollout.next_step_at
+        )
+        if rollout.thread_ts is None:
+            response = self._client.chat_postMessage(channel=rollout.channel, **message.payload())
+            return str(response["ts"])
+        self._client.chat_update(
+            channel=rollout.channel, ts=rollout.thread_ts, **message.payload()
+        )
+        return rollout.thread_ts
+
+    def post_event(self, rollout: Rollout, event: Event) -> None:
+        self._client.chat_postMessage(
+            channel=rollout.channel,
+            thread_ts=rollout.thread_ts,
+            **event_message(rollout, event).payload(),
+        )
+
+    def request_approval(self, rollout: Rollout) -> str:
+        message = approval_request(rollout, approvers=self._config.slack.approvers)
+        response = self._client.chat_postMessage(
+            channel=rollout.channel, thread_ts=rollout.thread_ts, **message.payload()
+        )
+        return str(response["ts"])
+
+    def close_approval(self, rollout: Rollout) -> None:
+        if rollout.approval_ts is None:
+            return
+        self._client.chat_update(
+            channel=rollout.channel, ts=rollout.approval_ts, **approval_closed(rollout).payload()
+        )
+
+    def alert(self, rollout: Rollout, alert: Alert) -> None:
+        message = alert_message(
+            rollout,
+            alert,
+            oncall=self._config.slack.oncall,
+            permalink=self._permalink(rollout),
+            cluster_name=self._config.cluster_name,
+        )
+        channel = self._config.slack.alert_channel or rollout.channel
+        self._client.chat_postMessage(channel=channel, **message.payload())
+
+    def _permalink(self, rollout: Rollout) -> str | None:
+        if rollout.thread_ts is None:
+            return None
+        try:
+            response = self._client.chat_getPermalink(
+                channel=rollout.channel, message_ts=rollout.thread_ts
+            )
+        except SlackApiError as error:
+            log.warning("no permalink for %s: %s", rollout.id, error.response.get("error"))
+            return None
+        return str(response["permalink"])

@@ -1,0 +1,177 @@
+"""Wires the real parts together: Slack (Bolt + WebClient), Kubernetes, Prometheus, SQLite.
+
+Tests and the demo build exactly this runtime and point it at local emulators through the same
+settings production uses (`SLACK_API_URL`, `KUBECONFIG`, the Prometheus URL); nothing inside
+the bot knows whether it talks to the real thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+
+from bot.kube import load_api_client
+from bot.metrics import BotMetrics
+from bot.notifier import SlackNotifier
+from handlers import actions, commands
+from handlers.auth import Directory
+from handlers.context import HandlerServices
+from rollout.analysis import Analyzer, MetricsProvider, PrometheusProvider
+from rollout.config import Config
+from rollout.engine import Engine
+from rollout.kube import KubeGateway
+from rollout.ports import Clock, SystemClock
+from rollout.scheduler import BeatScheduler
+from rollout.store import SqliteStore
+from rollout.traffic.base import TrafficRouter
+from rollout.traffic.replicas import ReplicasRouter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+# One router class per strategy name (STYLE.md): an unknown or not-yet-built strategy is a
+# start-up error, never a silent fallback.
+ROUTERS: Mapping[str, Callable[[KubeGateway], TrafficRouter]] = {
+    "replicas": ReplicasRouter,
+}
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line naming what is wrong."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Secrets:
+    bot_token: str
+    signing_secret: str
+    app_token: str | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, socket_mode: bool = False) -> Secrets:
+        needed = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"]
+        if socket_mode:
+            needed.append("SLACK_APP_TOKEN")
+        missing = [name for name in needed if not env.get(name)]
+        if missing:
+            raise StartupError(f"missing environment variable(s): {', '.join(missing)}")
+        url = env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        return cls(
+            bot_token=env["SLACK_BOT_TOKEN"],
+            signing_secret=env["SLACK_SIGNING_SECRET"],
+            app_token=env.get("SLACK_APP_TOKEN"),
+            slack_api_url=url if url.endswith("/") else url + "/",
+        )
+
+
+def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRouter]:
+    wanted = {service.strategy for service in config.services.values()}
+    unknown = sorted(wanted - set(ROUTERS))
+    if unknown:
+        users = [name for name, s in config.services.items() if s.strategy in unknown]
+        raise StartupError(
+            f"strategy {', '.join(unknown)} (services {', '.join(users)}) is not available in "
+            f"this version; available: {', '.join(sorted(ROUTERS))}"
+        )
+    return {name: ROUTERS[name](gateway) for name in wanted}
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        secrets: Secrets,
+        clock: Clock | None = None,
+        api_client: k8s.ApiClient | None = None,
+        metrics_provider: MetricsProvider | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.store = SqliteStore(config.store.path)
+        self.metrics = BotMetrics(active_rollouts=lambda: len(self.store.active()))
+        self.web = WebClient(
+            token=secrets.bot_token,
+            base_url=secrets.slack_api_url,
+            timeout=10,
+            retry_handlers=[
+                RateLimitErrorRetryHandler(max_retry_count=3),
+                ConnectionErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        gateway = KubeGateway(
+            api_client or load_api_client(context=config.kubernetes.context),
+            on_call=self._count_kube_call,
+        )
+        self.kube_calls = 0
+        provider = metrics_provider or PrometheusProvider(
+            config.prometheus.url, timeout=config.prometheus.timeout
+        )
+        self.engine = Engine(
+            config=config,
+            store=self.store,
+            routers=build_routers(config, gateway),
+            notifier=SlackNotifier(client=self.web, config=config),
+            clock=self.clock,
+            analyzer=Analyzer(provider),
+        )
+        self.app = self._build_app(secrets)
+        self.scheduler = BeatScheduler(
+            db_path=Path(config.store.path),
+            interval=min(
+                [config.defaults.analysis_interval]
+                + [s.policy.analysis_interval for s in config.services.values()]
+            ),
+            beat=self.engine.tick_all,
+        )
+
+    def _count_kube_call(self, verb: str, what: str) -> None:
+        self.kube_calls += 1
+
+    def _build_app(self, secrets: Secrets) -> App:
+        app = App(
+            token=secrets.bot_token,
+            signing_secret=secrets.signing_secret,
+            client=self.web,
+            process_before_response=False,
+            token_verification_enabled=False,
+        )
+        services = HandlerServices(
+            engine=self.engine, directory=Directory(self.web), clock=self.clock
+        )
+        commands.register(app, services=services)
+        actions.register(app, services=services)
+
+        @app.error
+        def on_error(error: Exception, body: dict[str, Any]) -> None:
+            # One place for listener failures: log without the payload (it may hold tokens),
+            # count it, and never show a traceback in Slack.
+            self.metrics.errors.labels(dependency=type(error).__module__.split(".")[0]).inc()
+            log.error("listener failed: %s: %s", type(error).__name__, error)
+
+        return app
+
+    def start(self) -> None:
+        self.engine.reconcile()
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.store.close()
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ

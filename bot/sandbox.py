@@ -1,0 +1,210 @@
+"""A whole canary-bot world on loopback: cluster and Slack emulators plus the real bot.
+
+`canary-bot demo` and the scenario tests both stand on this, so what the demo shows is what the
+tests prove. The bot inside is the production `Runtime` and `HttpServer`; only the addresses it
+is given (SLACK_API_URL, a kubeconfig) point at the emulators.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kubernetes import config as k8s_config
+
+from bot.config_loader import load_config_text
+from bot.runtime import Runtime, Secrets
+from bot.server import HttpServer
+from emulators.kube import KubeEmulator
+from emulators.slack import SlackDriver, SlackEmulator
+from rollout.analysis import MetricsProvider
+from rollout.config import Config
+
+SIGNING_SECRET = "sandbox-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-sandbox-bot-token"
+RELEASE_CHANNEL = "C0RELEASES"
+ALICE, BOB, CAROL, MALLORY = "U01ALICE", "U02BOB", "U03CAROL", "U04MALLORY"
+SRE_GROUP = "S0SRE"
+STABLE_IMAGE = "registry.example.com/shop/checkout:v2.3.4"
+
+SANDBOX_CONFIG = textwrap.dedent(
+    f"""\
+    slack:
+      release_channels: [{RELEASE_CHANNEL}]
+      oncall: S0ONCALL
+      deployers: [{ALICE}, {BOB}, {CAROL}]
+      approvers: [{SRE_GROUP}]
+    cluster_name: sandbox
+    defaults:
+      steps: [25, 50, 75]
+      step_interval: 2s
+      analysis_interval: 1s
+      progress_deadline: 30s
+      rules: []
+    services:
+      checkout:
+        namespace: shop
+        deployment: checkout
+        container: app
+        strategy: replicas
+        environment: production
+    """
+)
+
+
+def stable_deployment(
+    *, namespace: str = "shop", name: str = "checkout", replicas: int = 4,
+    image: str = STABLE_IMAGE,
+) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": image, "ports": [{"containerPort": 8080}]}
+                    ]
+                },
+            },
+        },
+    }
+
+
+class Sandbox:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        config_text: str = SANDBOX_CONFIG,
+        ready_delay: float = 0.2,
+        crd_dir: Path | None = None,
+        metrics_provider: MetricsProvider | None = None,
+        seed: bool = True,
+    ) -> None:
+        self.workdir = workdir
+        self.kube = KubeEmulator(crd_dir=crd_dir, ready_delay=ready_delay)
+        self.slack = SlackEmulator(
+            bot_token=BOT_TOKEN, usergroups={SRE_GROUP: [BOB, CAROL], "S0ONCALL": [CAROL]}
+        )
+        self.config_text = config_text
+        self.metrics_provider = metrics_provider
+        self._seed = seed
+        self.runtime: Runtime | None = None
+        self.server: HttpServer | None = None
+        self._driver: SlackDriver | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> Sandbox:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kube.start()
+        self.slack.start()
+        self.kube.write_kubeconfig(self.kubeconfig)
+        if self._seed:
+            self.kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+            self.kube.seed(stable_deployment())
+        self.config_path.write_text(self.config_text.rstrip() + "\n" + self._store_section())
+        return self
+
+    def start_bot(self) -> HttpServer:
+        config = self.config
+        api_client = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.runtime = Runtime(
+            config=config,
+            secrets=Secrets.from_env(self.bot_env()),
+            api_client=api_client,
+            metrics_provider=self.metrics_provider,
+        )
+        self.runtime.start()
+        self.server = HttpServer(self.runtime, host="127.0.0.1", port=0)
+        self.server.start()
+        self._driver = SlackDriver(
+            bot_url=f"{self.server.url}/slack/events",
+            signing_secret=SIGNING_SECRET,
+            emulator=self.slack,
+        )
+        return self.server
+
+    def stop_bot(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
+
+    def stop(self) -> None:
+        self.stop_bot()
+        self.slack.stop()
+        self.kube.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- settings
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig.yaml"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "canary-bot.yaml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "canary.db"
+
+    @property
+    def config(self) -> Config:
+        return load_config_text(self.config_path.read_text(), source=str(self.config_path))
+
+    def _store_section(self) -> str:
+        return f"store:\n  path: {self.db_path}\n"
+
+    def bot_env(self) -> Mapping[str, str]:
+        """The environment a `canary-bot serve` process needs to live in this sandbox."""
+        return {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": self.slack.api_url,
+            "KUBECONFIG": str(self.kubeconfig),
+            "CANARY_CONFIG": str(self.config_path),
+        }
+
+    def serve_command(self, *, port: int) -> list[str]:
+        """`canary-bot serve` as a separate process (for tests that kill it)."""
+        return [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, **self.bot_env(), "CANARY_LOG_LEVEL": "WARNING"}
+
+    def driver_for(self, url: str) -> SlackDriver:
+        return SlackDriver(
+            bot_url=f"{url}/slack/events", signing_secret=SIGNING_SECRET, emulator=self.slack
+        )
+
+    @property
+    def driver(self) -> SlackDriver:
+        if self._driver is None:
+            raise RuntimeError("the bot is not running in this sandbox; call start_bot()")
+        return self._driver

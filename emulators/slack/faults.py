@@ -1,0 +1,51 @@
+"""Slack misbehaving on purpose: rate limits and server errors, reproducibly.
+
+Rates draw from a `random.Random(seed)`, so the same sequence of calls meets the same faults on
+every run. `rate_limit_next` / `error_next` fault exactly the next N calls, for tests that want
+one precise failure rather than a rate.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+RATE_LIMITED = "ratelimited"
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(kw_only=True)
+class SlackFaults:
+    rate_limit_rate: float = 0.0
+    error_rate: float = 0.0
+    seed: int = 0
+    retry_after: int = 1
+    rate_limit_next: int = 0
+    error_next: int = 0
+    methods: frozenset[str] | None = None  # None: every Web API method may fault
+    _rng: random.Random | None = field(default=None, init=False, repr=False)
+    _rng_seed: int | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def draw(self, method: str) -> str | None:
+        """The fault this call of `method` meets, if any."""
+        if self.methods is not None and method not in self.methods:
+            return None
+        with self._lock:
+            if self.rate_limit_next > 0:
+                self.rate_limit_next -= 1
+                return RATE_LIMITED
+            if self.error_next > 0:
+                self.error_next -= 1
+                return INTERNAL_ERROR
+            if not (self.rate_limit_rate or self.error_rate):
+                return None
+            if self._rng is None or self._rng_seed != self.seed:
+                self._rng, self._rng_seed = random.Random(self.seed), self.seed
+            roll = self._rng.random()
+        if roll < self.rate_limit_rate:
+            return RATE_LIMITED
+        if roll < self.rate_limit_rate + self.error_rate:
+            return INTERNAL_ERROR
+        return None

@@ -1,0 +1,162 @@
+"""Button clicks (approve, reject, pause, resume, roll back) and the reject-reason modal.
+
+Every click is acknowledged first. A click by someone not allowed, or on a rollout that has
+moved on, gets an ephemeral explanation and changes nothing; the engine's per-rollout lock and
+the state machine make double clicks and simultaneous approvers yield exactly one decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from handlers.auth import channel_allowed, describe_principals
+from handlers.context import HandlerServices
+from rollout import commands
+from rollout.machine import Refusal
+
+log = logging.getLogger(__name__)
+
+REJECT_VIEW = "canary_reject_reason"
+
+
+def register(app: App, *, services: HandlerServices) -> None:
+    @app.action("approve")
+    def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user, rollout_id = _who_and_what(body)
+        if not _first(services, body):
+            return
+        approvers = services.engine.config.slack.approvers
+        if not services.directory.is_among(user, approvers):
+            why = f"Only approvers may approve: {describe_principals(approvers)}."
+            _refuse(services, respond, user=user, action="approve", why=why, rollout_id=rollout_id)
+            return
+        _apply(services, respond, rollout_id, commands.Approve(by=user), action="approve")
+
+    @app.action("reject")
+    def reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        ack()
+        user, rollout_id = _who_and_what(body)
+        approvers = services.engine.config.slack.approvers
+        rollout = services.engine.store.get(rollout_id)
+        allowed = services.directory.is_among(user, approvers) or (
+            rollout is not None and rollout.started_by == user
+        )
+        if not allowed:
+            why = f"Only approvers may reject: {describe_principals(approvers)}."
+            _refuse(services, respond, user=user, action="reject", why=why, rollout_id=rollout_id)
+            return
+        client.views_open(trigger_id=body["trigger_id"], view=_reject_view(rollout_id, body))
+
+    @app.view(REJECT_VIEW)
+    def reject_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user = body["user"]["id"]
+        meta = json.loads(view.get("private_metadata") or "{}")
+        reason = (
+            view.get("state", {}).get("values", {}).get("reason", {}).get("text", {}).get("value")
+        )
+        outcome = services.engine.command(
+            meta.get("rollout_id", ""),
+            commands.Reject(by=user, reason=reason or None),
+            action="reject",
+        )
+        if isinstance(outcome, Refusal) and meta.get("channel"):
+            client.chat_postEphemeral(channel=meta["channel"], user=user, text=outcome.message)
+
+    for action_id in ("pause", "resume", "rollback"):
+        _register_card_button(app, action_id, services=services)
+
+
+def _register_card_button(app: App, action_id: str, *, services: HandlerServices) -> None:
+    @app.action(action_id)
+    def card_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user, rollout_id = _who_and_what(body)
+        if not _first(services, body):
+            return
+        slack = services.engine.config.slack
+        channel = body.get("channel", {}).get("id", "")
+        if not channel_allowed(channel, slack.release_channels) or not services.directory.is_among(
+            user, slack.deployers
+        ):
+            why = f"Only deployers may {action_id.replace('rollback', 'roll back')} rollouts."
+            _refuse(services, respond, user=user, action=action_id, why=why, rollout_id=rollout_id)
+            return
+        command: commands.Command
+        if action_id == "pause":
+            command = commands.Pause(by=user, reason="paused from the status card")
+        elif action_id == "resume":
+            command = commands.Resume(by=user)
+        else:
+            command = commands.Rollback(by=user, reason="from the status card")
+        _apply(services, respond, rollout_id, command, action=action_id)
+
+
+def _apply(
+    services: HandlerServices,
+    respond: Respond,
+    rollout_id: str,
+    command: commands.Command,
+    *,
+    action: str,
+) -> None:
+    outcome = services.engine.command(rollout_id, command, action=action)
+    if isinstance(outcome, Refusal):
+        respond(response_type="ephemeral", replace_original=False, text=outcome.message)
+
+
+def _refuse(
+    services: HandlerServices,
+    respond: Respond,
+    *,
+    user: str,
+    action: str,
+    why: str,
+    rollout_id: str,
+) -> None:
+    services.refused(user=user, action=action, why=why, rollout_id=rollout_id)
+    respond(response_type="ephemeral", replace_original=False, text=why)
+
+
+def _who_and_what(body: dict[str, Any]) -> tuple[str, str]:
+    action = body["actions"][0]
+    return body["user"]["id"], str(action.get("value") or "")
+
+
+def _first(services: HandlerServices, body: dict[str, Any]) -> bool:
+    """A retried delivery of the same click (same action_ts, same user) acts once."""
+    action = body["actions"][0]
+    return services.first_delivery(
+        f"click:{action.get('action_id')}:{action.get('action_ts')}:{body['user']['id']}"
+    )
+
+
+def _reject_view(rollout_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    channel = body.get("channel", {}).get("id")
+    return {
+        "type": "modal",
+        "callback_id": REJECT_VIEW,
+        "private_metadata": json.dumps({"rollout_id": rollout_id, "channel": channel}),
+        "title": {"type": "plain_text", "text": "Reject rollout"},
+        "submit": {"type": "plain_text", "text": "Reject and roll back"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Why? (kept in the audit log)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "text",
+                    "multiline": True,
+                    "max_length": 500,
+                },
+            }
+        ],
+    }

@@ -1,0 +1,174 @@
+"""The `/canary` slash command: parse, check, acknowledge, then act.
+
+Everything before `ack()` reads only config, the SQLite store and cached group membership, so
+Slack always gets its answer well inside 3 s; refusals go into that acknowledgement as
+ephemeral replies. Cluster and Slack work (creating the canary, posting the card) happens after
+the acknowledgement, and its failures come back through `respond` (the response_url).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from handlers import parse
+from handlers.auth import channel_allowed, describe_principals
+from handlers.blocks import (
+    Message,
+    error_message,
+    help_message,
+    history_message,
+    list_message,
+    status_message,
+)
+from handlers.context import HandlerServices
+from rollout import commands
+from rollout.engine import StartRefused, StartRequest
+from rollout.machine import Refusal
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App, *, services: HandlerServices) -> None:
+    @app.command("/canary")
+    def canary(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        user, channel = command["user_id"], command["channel_id"]
+        trigger = command.get("trigger_id")
+        if trigger and not services.first_delivery(f"command:{trigger}"):
+            ack()
+            return
+        parsed = parse.parse_command(command.get("text") or "")
+        if isinstance(parsed, parse.UsageError):
+            _refuse(ack, services, user=user, action="command", why=parsed.message)
+            return
+        reply = _read_only(parsed, services)
+        if reply is not None:
+            ack(response_type="ephemeral", **reply.payload())
+            return
+        why = _permission_problem(parsed, services, user=user, channel=channel)
+        if why:
+            _refuse(ack, services, user=user, action=type(parsed).__name__.lower(), why=why)
+            return
+        if isinstance(parsed, parse.Start):
+            _start(parsed, services, ack=ack, respond=respond, user=user, channel=channel)
+        else:
+            _change(parsed, services, ack=ack, respond=respond, user=user)
+
+
+def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | None:
+    """Answers that change nothing; any channel and any user may ask."""
+    engine, now = services.engine, services.clock.now()
+    cluster = engine.config.cluster_name
+    match parsed:
+        case parse.Help():
+            return help_message()
+        case parse.ListRollouts():
+            return list_message(engine.store.active(), now=now)
+        case parse.History(service=service):
+            if service not in engine.config.services:
+                return error_message(_unknown_service(service, services))
+            return history_message(service, engine.store.history(service))
+        case parse.Status(service=None):
+            return list_message(engine.store.active(), now=now)
+        case parse.Status(service=str(service)):
+            rollout = engine.store.active_for(service) or next(
+                iter(engine.store.history(service, limit=1)), None
+            )
+            if rollout is None:
+                return error_message(
+                    _unknown_service(service, services)
+                    if service not in engine.config.services
+                    else f"`{service}` has no rollouts yet. Start one with "
+                    f"`/canary start {service} <tag>`."
+                )
+            return status_message(rollout, cluster_name=cluster, next_step_at=rollout.next_step_at)
+    return None
+
+
+def _permission_problem(
+    parsed: parse.Command, services: HandlerServices, *, user: str, channel: str
+) -> str | None:
+    slack = services.engine.config.slack
+    if not channel_allowed(channel, slack.release_channels):
+        channels = ", ".join(f"<#{c}>" for c in slack.release_channels)
+        return f"`/canary` changes rollouts only in the release channel: use it in {channels}."
+    if not services.directory.is_among(user, slack.deployers):
+        return (
+            "You are not a deployer, so you cannot start or change rollouts. Deployers: "
+            f"{describe_principals(slack.deployers)}."
+        )
+    return None
+
+
+def _start(
+    parsed: parse.Start,
+    services: HandlerServices,
+    *,
+    ack: Ack,
+    respond: Respond,
+    user: str,
+    channel: str,
+) -> None:
+    request = StartRequest(
+        service=parsed.service,
+        image=parsed.image,
+        by=user,
+        channel=channel,
+        steps=parsed.steps,
+        interval=parsed.interval,
+        approval=parsed.approval,
+    )
+    problem = services.engine.check_start(request)
+    if problem:
+        _refuse(ack, services, user=user, action="start", why=problem)
+        return
+    ack(response_type="ephemeral", text=f"Starting a canary of `{parsed.service}`…")
+    try:
+        services.engine.start(request)
+    except StartRefused as refusal:
+        services.refused(user=user, action="start", why=str(refusal))
+        respond(response_type="ephemeral", replace_original=True, **error_message(str(refusal)).payload())
+
+
+_COMMANDS: dict[type, Callable[[Any, str], commands.Command]] = {
+    parse.Pause: lambda p, by: commands.Pause(by=by, reason=p.reason),
+    parse.Resume: lambda p, by: commands.Resume(by=by),
+    parse.Promote: lambda p, by: commands.Promote(by=by),
+    parse.Rollback: lambda p, by: commands.Rollback(by=by, reason=p.reason),
+}
+
+
+def _change(
+    parsed: parse.Command, services: HandlerServices, *, ack: Ack, respond: Respond, user: str
+) -> None:
+    service: str = getattr(parsed, "service")  # noqa: B009 - every changing command names one
+    verb = type(parsed).__name__.lower()
+    if service not in services.engine.config.services:
+        _refuse(ack, services, user=user, action=verb, why=_unknown_service(service, services))
+        return
+    rollout = services.engine.store.active_for(service)
+    if rollout is None:
+        why = (
+            f"`{service}` has no active rollout to {verb}. Start one with "
+            f"`/canary start {service} <tag>`."
+        )
+        _refuse(ack, services, user=user, action=verb, why=why)
+        return
+    ack()
+    outcome = services.engine.command(rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb)
+    if isinstance(outcome, Refusal):
+        respond(response_type="ephemeral", **error_message(outcome.message).payload())
+
+
+def _refuse(ack: Ack, services: HandlerServices, *, user: str, action: str, why: str) -> None:
+    services.refused(user=user, action=action, why=why)
+    ack(response_type="ephemeral", **error_message(why).payload())
+
+
+def _unknown_service(service: str, services: HandlerServices) -> str:
+    known = ", ".join(f"`{name}`" for name in sorted(services.engine.config.services))
+    return f"Unknown service `{service}`. Known services: {known or 'none configured'}."
+

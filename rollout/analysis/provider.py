@@ -1,0 +1,105 @@
+"""The metrics backend behind one small protocol: run an instant query, get labelled numbers.
+
+A provider knows nothing of rollouts, rules or templates (those live in `queries.py` and
+`judge.py`), so a test or another backend only has to answer PromQL. `PrometheusProvider` wraps
+`prometheus_api_client` and turns every way a query can go wrong into `MetricsUnavailable`,
+because for the bot an unreachable or failing Prometheus simply means "no data".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from rollout.analysis.types import finite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One result series: its labels and its value (None for NaN/Inf: no usable data)."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", finite(self.value))
+
+
+class MetricsUnavailable(Exception):
+    """The backend could not be reached, or could not answer: treat every value as no data."""
+
+
+class QueryFailed(MetricsUnavailable):
+    """The backend answered this one query with an error (bad PromQL, overload).
+
+    Other queries of the same tick may still work, unlike when the backend is unreachable.
+    """
+
+
+class MetricsProvider(Protocol):
+    def query(self, promql: str) -> list[Series]:
+        """Run an instant query; raise `MetricsUnavailable` if it cannot be answered."""
+        ...
+
+
+class PrometheusProvider:
+    """`MetricsProvider` over the Prometheus HTTP API (`/api/v1/query`)."""
+
+    def __init__(self, url: str, *, timeout: timedelta = timedelta(seconds=5)) -> None:
+        # One quick retry for a dropped connection; none on HTTP status codes, so a broken
+        # query fails at once instead of being re-sent with back-off inside an analysis tick.
+        retry = Retry(total=1, backoff_factor=0, status_forcelist=())
+        self._client = PrometheusConnect(
+            # The client types its timeout as whole seconds.
+            url,
+            disable_ssl=True,
+            retry=retry,
+            timeout=max(1, math.ceil(timeout.total_seconds())),
+        )
+        self.url = url
+        self.queries_issued = 0
+
+    def query(self, promql: str) -> list[Series]:
+        self.queries_issued += 1
+        try:
+            result = self._client.custom_query(promql)
+        except PrometheusApiClientException as error:
+            raise QueryFailed(f"Prometheus refused the query: {error}") from error
+        except (requests.RequestException, ValueError, KeyError) as error:
+            # ValueError/KeyError: a body that is not Prometheus's JSON (a proxy's error page).
+            raise MetricsUnavailable(f"Prometheus at {self.url} unreachable: {error}") from error
+        return parse_result(result)
+
+
+def parse_result(result: Any) -> list[Series]:
+    """The `data.result` of an instant query: a vector (list of series) or a scalar."""
+    if not isinstance(result, list):
+        raise QueryFailed(f"unexpected Prometheus result: {result!r:.200}")
+    if len(result) == 2 and not isinstance(result[0], dict):
+        # A scalar result (`scalar(...)`, `vector` arithmetic on numbers): [time, "value"].
+        return [Series({}, _number(result[1]))]
+    return [
+        Series(
+            labels={str(k): str(v) for k, v in item.get("metric", {}).items()},
+            value=_number(item.get("value", [None, None])[1]),
+        )
+        for item in result
+    ]
+
+
+def _number(text: Any) -> float | None:
+    try:
+        return finite(float(text))
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,264 @@
+"""The configuration schema (DESIGN.md "Config file"), validated once into frozen objects.
+
+The domain reads its policies from here; `bot/config_loader.py` reads the YAML file, keeps line
+numbers and turns pydantic's errors into `key.path (line N): message` lines. Every `defaults`
+key may be overridden per service: the per-service keys are merged over `defaults` into one
+`Policy` per service before validation, so a service never sees a half-merged policy.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from rollout.durations import parse_duration
+
+STRATEGIES = ("replicas", "service", "nginx", "istio", "gateway", "argo")
+Strategy = Literal["replicas", "service", "nginx", "istio", "gateway", "argo"]
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool):
+        raise ValueError("a duration must be text like 30s, 10m, 1h or 1h30m")
+    if isinstance(value, int | float):
+        raise ValueError(f"{value} has no unit: write it like {value}s or {value}m")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+_USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check_ids(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
+    for value in values:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not a Slack {what} ID")
+    return values
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Rule(_Frozen):
+    """Roll back when `metric` of the canary is beyond one threshold for the whole `for`.
+
+    Exactly one threshold: an absolute `above`/`below`, or one relative to stable
+    (`above_stable_by`: canary minus stable; `above_stable_ratio`: canary divided by stable).
+    `min_request_rate` (canary req/s) keeps a rule from being judged on too little traffic.
+    """
+
+    metric: str
+    above: float | None = None
+    below: float | None = None
+    above_stable_by: float | None = None
+    above_stable_ratio: float | None = None
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    min_request_rate: float | None = None
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Rule:
+        given = [
+            name
+            for name in ("above", "below", "above_stable_by", "above_stable_ratio")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "a rule needs exactly one threshold: above, below, above_stable_by or "
+                f"above_stable_ratio (found {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def threshold_key(self) -> str:
+        for name in ("above", "below", "above_stable_by", "above_stable_ratio"):
+            if getattr(self, name) is not None:
+                return name
+        raise AssertionError("validated rules always have a threshold")
+
+    @property
+    def threshold(self) -> float:
+        value = getattr(self, self.threshold_key)
+        assert isinstance(value, float | int)
+        return float(value)
+
+
+def _default_rules() -> tuple[Rule, ...]:
+    return (
+        Rule(metric="error_rate", above=0.01, for_=timedelta(minutes=2)),
+        Rule(metric="latency_avg_ms", above=500, for_=timedelta(minutes=2)),
+        Rule(metric="success_rate", below=0.999, for_=timedelta(0)),
+    )
+
+
+class Policy(_Frozen):
+    """How a rollout proceeds: the `defaults` section, overridable per service."""
+
+    steps: tuple[int, ...] = (5, 25, 45, 65, 85)
+    step_interval: Duration = timedelta(hours=1)
+    analysis_interval: Duration = timedelta(seconds=30)
+    analysis_window: Duration = timedelta(minutes=1)
+    approval: bool = True
+    approvals_required: int = Field(default=1, ge=1, le=10)
+    approval_timeout: Duration = timedelta(hours=24)
+    self_approval: bool = False
+    on_no_data: Literal["hold", "rollback", "ignore"] = "hold"
+    no_data_alert_after: Duration = timedelta(minutes=5)
+    on_failure: Literal["rollback", "pause"] = "rollback"
+    progress_deadline: Duration = timedelta(minutes=10)
+    rules: tuple[Rule, ...] = Field(default_factory=_default_rules)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_below_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        return validate_steps(steps)
+
+    @field_validator("analysis_interval", "step_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+POLICY_KEYS = frozenset(Policy.model_fields)
+
+
+def validate_steps(steps: tuple[int, ...]) -> tuple[int, ...]:
+    """Steps are canary weights in percent, strictly rising, each in 1..99 (100 is promotion)."""
+    if not steps:
+        raise ValueError("needs at least one step, like [5, 25, 50]")
+    for weight in steps:
+        if not 1 <= weight <= 99:
+            raise ValueError(f"step {weight} is out of range: each step is a weight from 1 to 99")
+    if list(steps) != sorted(set(steps)):
+        raise ValueError(f"steps {list(steps)} must rise strictly, like [5, 25, 50]")
+    return steps
+
+
+class ServiceConfig(_Frozen):
+    """One entry of `services:`; `policy` is `defaults` with this service's overrides on top."""
+
+    namespace: str
+    deployment: str
+    container: str | None = None
+    strategy: Strategy = "replicas"
+    service: str | None = None
+    ingress: str | None = None
+    virtual_service: str | None = None
+    destination_rule: str | None = None
+    http_route: str | None = None
+    argo_rollout: str | None = None
+    environment: str = "production"
+    metrics: dict[str, str] = Field(default_factory=dict)
+    policy: Policy = Field(default_factory=Policy)
+
+    @field_validator("namespace", "deployment")
+    @classmethod
+    def _k8s_name(cls, value: str) -> str:
+        if not _K8S_NAME.match(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a valid Kubernetes name (lower-case, digits, '-')")
+        return value
+
+    @property
+    def canary_deployment(self) -> str:
+        return f"{self.deployment}-canary"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.lower() in {"production", "prod"}
+
+
+class SlackConfig(_Frozen):
+    release_channels: tuple[str, ...] = ()
+    alert_channel: str | None = None
+    oncall: str | None = None
+    deployers: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+
+    @field_validator("release_channels")
+    @classmethod
+    def _channels(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_ids(list(values), _CHANNEL, "channel"))
+
+    @field_validator("alert_channel")
+    @classmethod
+    def _alert_channel(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ids([value], _CHANNEL, "channel")[0]
+
+    @field_validator("deployers", "approvers")
+    @classmethod
+    def _people(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_ids(list(values), _USER_OR_GROUP, "user (U...) or user-group (S...)"))
+
+    @field_validator("oncall")
+    @classmethod
+    def _oncall(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_ids([value], _USER_OR_GROUP, "user (U...) or user-group (S...)")[0]
+
+
+class PrometheusConfig(_Frozen):
+    url: str = "http://127.0.0.1:9090"
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+class KubernetesConfig(_Frozen):
+    context: str | None = None
+
+
+class StoreConfig(_Frozen):
+    path: str = "canary-bot.db"
+
+
+class Config(_Frozen):
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    cluster_name: str = "default"
+    defaults: Policy = Field(default_factory=Policy)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults_into_services(cls, data: Any) -> Any:
+        """Give each service one `policy`: the raw `defaults` with its own keys on top."""
+        if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+            return data
+        defaults = data.get("defaults")
+        if not isinstance(defaults, dict):
+            defaults = {}  # a non-mapping `defaults` is reported at `defaults` itself
+        services: dict[str, Any] = {}
+        for name, raw in data["services"].items():
+            if isinstance(raw, dict):
+                own = {key: value for key, value in raw.items() if key in POLICY_KEYS}
+                rest = {key: value for key, value in raw.items() if key not in POLICY_KEYS}
+                raw = {**rest, "policy": {**defaults, **own}}
+            services[name] = raw
+        return {**data, "services": services}
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        for name in services:
+            if not _K8S_NAME.match(name):
+                raise ValueError(f"service name {name!r}: use lower-case letters, digits and '-'")
+        return services

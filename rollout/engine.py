@@ -1,0 +1,519 @@
+"""The engine carries out the state machine's decisions against the cluster, Slack and the store.
+
+It is the only place where the pure machine meets the world. Each change of state is saved
+before the actions it implies are carried out, and again after each action that changes the
+record, so a crash at any moment leaves a state that the next tick can continue from. Cluster
+actions are level-triggered (the machine asks for them again on every tick until they hold) and
+messages are posted at most once per key, which is what makes a restart safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rollout.analysis import AnalysisTarget, Analyzer, Measurement, Verdict, judge
+from rollout.commands import Command
+from rollout.config import Config, ServiceConfig
+from rollout.events import Alert, Event, Finished, StepReached
+from rollout.images import image_problem, resolve_image
+from rollout.machine import (
+    Action,
+    Announce,
+    CloseApproval,
+    Decision,
+    Observation,
+    Page,
+    PromoteStable,
+    Refusal,
+    RequestApproval,
+    RollBackCanary,
+    SetWeight,
+    advance,
+    apply_command,
+)
+from rollout.model import Phase, Rollout, RolloutPlan
+from rollout.ports import Clock, Notifier
+from rollout.store import ActiveRolloutExists, SqliteStore
+from rollout.traffic.base import TrafficRouter, TrafficStatus
+from rollout.wording import describe_breach
+
+log = logging.getLogger(__name__)
+_Sender = Callable[[], object]
+
+BOT = "canary-bot"
+# A rollback that keeps failing this many ticks in a row is declared failed and pages on-call.
+MAX_ROLLBACK_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartRequest:
+    service: str
+    image: str
+    by: str
+    channel: str
+    steps: tuple[int, ...] | None = None
+    interval: timedelta | None = None
+    approval: bool | None = None
+
+
+class StartRefused(Exception):
+    """A start that cannot go ahead; the message says what is wrong and how to fix it."""
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: SqliteStore,
+        routers: Mapping[str, TrafficRouter],
+        notifier: Notifier,
+        clock: Clock,
+        analyzer: Analyzer | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._routers = routers
+        self._notifier = notifier
+        self._clock = clock
+        self._analyzer = analyzer
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._last_tick: dict[str, datetime] = {}
+
+    # ----------------------------------------------------------------- starting
+
+    def check_start(self, request: StartRequest) -> str | None:
+        """Fast checks, safe before Slack's acknowledgement: config and database only."""
+        service = self.config.services.get(request.service)
+        if service is None:
+            known = ", ".join(sorted(self.config.services)) or "none configured"
+            return f"Unknown service `{request.service}`. Known services: {known}."
+        active = self.store.active_for(request.service)
+        if active is not None:
+            return (
+                f"`{request.service}` already has an active rollout "
+                f"({active.canary_image}, {active.phase.value.replace('_', ' ')}). "
+                f"Finish it or `/canary rollback {request.service}` first."
+            )
+        if "/" not in request.image and ":" not in request.image and "@" not in request.image:
+            # A bare tag: the policy can be judged before the stable image is known.
+            return image_problem(f"registry.invalid/image:{request.image}",
+                                 production=service.is_production)
+        return image_problem(request.image, production=service.is_production)
+
+    def start(self, request: StartRequest) -> Rollout:
+        problem = self.check_start(request)
+        if problem:
+            raise StartRefused(problem)
+        service = self.config.services[request.service]
+        router = self._router(service)
+        now = self._clock.now()
+        draft = self._draft(request, service, now=now)
+        try:
+            container, stable_image = router.stable_image(draft)
+        except Exception as error:
+            raise StartRefused(f"Cannot read the stable workload: {error}") from error
+        canary_image = resolve_image(stable_image, request.image)
+        problem = image_problem(canary_image, production=service.is_production)
+        if problem:
+            raise StartRefused(problem)
+        if canary_image == stable_image:
+            raise StartRefused(
+                f"`{request.service}` already runs {stable_image}; name a different tag or image."
+            )
+        rollout = draft.evolve(
+            now=now, container=container, stable_image=stable_image, canary_image=canary_image
+        )
+        try:
+            self.store.create(rollout, actor=request.by, detail=f"image {canary_image}")
+        except ActiveRolloutExists as error:
+            raise StartRefused(str(error)) from error
+        with self._lock(rollout.id):
+            rollout = self._ensure_messages(rollout, before=None)
+            try:
+                prepared = router.prepare(rollout)
+            except Exception as error:
+                log.exception("preparing %s failed", rollout.id)
+                reason = f"could not create the canary: {error}"
+                failed = rollout.evolve(
+                    now=self._clock.now(), phase=Phase.ROLLING_BACK, reason=reason
+                )
+                self._save(rollout, failed, actor=BOT, action="prepare failed", detail=reason)
+                self._carry_out(failed, advance(failed, _quiet(), now=self._clock.now()))
+                raise StartRefused(f"Rollout of `{request.service}` stopped: {reason}") from error
+            self.store.audit(
+                at=self._clock.now(), actor=BOT, action="cluster: canary created",
+                rollout_id=rollout.id, detail=f"{rollout.deployment}-canary",
+            )
+            self._save(rollout, prepared, actor=BOT, action="prepare")
+            self.tick(prepared.id)
+        return self.store.get(prepared.id) or prepared
+
+    def _draft(self, request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
+        policy = service.policy
+        plan = RolloutPlan(
+            steps=request.steps or policy.steps,
+            step_interval=request.interval or policy.step_interval,
+            analysis_interval=policy.analysis_interval,
+            approval=policy.approval if request.approval is None else request.approval,
+            approvals_required=policy.approvals_required,
+            self_approval=policy.self_approval,
+            progress_deadline=policy.progress_deadline,
+            approval_timeout=policy.approval_timeout,
+            on_failure=policy.on_failure,
+            on_no_data=policy.on_no_data,
+            no_data_alert_after=policy.no_data_alert_after,
+        )
+        return Rollout(
+            id=f"{request.service}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
+            service=request.service,
+            namespace=service.namespace,
+            deployment=service.deployment,
+            container=service.container or "",
+            strategy=service.strategy,
+            stable_image="",
+            canary_image="",
+            plan=plan,
+            channel=request.channel,
+            started_by=request.by,
+            created_at=now,
+            updated_at=now,
+        )
+
+    # ----------------------------------------------------------------- commands
+
+    def command(self, rollout_id: str, command: Command, *, action: str) -> Rollout | Refusal:
+        """Apply a person's command under the rollout's lock; refusals change nothing."""
+        with self._lock(rollout_id):
+            rollout = self.store.get(rollout_id)
+            if rollout is None:
+                return Refusal("That rollout does not exist (any more); nothing was changed.")
+            outcome = apply_command(rollout, command, now=self._clock.now())
+            if isinstance(outcome, Refusal):
+                self.store.audit(
+                    at=self._clock.now(), actor=command.by, action=f"refused: {action}",
+                    rollout_id=rollout_id, detail=outcome.message,
+                )
+                return outcome
+            return self._carry_out(rollout, outcome, actor=command.by, action=action)
+
+    # ----------------------------------------------------------------- ticks
+
+    def tick_all(self) -> None:
+        """One scheduler beat: measure every due rollout in one batch, then advance each."""
+        now = self._clock.now()
+        due = [r for r in self.store.active() if self._is_due(r, now)]
+        measurements = self._measure(due, now=now)
+        for rollout in due:
+            self._last_tick[rollout.id] = now
+            try:
+                self.tick(rollout.id, measured=rollout.id in measurements)
+            except Exception:
+                log.exception("tick of %s failed", rollout.id)
+
+    def tick(self, rollout_id: str, *, measured: bool = False) -> None:
+        with self._lock(rollout_id):
+            rollout = self.store.get(rollout_id)
+            if rollout is None or rollout.phase.is_terminal:
+                self._last_tick.pop(rollout_id, None)
+                return
+            now = self._clock.now()
+            observation = self._observe(rollout, now=now)
+            self._carry_out(rollout, advance(rollout, observation, now=now))
+
+    def reconcile(self) -> None:
+        """At start-up: put the stored weight back on the cluster and repair lost messages."""
+        for rollout in self.store.active():
+            with self._lock(rollout.id):
+                try:
+                    if rollout.step_index >= 0 and rollout.phase in (
+                        Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL
+                    ):
+                        changed = self._router_for(rollout).set_weight(
+                            rollout, rollout.target_weight
+                        )
+                        if changed:
+                            self._audit_cluster(rollout, f"re-applied weight {rollout.target_weight}%")
+                    self._ensure_messages(rollout, before=rollout)
+                except Exception:
+                    log.exception("reconciling %s failed", rollout.id)
+
+    def _is_due(self, rollout: Rollout, now: datetime) -> bool:
+        last = self._last_tick.get(rollout.id)
+        slack = timedelta(milliseconds=250)
+        return last is None or now - last >= rollout.plan.analysis_interval - slack
+
+    def _measure(self, rollouts: Sequence[Rollout], *, now: datetime) -> dict[str, Measurement]:
+        if self._analyzer is None:
+            return {}
+        targets = [self._target(r) for r in rollouts if self._rules(r)]
+        if not targets:
+            return {}
+        measurements = self._analyzer.measure(targets, now=now)
+        for rollout_id, measurement in measurements.items():
+            self.store.add_measurement(rollout_id, at=measurement.at, data=measurement.to_json())
+        return measurements
+
+    def _target(self, rollout: Rollout) -> AnalysisTarget:
+        service = self.config.services[rollout.service]
+        return AnalysisTarget(
+            rollout_id=rollout.id,
+            service=rollout.service,
+            namespace=rollout.namespace,
+            deployment=rollout.deployment,
+            strategy=rollout.strategy,
+            ingress=service.ingress,
+            window=service.policy.analysis_window,
+            custom_metrics=service.metrics,
+        )
+
+    def _rules(self, rollout: Rollout) -> tuple[object, ...]:
+        service = self.config.services.get(rollout.service)
+        return service.policy.rules if service else ()
+
+    def _observe(self, rollout: Rollout, *, now: datetime) -> Observation:
+        traffic: TrafficStatus | None = None
+        if rollout.step_index >= 0 and rollout.phase.is_active:
+            try:
+                traffic = self._router_for(rollout).status(rollout)
+            except Exception as error:
+                log.warning("cannot read traffic of %s: %s", rollout.id, error)
+        service = self.config.services.get(rollout.service)
+        rules = service.policy.rules if service else ()
+        if not rules:
+            return Observation(traffic=traffic)
+        if self._analyzer is None:
+            return Observation(traffic=traffic, verdict=Verdict.NO_DATA)
+        longest = max(rule.for_ for rule in rules)
+        since = now - longest - 3 * rollout.plan.analysis_interval
+        history = [
+            Measurement.from_json(data)
+            for data in self.store.measurements(rollout.id, since=since)
+        ]
+        analysis = judge(
+            rules=rules, history=history, now=now,
+            analysis_interval=rollout.plan.analysis_interval,
+        )
+        breach = analysis.breached
+        return Observation(
+            traffic=traffic,
+            verdict=analysis.verdict,
+            breach=describe_breach(breach) if breach else None,
+        )
+
+    # ----------------------------------------------------------------- carrying out
+
+    def _carry_out(
+        self, before: Rollout, decision: Decision, *, actor: str = BOT, action: str = "tick"
+    ) -> Rollout:
+        rollout = decision.rollout
+        if rollout != before:
+            self._save(before, rollout, actor=actor, action=action)
+        for step in decision.actions:
+            rollout = self._execute(rollout, step)
+        return self._ensure_messages(rollout, before=before)
+
+    def _execute(self, rollout: Rollout, action: Action) -> Rollout:
+        router = self._router_for(rollout)
+        match action:
+            case SetWeight(weight=weight):
+                try:
+                    if router.set_weight(rollout, weight):
+                        self._audit_cluster(rollout, f"set canary weight {weight}%")
+                except Exception as error:
+                    log.warning("setting weight of %s failed: %s", rollout.id, error)
+                    self._audit_cluster(rollout, f"set weight {weight}% failed: {error}")
+            case Announce(event=event):
+                self._post(rollout, event)
+            case RequestApproval():
+                rollout = self._request_approval(rollout)
+            case CloseApproval():
+                self._close_approval(rollout)
+            case PromoteStable():
+                rollout = self._promote(rollout, router)
+            case RollBackCanary():
+                rollout = self._roll_back(rollout, router)
+            case Page(alert=alert):
+                self._page(rollout, alert)
+        return rollout
+
+    def _promote(self, rollout: Rollout, router: TrafficRouter) -> Rollout:
+        try:
+            done = router.promote(rollout)
+        except Exception as error:
+            log.warning("promoting %s: %s", rollout.id, error)
+            self._audit_cluster(rollout, f"promotion step failed: {error}")
+            return rollout
+        if not done:
+            return rollout
+        self._audit_cluster(rollout, f"stable runs {rollout.canary_image}; canary removed")
+        now = self._clock.now()
+        finished = rollout.evolve(now=now, phase=Phase.SUCCEEDED, weight=100.0, finished_at=now)
+        self._save(rollout, finished, actor=BOT, action="promoted")
+        return finished
+
+    def _roll_back(self, rollout: Rollout, router: TrafficRouter) -> Rollout:
+        now = self._clock.now()
+        try:
+            router.rollback(rollout)
+        except Exception as error:
+            log.warning("rolling back %s: %s", rollout.id, error)
+            self._audit_cluster(rollout, f"rollback attempt failed: {error}")
+            failures = rollout.failures + 1
+            if failures < MAX_ROLLBACK_ATTEMPTS:
+                retried = rollout.evolve(now=now, failures=failures)
+                self._save(rollout, retried, actor=BOT, action="rollback retry")
+                return retried
+            reason = f"rollback could not be completed: {error}"
+            failed = rollout.evolve(
+                now=now, phase=Phase.FAILED, failures=failures, finished_at=now, reason=reason
+            )
+            self._save(rollout, failed, actor=BOT, action="rollback failed")
+            self._page(failed, Alert(
+                title=f"{rollout.service}: ROLLBACK FAILED — act now",
+                detail=f"{reason}. Traffic may still reach the canary {rollout.canary_image}.",
+                traffic_on_stable=False,
+                at=now,
+            ))
+            return failed
+        self._audit_cluster(rollout, "all traffic on stable; canary removed")
+        done = rollout.evolve(now=now, phase=Phase.ROLLED_BACK, weight=0.0, finished_at=now)
+        self._save(rollout, done, actor=BOT, action="rolled back")
+        return done
+
+    def _request_approval(self, rollout: Rollout) -> Rollout:
+        if rollout.approval_ts is not None:
+            return rollout
+        ts = self._once(rollout, "approval", lambda: self._notifier.request_approval(rollout))
+        if ts is None:
+            return rollout
+        asked = rollout.evolve(now=self._clock.now(), approval_ts=ts)
+        self._save(rollout, asked, actor=BOT, action="approval requested")
+        return asked
+
+    def _ensure_messages(self, rollout: Rollout, *, before: Rollout | None) -> Rollout:
+        """Level-triggered messages: whatever the state says must be in Slack, is posted once."""
+        if rollout.thread_ts is None:
+            ts = self._once(rollout, "card", lambda: self._notifier.show_card(rollout))
+            if ts is not None:
+                posted = rollout.evolve(now=rollout.updated_at, thread_ts=ts)
+                self._save(rollout, posted, actor=BOT, action="card posted")
+                rollout = posted
+        elif before is None or _card_view(before) != _card_view(rollout):
+            self._notify(lambda: self._notifier.show_card(rollout))
+        if rollout.phase == Phase.PROGRESSING and rollout.step_ready:
+            self._post(rollout, StepReached(
+                step=rollout.step_index + 1, steps=len(rollout.plan.steps), weight=rollout.weight
+            ))
+        if rollout.phase == Phase.AWAITING_APPROVAL and rollout.approval_ts is None:
+            rollout = self._request_approval(rollout)
+        if rollout.phase.is_terminal:
+            self._close_approval(rollout)
+            self._post(rollout, Finished(
+                phase=rollout.phase.value,
+                reason=rollout.reason,
+                duration=(rollout.finished_at or rollout.updated_at) - rollout.created_at,
+            ))
+        return rollout
+
+    def _close_approval(self, rollout: Rollout) -> None:
+        if rollout.approval_ts is None:
+            return
+
+        def close() -> str:
+            self._notifier.close_approval(rollout)
+            return "closed"
+
+        self._once(rollout, "approval-closed", close)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _post(self, rollout: Rollout, event: Event) -> None:
+        def post() -> str:
+            self._notifier.post_event(rollout, event)
+            return "posted"
+
+        self._once(rollout, _event_key(rollout, event), post)
+
+    def _page(self, rollout: Rollout, alert: Alert) -> None:
+        def page() -> str:
+            self._notifier.alert(rollout, alert)
+            return "paged"
+
+        self._once(rollout, f"alert:{alert.title}:{alert.at.isoformat()}", page)
+        self.store.audit(
+            at=alert.at, actor=BOT, action="paged on-call", rollout_id=rollout.id,
+            detail=f"{alert.title}: {alert.detail}",
+        )
+
+    def _once(self, rollout: Rollout, key: str, send: _Sender) -> str | None:
+        """Send a message unless one was already sent under `key`; returns its ts."""
+        existing = self.store.message_ts(rollout.id, key)
+        if existing is not None:
+            return existing
+        ts = self._notify(send)
+        if ts is not None:
+            self.store.remember_message(rollout.id, key, ts)
+        return ts
+
+    def _notify(self, send: _Sender) -> str | None:
+        """Slack trouble must never stop a rollout: log it; level-triggered posts retry."""
+        try:
+            result = send()
+        except Exception:
+            log.exception("notifying Slack failed")
+            return None
+        return result if isinstance(result, str) else None
+
+    def _save(
+        self, before: Rollout, after: Rollout, *, actor: str, action: str,
+        detail: str | None = None,
+    ) -> None:
+        self.store.save(before, after, actor=actor, action=action, detail=detail)
+
+    def _audit_cluster(self, rollout: Rollout, detail: str) -> None:
+        self.store.audit(
+            at=self._clock.now(), actor=BOT, action="cluster change", rollout_id=rollout.id,
+            detail=detail,
+        )
+
+    def _router(self, service: ServiceConfig) -> TrafficRouter:
+        return self._routers[service.strategy]
+
+    def _router_for(self, rollout: Rollout) -> TrafficRouter:
+        return self._routers[rollout.strategy]
+
+    def _lock(self, rollout_id: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(rollout_id, threading.RLock())
+
+
+def _quiet() -> Observation:
+    return Observation(traffic=None)
+
+
+def _event_key(rollout: Rollout, event: Event) -> str:
+    if isinstance(event, StepReached):
+        return f"step:{event.step}"
+    if isinstance(event, Finished):
+        return "finished"
+    return f"{type(event).__name__}:{rollout.updated_at.isoformat()}"
+
+
+def _card_view(rollout: Rollout) -> tuple[object, ...]:
+    """The fields the status card shows; the card is updated only when one of them changes."""
+    return (
+        rollout.phase,
+        rollout.step_index,
+        rollout.step_ready,
+        rollout.weight,
+        rollout.next_step_at,
+        rollout.approvals,
+        rollout.reason,
+    )

@@ -1,0 +1,116 @@
+"""Which image a canary runs, and whether that image may be released.
+
+`/canary start checkout v2.3.5` names only a tag: the canary keeps the registry and repository
+of the stable container's image. A production release must be reproducible, so a moving tag
+(`latest`, or none at all) is refused there before anything changes in the cluster.
+
+The syntax check follows the container image reference grammar (the one Docker and containerd
+accept) closely enough to catch typos before the cluster does, with one deliberate difference:
+a first path component without `.`, `:` or `localhost` is read as a repository, so an
+upper-case `Shop/app` is refused instead of being taken for a registry host named `Shop`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+)
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_NAME_MAX = 255
+_EXAMPLE = "`registry.example.com/shop/app:v2.3.5`"
+
+
+@dataclass(frozen=True)
+class _Reference:
+    name: str
+    tag: str | None
+    digest: str | None
+
+
+def _split(reference: str) -> _Reference:
+    rest, at, digest = reference.partition("@")
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > slash:
+        return _Reference(rest[:colon], rest[colon + 1 :], digest if at else None)
+    return _Reference(rest, None, digest if at else None)
+
+
+def _is_digest(text: str) -> bool:
+    return _DIGEST.fullmatch(text.removeprefix("@")) is not None
+
+
+def resolve_image(stable_image: str, tag_or_image: str) -> str:
+    """The canary image: a bare tag or digest applies to the stable image's repository."""
+    given = tag_or_image.strip()
+    repository = _split(stable_image.strip()).name
+    if _is_digest(given):
+        return f"{repository}@{given.removeprefix('@')}"
+    is_reference = "/" in given or "@" in given or (":" in given and not given.startswith(":"))
+    if is_reference:
+        return given
+    return f"{repository}:{given.removeprefix(':')}"
+
+
+def image_problem(image: str, *, production: bool) -> str | None:
+    """Why `image` may not be released (one sentence with the fix), or None when it may."""
+    syntax = _syntax_problem(image)
+    if syntax is not None:
+        return f"`{_clip(image)}` is not a valid image reference: {syntax}"
+    if not production:
+        return None
+    reference = _split(image)
+    if reference.digest is None and (reference.tag is None or reference.tag.lower() == "latest"):
+        return (
+            f"production services need a pinned image: `{_clip(image)}` "
+            f"{'has no tag' if reference.tag is None else 'uses the moving tag `latest`'}, "
+            "so what runs could change under you; use a version tag like `v2.3.5` "
+            "or a digest (`@sha256:…`)."
+        )
+    return None
+
+
+def _syntax_problem(image: str) -> str | None:
+    if not image:
+        return f"it is empty; give a tag like `v2.3.5` or a full reference like {_EXAMPLE}."
+    if image != image.strip() or any(char.isspace() for char in image):
+        return "it contains spaces; write the reference as one word, like " + _EXAMPLE + "."
+    reference = _split(image)
+    if reference.digest is not None and _DIGEST.fullmatch(reference.digest) is None:
+        return "a digest is `sha256:` followed by 64 lower-case hex digits."
+    if reference.tag == "":
+        return "a `:` must be followed by a tag, like `:v2.3.5`."
+    if reference.tag is not None and _TAG.fullmatch(reference.tag) is None:
+        return (
+            f"the tag `{_clip(reference.tag)}` may hold only letters, digits, `_`, `.` and `-`, "
+            "must not start with `.` or `-`, and is at most 128 characters."
+        )
+    return _name_problem(reference.name)
+
+
+def _name_problem(name: str) -> str | None:
+    if len(name) > _NAME_MAX:
+        return f"the repository name is longer than {_NAME_MAX} characters."
+    components = name.split("/")
+    first = components[0]
+    if len(components) > 1 and ("." in first or ":" in first or first == "localhost"):
+        if _DOMAIN.fullmatch(first) is None:
+            return f"`{_clip(first)}` is not a valid registry host (with an optional `:port`)."
+        components = components[1:]
+    if not all(_PATH_COMPONENT.fullmatch(part) for part in components):
+        return (
+            "repository names are lower-case letters and digits, separated by `/`, `.`, `_` "
+            f"or `-`, like {_EXAMPLE}."
+        )
+    return None
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    flat = text.replace("`", "'")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

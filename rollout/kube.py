@@ -1,0 +1,206 @@
+"""The bot's one door to the Kubernetes API: the official client, plain dicts, retries.
+
+Routers get a `KubeGateway` injected; they never load a kubeconfig or build clients. Responses
+are read as the server's JSON (camelCase dicts) rather than the client's model objects, so a
+router can copy an object faithfully. Every write is idempotent by construction (absolute
+values, AlreadyExists on create and NotFound on delete are success), which is what makes
+retrying with backoff and jitter (tenacity) safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3.exceptions
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RETRIED_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+REQUEST_TIMEOUT = (3.0, 10.0)
+MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
+
+
+class KubeUnavailable(Exception):
+    """The API server did not accept a request after every retry."""
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, ApiException):
+        return error.status in RETRIED_STATUSES or error.status == 0
+    return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+
+_retrying = retry(
+    retry=retry_if_exception(_transient),
+    wait=wait_random_exponential(multiplier=0.05, max=2.0),
+    stop=stop_after_attempt(6),
+    reraise=True,
+)
+
+
+class KubeGateway:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        on_call: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._apps = k8s.AppsV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._on_call = on_call or (lambda verb, what: None)
+
+    def _call(self, verb: str, what: str, request: Callable[[], Any]) -> Any:
+        @_retrying
+        def attempt() -> Any:
+            self._on_call(verb, what)
+            return request()
+
+        try:
+            return attempt()
+        except ApiException:
+            raise
+        except Exception as error:
+            if _transient(error):
+                raise KubeUnavailable(f"{verb} {what}: {error}") from error
+            raise
+
+    # ----------------------------------------------------------------- deployments
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self._call(
+                "get",
+                f"deployment {namespace}/{name}",
+                lambda: self._apps.read_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    def create_deployment(self, namespace: str, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        try:
+            self._call(
+                "create",
+                f"deployment {namespace}/{name}",
+                lambda: self._apps.create_namespaced_deployment(
+                    namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        except ApiException as error:
+            if error.status != 409 or "AlreadyExists" not in str(error.body):
+                raise
+
+    def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Strategic-merge patch (the client picks it for a dict body on Deployments)."""
+        self._call(
+            "patch",
+            f"deployment {namespace}/{name}",
+            lambda: self._apps.patch_namespaced_deployment(
+                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self._call(
+            "scale",
+            f"deployment {namespace}/{name} to {replicas}",
+            lambda: self._apps.patch_namespaced_deployment_scale(
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self._call(
+                "delete",
+                f"deployment {namespace}/{name}",
+                lambda: self._apps.delete_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                ),
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # ----------------------------------------------------------------- events
+
+    def emit_event(
+        self,
+        *,
+        involved: dict[str, Any],
+        reason: str,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        """A core/v1 Event on `involved`, so `kubectl describe` shows the rollout's history.
+
+        Best effort: an Event that cannot be written is logged, never fails a rollout.
+        """
+        metadata = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata["namespace"],
+                "labels": dict(MANAGED_BY),
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", "apps/v1"),
+                "kind": involved.get("kind", "Deployment"),
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "canary-bot"},
+            "reportingComponent": "canary-bot",
+            "reportingInstance": "canary-bot",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._call(
+                "create",
+                f"event {reason} on {metadata['namespace']}/{metadata['name']}",
+                lambda: self._core.create_namespaced_event(
+                    metadata["namespace"],
+                    body,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
+            )
+        except (ApiException, KubeUnavailable) as error:
+            log.warning("could not record event %s: %s", reason, error)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data = json.loads(response.data)
+    assert isinstance(data, dict)
+    return data

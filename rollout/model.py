@@ -1,0 +1,130 @@
+"""The rollout record: everything the bot must remember about one release, as a frozen value.
+
+The state machine returns a new `Rollout` for every change, the store persists it whole, and a
+restarted bot needs nothing else to carry the release on. Derived facts (the current target
+weight, whether approval is complete) are properties, never stored twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PROMOTING = "promoting"
+    SUCCEEDED = "succeeded"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+    @property
+    def is_active(self) -> bool:
+        return self not in TERMINAL_PHASES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutPlan:
+    """What was asked for at start, fixed for the rollout's life (config edits don't move it)."""
+
+    steps: tuple[int, ...]
+    step_interval: timedelta
+    analysis_interval: timedelta
+    approval: bool
+    approvals_required: int
+    self_approval: bool
+    progress_deadline: timedelta
+    approval_timeout: timedelta
+    on_failure: str = "rollback"
+    on_no_data: str = "hold"
+    no_data_alert_after: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollout:
+    id: str
+    service: str
+    namespace: str
+    deployment: str
+    container: str
+    strategy: str
+    stable_image: str
+    canary_image: str
+    plan: RolloutPlan
+    channel: str
+    started_by: str
+    created_at: datetime
+    updated_at: datetime
+    phase: Phase = Phase.PENDING
+    # Index into plan.steps of the weight currently asked of the cluster; -1 before the first.
+    step_index: int = -1
+    # True once the cluster has the current step's weight and the canary pods are ready.
+    step_ready: bool = False
+    # When the current step's weight was sent to the cluster (the progress deadline counts
+    # from here) and when it became ready (the step interval counts from here).
+    step_applied_at: datetime | None = None
+    step_started_at: datetime | None = None
+    # Canary share of traffic actually in effect, as read back from the cluster (percent).
+    weight: float = 0.0
+    # Stable replica count when the rollout started (strategy `replicas`); restored on rollback.
+    original_replicas: int | None = None
+    paused_from: Phase | None = None
+    approvals: tuple[str, ...] = ()
+    rejected_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    finished_at: datetime | None = None
+    thread_ts: str | None = None
+    approval_ts: str | None = None
+    # Missing metrics hold a step and lengthen it by the time held (DESIGN.md "Steps").
+    step_held: timedelta = timedelta(0)
+    no_data_seen_at: datetime | None = None
+    no_data_since: datetime | None = None
+    no_data_alerted: bool = False
+    # When the approval was requested (the approval timeout counts from here).
+    approval_requested_at: datetime | None = None
+    approval_reminded: bool = False
+    # Consecutive failed attempts at the current cluster action (promotion or rollback).
+    failures: int = 0
+    # Free-form facts a router needs to restore what it changed (e.g. original annotations).
+    router_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_weight(self) -> int:
+        """The weight the current step asks for (0 before the first step)."""
+        if self.phase in (Phase.PROMOTING, Phase.SUCCEEDED):
+            return 100
+        if self.step_index < 0:
+            return 0
+        return self.plan.steps[self.step_index]
+
+    @property
+    def is_last_step(self) -> bool:
+        return self.step_index == len(self.plan.steps) - 1
+
+    @property
+    def approved(self) -> bool:
+        return len(self.approvals) >= self.plan.approvals_required
+
+    @property
+    def next_step_at(self) -> datetime | None:
+        """When the current step may advance (if healthy); None while not counting down."""
+        if self.phase != Phase.PROGRESSING or not self.step_ready or self.step_started_at is None:
+            return None
+        return self.step_started_at + self.plan.step_interval + self.step_held
+
+    def evolve(self, *, now: datetime, **changes: Any) -> Rollout:
+        return replace(self, updated_at=now, **changes)

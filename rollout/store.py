@@ -1,0 +1,279 @@
+"""Durable state: rollouts, the append-only audit log, posted messages and seen deliveries.
+
+One SQLite file (shared with APScheduler's job store) through sqlite-utils. Every state change is
+written together with its audit row in one transaction, so the log never disagrees with the
+state. The audit table refuses UPDATE and DELETE at the database level.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from rollout.model import Rollout
+from rollout.serialize import rollout_from_dict, rollout_to_dict
+
+
+class ActiveRolloutExists(Exception):
+    """A service may have one active rollout at a time."""
+
+    def __init__(self, existing: Rollout) -> None:
+        super().__init__(f"{existing.service} already has an active rollout ({existing.id})")
+        self.existing = existing
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollouts_service ON rollouts (service, active);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_rollout_per_service
+    ON rollouts (service) WHERE active = 1;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    rollout_id TEXT,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_rollout ON audit (rollout_id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS messages (
+    rollout_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, key)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_rollout ON measurements (rollout_id, at);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.executescript(_SCHEMA)
+        self._db = sqlite_utils.Database(connection)
+        # One connection shared by the bot's threads; SQLite serialises writers anyway.
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ----------------------------------------------------------------- rollouts
+
+    def create(self, rollout: Rollout, *, actor: str, detail: str | None = None) -> None:
+        """Insert a new rollout; refuses a second active rollout of the same service."""
+        with self._transaction() as db:
+            existing = self._active_for(db, rollout.service)
+            if existing is not None:
+                raise ActiveRolloutExists(existing)
+            db.table("rollouts").insert(_row(rollout))
+            _audit(db, rollout.updated_at, rollout.id, actor, "start", None, rollout, detail)
+
+    def save(
+        self,
+        before: Rollout,
+        after: Rollout,
+        *,
+        actor: str,
+        action: str,
+        detail: str | None = None,
+    ) -> None:
+        """Replace the stored rollout and log the change in the same transaction."""
+        with self._transaction() as db:
+            db.table("rollouts").upsert(_row(after), pk="id")
+            _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
+
+    def get(self, rollout_id: str) -> Rollout | None:
+        with self._lock:
+            rows = list(self._db.query("SELECT data FROM rollouts WHERE id = ?", [rollout_id]))
+        return rollout_from_dict(json.loads(rows[0]["data"])) if rows else None
+
+    def active(self) -> list[Rollout]:
+        with self._lock:
+            rows = list(
+                self._db.query("SELECT data FROM rollouts WHERE active = 1 ORDER BY created_at")
+            )
+        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+
+    def active_for(self, service: str) -> Rollout | None:
+        with self._lock:
+            return self._active_for(self._db, service)
+
+    def history(self, service: str, *, limit: int = 10) -> list[Rollout]:
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT data FROM rollouts WHERE service = ? ORDER BY created_at DESC LIMIT ?",
+                    [service, limit],
+                )
+            )
+        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+
+    @staticmethod
+    def _active_for(db: sqlite_utils.Database, service: str) -> Rollout | None:
+        rows = list(
+            db.query("SELECT data FROM rollouts WHERE service = ? AND active = 1", [service])
+        )
+        return rollout_from_dict(json.loads(rows[0]["data"])) if rows else None
+
+    # ----------------------------------------------------------------- audit
+
+    def audit(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        rollout_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Log something that changed no rollout: a refusal, a cluster write, a click."""
+        with self._transaction() as db:
+            _audit(db, at, rollout_id, actor, action, None, None, detail)
+
+    def audit_rows(self, rollout_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM audit"
+        params: list[Any] = []
+        if rollout_id is not None:
+            sql += " WHERE rollout_id = ?"
+            params.append(rollout_id)
+        with self._lock:
+            return list(self._db.query(sql + " ORDER BY id", params))
+
+    # ----------------------------------------------------------------- idempotency
+
+    def message_ts(self, rollout_id: str, key: str) -> str | None:
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT ts FROM messages WHERE rollout_id = ? AND key = ?", [rollout_id, key]
+                )
+            )
+        return str(rows[0]["ts"]) if rows else None
+
+    def remember_message(self, rollout_id: str, key: str, ts: str) -> None:
+        with self._transaction() as db:
+            db.table("messages").upsert({"rollout_id": rollout_id, "key": key, "ts": ts},
+                                  pk=("rollout_id", "key"))
+
+    def first_delivery(self, key: str, *, at: datetime) -> bool:
+        """True the first time `key` is seen: Slack may deliver one request several times."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO deliveries (key, at) VALUES (?, ?)", [key, at.isoformat()]
+            )
+            return bool(cursor.rowcount)
+
+    # ----------------------------------------------------------------- measurements
+
+    def add_measurement(self, rollout_id: str, *, at: datetime, data: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.table("measurements").insert(
+                {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)}
+            )
+
+    def measurements(self, rollout_id: str, *, since: datetime) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? ORDER BY at",
+                    [rollout_id, since.isoformat()],
+                )
+            )
+        return [json.loads(row["data"]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.conn.close()
+
+
+def _row(rollout: Rollout) -> dict[str, Any]:
+    return {
+        "id": rollout.id,
+        "service": rollout.service,
+        "phase": rollout.phase.value,
+        "active": int(rollout.phase.is_active),
+        "created_at": rollout.created_at.isoformat(),
+        "updated_at": rollout.updated_at.isoformat(),
+        "data": json.dumps(rollout_to_dict(rollout)),
+    }
+
+
+def _audit(
+    db: sqlite_utils.Database,
+    at: datetime,
+    rollout_id: str | None,
+    actor: str,
+    action: str,
+    before: Rollout | None,
+    after: Rollout | None,
+    detail: str | None,
+) -> None:
+    db.table("audit").insert(
+        {
+            "at": at.isoformat(),
+            "rollout_id": rollout_id,
+            "actor": actor,
+            "action": action,
+            "before": json.dumps(_audit_view(before)) if before else None,
+            "after": json.dumps(_audit_view(after)) if after else None,
+            "detail": detail,
+        }
+    )
+
+
+def _audit_view(rollout: Rollout) -> dict[str, Any]:
+    """The fields a reader of the audit log cares about, not the whole record."""
+    return {
+        "phase": rollout.phase.value,
+        "step": rollout.step_index + 1,
+        "weight": rollout.weight,
+        "target_weight": rollout.target_weight,
+        "approvals": list(rollout.approvals),
+    }

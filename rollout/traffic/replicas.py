@@ -1,0 +1,234 @@
+"""Strategy `replicas`: the traffic split is the canary's share of the pods behind one Service.
+
+The canary Deployment `<deployment>-canary` is a clone of the stable one with the new image and
+the pod label `track: canary`, so the Service (which selects the stable pods' labels) sends it
+a share of requests proportional to its ready pods. Total capacity is kept: canary + stable =
+the stable replica count when the rollout started. With a single stable replica that is
+impossible without leaving stable empty, so stable keeps one pod and the weight reported is the
+real 50 %, not the one asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from rollout.kube import MANAGED_BY, KubeGateway
+from rollout.model import Rollout
+from rollout.traffic.base import TrafficStatus
+
+ROLLOUT_ANNOTATION = "canary-bot.io/rollout-id"
+TRACK_LABEL = "track"
+
+
+class RouterError(Exception):
+    """The cluster is not in a state the router can work with; the message says why."""
+
+
+def split_replicas(total: int, weight: int) -> tuple[int, int]:
+    """(canary, stable) replica counts for a weight, keeping `total` where possible."""
+    if weight <= 0:
+        return 0, max(total, 1)
+    if weight >= 100:
+        return total, 0
+    canary = max(1, round(total * weight / 100))
+    if total >= 2:
+        canary = min(canary, total - 1)
+    return canary, max(total - canary, 1)
+
+
+def canary_weight(canary: int, stable: int) -> float:
+    """The share of ready pods that are canary pods, in percent, one decimal."""
+    if canary + stable == 0:
+        return 0.0
+    return round(100 * canary / (canary + stable), 1)
+
+
+def deployment_rolled_out(deployment: dict[str, Any], *, image: str | None = None) -> bool:
+    """True when the controller has rolled out the current spec (kubectl's rollout status)."""
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    metadata = deployment.get("metadata", {})
+    replicas = spec.get("replicas", 1)
+    if image is not None:
+        images = [c.get("image") for c in spec["template"]["spec"]["containers"]]
+        if image not in images:
+            return False
+    return bool(
+        status.get("observedGeneration", 0) >= metadata.get("generation", 1)
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("readyReplicas", 0) == replicas
+        and status.get("availableReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas
+    )
+
+
+class ReplicasRouter:
+    def __init__(self, gateway: KubeGateway) -> None:
+        self._kube = gateway
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        stable = self._stable(rollout)
+        original = rollout.original_replicas
+        if original is None:
+            original = int(stable.get("spec", {}).get("replicas", 1))
+        if self._kube.read_deployment(rollout.namespace, _canary_name(rollout)) is None:
+            self._kube.create_deployment(rollout.namespace, _canary_body(stable, rollout))
+            self._kube.emit_event(
+                involved=stable,
+                reason="CanaryCreated",
+                message=f"canary-bot created {_canary_name(rollout)} with {rollout.canary_image}",
+            )
+        return replace(rollout, original_replicas=original)
+
+    def stable_image(self, rollout: Rollout) -> tuple[str, str]:
+        containers = self._stable(rollout)["spec"]["template"]["spec"]["containers"]
+        if not rollout.container:
+            return containers[0]["name"], containers[0]["image"]
+        for container in containers:
+            if container["name"] == rollout.container:
+                return container["name"], container["image"]
+        names = ", ".join(c["name"] for c in containers)
+        raise RouterError(
+            f"Deployment {rollout.namespace}/{rollout.deployment} has no container "
+            f"{rollout.container!r} (it has: {names})"
+        )
+
+    def set_weight(self, rollout: Rollout, weight: int) -> bool:
+        total = _original(rollout)
+        canary_count, stable_count = split_replicas(total, weight)
+        stable = self._stable(rollout)
+        canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
+        if canary is None:
+            raise RouterError(f"canary Deployment {_canary_name(rollout)} is missing")
+        changed = False
+        # Canary up before stable down, so capacity never dips below the total.
+        if canary["spec"].get("replicas") != canary_count:
+            self._kube.scale_deployment(rollout.namespace, _canary_name(rollout), canary_count)
+            changed = True
+        if stable["spec"].get("replicas") != stable_count:
+            self._kube.scale_deployment(rollout.namespace, rollout.deployment, stable_count)
+            changed = True
+        if changed:
+            self._kube.emit_event(
+                involved=stable,
+                reason="CanaryWeight",
+                message=(
+                    f"canary weight {weight}%: {canary_count} canary, {stable_count} stable "
+                    f"replicas (rollout {rollout.id})"
+                ),
+            )
+        return changed
+
+    def status(self, rollout: Rollout) -> TrafficStatus:
+        stable = self._stable(rollout)
+        canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
+        if canary is None:
+            return TrafficStatus(weight=0.0, canary_ready=False, detail="no canary Deployment")
+        canary_ready = int(canary.get("status", {}).get("readyReplicas", 0) or 0)
+        stable_ready = int(stable.get("status", {}).get("readyReplicas", 0) or 0)
+        wanted = int(canary["spec"].get("replicas", 0))
+        ready = wanted > 0 and deployment_rolled_out(canary)
+        return TrafficStatus(
+            weight=canary_weight(canary_ready, stable_ready),
+            canary_ready=ready,
+            detail=f"{canary_ready}/{wanted} canary pods ready, {stable_ready} stable",
+        )
+
+    def promote(self, rollout: Rollout) -> bool:
+        stable = self._stable(rollout)
+        container = rollout.container
+        total = _original(rollout)
+        spec = stable["spec"]
+        images = {c["name"]: c.get("image") for c in spec["template"]["spec"]["containers"]}
+        if images.get(container) != rollout.canary_image or spec.get("replicas") != total:
+            self._kube.patch_deployment(
+                rollout.namespace,
+                rollout.deployment,
+                {
+                    "spec": {
+                        "replicas": total,
+                        "template": {
+                            "spec": {
+                                "containers": [{"name": container, "image": rollout.canary_image}]
+                            }
+                        },
+                    }
+                },
+            )
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoting",
+                message=f"canary-bot set {container} to {rollout.canary_image}",
+            )
+            return False
+        if not deployment_rolled_out(stable, image=rollout.canary_image):
+            return False
+        if self._kube.read_deployment(rollout.namespace, _canary_name(rollout)) is not None:
+            self._kube.delete_deployment(rollout.namespace, _canary_name(rollout))
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoted",
+                message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
+            )
+        return True
+
+    def rollback(self, rollout: Rollout) -> None:
+        stable = self._stable(rollout)
+        total = _original(rollout)
+        if stable["spec"].get("replicas") != total:
+            self._kube.scale_deployment(rollout.namespace, rollout.deployment, total)
+        canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
+        if canary is not None:
+            if canary["spec"].get("replicas") != 0:
+                self._kube.scale_deployment(rollout.namespace, _canary_name(rollout), 0)
+            self._kube.delete_deployment(rollout.namespace, _canary_name(rollout))
+            self._kube.emit_event(
+                involved=stable,
+                reason="RolledBack",
+                message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
+                warning=True,
+            )
+
+    def _stable(self, rollout: Rollout) -> dict[str, Any]:
+        stable = self._kube.read_deployment(rollout.namespace, rollout.deployment)
+        if stable is None:
+            raise RouterError(
+                f"Deployment {rollout.namespace}/{rollout.deployment} does not exist"
+            )
+        return stable
+
+
+def _canary_name(rollout: Rollout) -> str:
+    return f"{rollout.deployment}-canary"
+
+
+def _original(rollout: Rollout) -> int:
+    if rollout.original_replicas is None:
+        raise RouterError("the rollout was not prepared (no original replica count)")
+    return rollout.original_replicas
+
+
+def _canary_body(stable: dict[str, Any], rollout: Rollout) -> dict[str, Any]:
+    """A clone of the stable Deployment: same pod labels plus `track: canary`, new image."""
+    spec = copy.deepcopy(stable["spec"])
+    spec["replicas"] = 0
+    selector = spec.setdefault("selector", {}).setdefault("matchLabels", {})
+    selector[TRACK_LABEL] = "canary"
+    template = spec["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {})[TRACK_LABEL] = "canary"
+    for container in template["spec"]["containers"]:
+        if container["name"] == rollout.container:
+            container["image"] = rollout.canary_image
+    labels = {**stable["metadata"].get("labels", {}), **MANAGED_BY}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": _canary_name(rollout),
+            "namespace": rollout.namespace,
+            "labels": labels,
+            "annotations": {ROLLOUT_ANNOTATION: rollout.id},
+        },
+        "spec": spec,
+    }

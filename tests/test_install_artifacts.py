@@ -1,0 +1,322 @@
+"""What an operator installs: the Slack manifest, the Kubernetes manifests and the Dockerfile.
+
+None of them can be exercised for real here (no Slack, no cluster, no Docker), so each is checked
+against the schema its consumer uses and against the promises DESIGN.md makes about it.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import posixpath
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import dockerfile
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from bot.config_loader import load_config, load_config_text
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CANARY_SHARED_DIR") or REPO.parent / "shared")
+DEPLOY = REPO / "deploy"
+BOT_SCOPES = {"commands", "chat:write", "files:write", "usergroups:read", "users:read"}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def deploy_documents() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, document)
+        for path in sorted(DEPLOY.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if document
+    ]
+
+
+def one_of_kind(kind: str) -> dict[str, Any]:
+    found = [doc for _, doc in deploy_documents() if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def bot_container() -> dict[str, Any]:
+    containers = one_of_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+# --- Slack app manifest -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifest_validator() -> jsonschema.Draft7Validator:
+    schema = json.loads((SHARED / "slack" / "manifest.schema.1.0.0.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_manifest_is_valid_against_slacks_schema(
+    manifest_validator: jsonschema.Draft7Validator,
+) -> None:
+    manifest = load_yaml(REPO / "manifest.yml")
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in manifest_validator.iter_errors(manifest)
+    ]
+    assert errors == []
+    # The schema is strict enough to catch a misspelt key, so the check above means something.
+    misspelt = {**manifest, "settings": {**manifest["settings"], "socket_mode": False}}
+    assert not manifest_validator.is_valid(misspelt)
+
+
+def test_manifest_asks_for_exactly_the_scopes_the_bot_uses() -> None:
+    scopes = load_yaml(REPO / "manifest.yml")["oauth_config"]["scopes"]
+    assert set(scopes) == {"bot"}
+    assert sorted(scopes["bot"]) == sorted(BOT_SCOPES)
+
+
+def test_manifest_routes_commands_and_clicks_to_the_events_endpoint() -> None:
+    manifest = load_yaml(REPO / "manifest.yml")
+    assert manifest["_metadata"]["major_version"] == 1
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == "/canary"
+    assert command["should_escape"] is False
+    for subcommand in ("start", "status", "list", "pause", "resume", "promote", "rollback"):
+        assert subcommand in command["usage_hint"]
+    interactivity = manifest["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    assert command["url"] == interactivity["request_url"]
+    assert command["url"].startswith("https://")
+    assert command["url"].endswith("/slack/events")
+    assert manifest["settings"]["socket_mode_enabled"] is False
+
+
+# --- Kubernetes manifests -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("filename", "document"), deploy_documents(), ids=lambda v: str(v)[:40])
+def test_every_deploy_document_is_valid_kubernetes(filename: str, document: dict[str, Any]) -> None:
+    version = kubernetes_validate.latest_version()
+    kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kubernetes_validate_rejects_a_misspelt_field() -> None:
+    broken = one_of_kind("Deployment")
+    broken = {**broken, "spec": {**broken["spec"], "replica": 1}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
+    listed = load_yaml(DEPLOY / "kustomization.yaml")["resources"]
+    present = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml", "secret.yaml"}
+    assert sorted(listed) == sorted(present)
+
+
+def test_bot_runs_as_non_root_with_a_read_only_root_filesystem() -> None:
+    deployment = one_of_kind("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = bot_container()
+    security = {**pod["securityContext"], **container["securityContext"]}
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] != 0
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    # SQLite has a single writer: never two pods at once, not even during an update.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/tmp" in mounts
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_probes_ask_healthz_on_the_port_the_bot_listens_on() -> None:
+    container = bot_container()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        assert ports.get(get["port"], get["port"]) == 3000
+    assert "3000" in container["args"]
+
+
+def test_service_sends_port_80_to_the_bot() -> None:
+    service = one_of_kind("Service")
+    pod_labels = one_of_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    [port] = service["spec"]["ports"]
+    ports = {p["name"]: p["containerPort"] for p in bot_container()["ports"]}
+    assert port["port"] == 80
+    assert ports.get(port["targetPort"], port["targetPort"]) == 3000
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_store_and_config_are_mounted_where_the_config_says() -> None:
+    configmap = one_of_kind("ConfigMap")
+    claim = one_of_kind("PersistentVolumeClaim")
+    pod = one_of_kind("Deployment")["spec"]["template"]["spec"]
+    container = bot_container()
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    env = {e["name"]: e for e in container["env"]}
+
+    config = load_config_text(configmap["data"]["config.yaml"], source="deploy/configmap.yaml")
+    data_volume = volumes[mounts[posixpath.dirname(config.store.path)]]
+    assert data_volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+    config_dir, config_file = posixpath.split(env["CANARY_CONFIG"]["value"])
+    config_volume = volumes[mounts[config_dir]]
+    assert config_volume["configMap"]["name"] == configmap["metadata"]["name"]
+    assert config_file in configmap["data"]
+
+
+def test_configmap_ships_the_example_config_unchanged() -> None:
+    shipped = one_of_kind("ConfigMap")["data"]["config.yaml"]
+    example = REPO / "examples" / "config.yaml"
+    assert shipped == example.read_text(encoding="utf-8")
+    assert load_config_text(shipped) == load_config(example)
+
+
+def test_slack_secrets_come_from_the_secret() -> None:
+    secret = one_of_kind("Secret")
+    env = {e["name"]: e for e in bot_container()["env"]}
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret["metadata"]["name"]
+        assert ref["key"] in secret["stringData"]
+
+
+def test_rbac_is_namespaced_and_least_privilege() -> None:
+    kinds = [doc["kind"] for _, doc in deploy_documents()]
+    assert "ClusterRole" not in kinds
+    assert "ClusterRoleBinding" not in kinds
+    role = one_of_kind("Role")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    crud = {"get", "list", "create", "update", "patch", "delete"}
+    assert granted == {
+        ("apps", "deployments"): crud | {"watch"},
+        ("apps", "deployments/scale"): {"get", "update", "patch"},
+        ("apps", "deployments/status"): {"get"},
+        ("", "pods"): {"get", "list"},
+        ("", "services"): crud,
+        ("", "events"): {"create", "patch"},
+        ("networking.k8s.io", "ingresses"): crud,
+        ("networking.istio.io", "virtualservices"): crud,
+        ("networking.istio.io", "destinationrules"): crud,
+        ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "update", "patch"},
+        ("argoproj.io", "rollouts"): {"get", "list", "update", "patch"},
+        ("argoproj.io", "rollouts/status"): {"get", "update", "patch"},
+    }
+
+
+def test_role_binding_gives_the_role_to_the_bots_service_account() -> None:
+    role, binding = one_of_kind("Role"), one_of_kind("RoleBinding")
+    account = one_of_kind("ServiceAccount")
+    pod = one_of_kind("Deployment")["spec"]["template"]["spec"]
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def instructions() -> list[dockerfile.Command]:
+    return list(dockerfile.parse_file(str(REPO / "Dockerfile")))
+
+
+def final_stage(instructions: list[dockerfile.Command]) -> list[dockerfile.Command]:
+    last_from = max(i for i, c in enumerate(instructions) if c.cmd == "FROM")
+    return instructions[last_from:]
+
+
+def test_dockerfile_bases_are_pinned(instructions: list[dockerfile.Command]) -> None:
+    bases = [c.value[0] for c in instructions if c.cmd == "FROM"]
+    assert len(bases) >= 2  # multi-stage: no build tools in the runtime image
+    for base in bases:
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", base), base
+
+
+def test_dockerfile_runs_as_a_non_root_user(instructions: list[dockerfile.Command]) -> None:
+    users = [c.value[0] for c in final_stage(instructions) if c.cmd == "USER"]
+    assert users, "the runtime stage sets no USER"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    assert user.isdigit()  # numeric, so Kubernetes' runAsNonRoot can verify it
+
+
+def test_dockerfile_checks_health_and_serves_on_3000(
+    instructions: list[dockerfile.Command],
+) -> None:
+    stage = final_stage(instructions)
+    [healthcheck] = [c for c in stage if c.cmd == "HEALTHCHECK"]
+    assert healthcheck.value[0] == "CMD"
+    assert "http://127.0.0.1:3000/healthz" in " ".join(healthcheck.value)
+    by_cmd = {c.cmd: c.value for c in stage}
+    assert by_cmd["EXPOSE"] == ("3000",)
+    assert by_cmd["ENTRYPOINT"] == ("canary-bot",)
+    assert by_cmd["CMD"][:1] == ("serve",)
+    assert "3000" in by_cmd["CMD"]
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_dockerfile_healthcheck_command_follows_healthz(
+    instructions: list[dockerfile.Command], status: int, healthy: bool
+) -> None:
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    [healthcheck] = [c for c in final_stage(instructions) if c.cmd == "HEALTHCHECK"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        local = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        argv = [
+            arg.replace("http://127.0.0.1:3000/healthz", local) for arg in healthcheck.value[1:]
+        ]
+        argv[0] = sys.executable if argv[0] == "python" else argv[0]
+        result = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert (result.returncode == 0) is healthy, result.stderr
