@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from bot.sandbox import ALICE, BOB, RELEASE_CHANNEL, Sandbox
+from bot.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox
 from emulators.slack import Message
 from rollout.model import Phase, Rollout
 
@@ -46,16 +46,21 @@ def _play(sandbox: Sandbox, *, out: TextIO) -> None:
     driver, slack = sandbox.driver, sandbox.slack
     say = _narrator(out)
     say("A sandbox cluster runs shop/checkout (4 replicas of checkout:v2.3.4).")
-    say(f"<@{ALICE}> types in #releases:  /canary start checkout v2.3.5 --interval 2s")
-    driver.command("start checkout v2.3.5 --interval 2s", user=ALICE, channel=RELEASE_CHANNEL)
+    say(f"<@{BOB}> types in #releases:  /canary start checkout v2.3.5 --interval 2s")
+    driver.command("start checkout v2.3.5 --interval 2s", user=BOB, channel=RELEASE_CHANNEL)
     approval = _wait(lambda: _approval_message(sandbox), "the approval request")
-    say("The canary went through 25% -> 50% -> 75%; the bot asks for approval.")
-    say(f"<@{ALICE}> (who started it) clicks Approve — the bot refuses, privately:")
-    driver.click(message=approval, action_id="approve", user=ALICE)
-    refusal = _wait(lambda: slack.responses[-1] if slack.responses else None, "the refusal")
-    say(f"    (only Alice sees) {refusal.body.get('text')}")
-    say(f"<@{BOB}> (an approver) clicks Approve.")
-    driver.click(message=approval, action_id="approve", user=BOB)
+    say("The canary went through 25% -> 50% -> 75%; the bot asks the SRE group to approve.")
+    for clicker, who in ((MALLORY, "not an approver"), (BOB, "the starter")):
+        say(f"<@{clicker}> ({who}) clicks Approve; the bot refuses, privately:")
+        seen = len(slack.responses)
+        driver.click(message=approval, action_id="approve", user=clicker)
+        refusal = _wait(
+            lambda seen=seen: slack.responses[seen] if len(slack.responses) > seen else None,
+            "the refusal",
+        )
+        say(f"    (only they see) {refusal.body.get('text')}")
+    say(f"<@{CAROL}> (an approver) clicks Approve.")
+    driver.click(message=approval, action_id="approve", user=CAROL)
     rollout = _wait(lambda: _finished(sandbox), "the promotion")
     say("")
     say("=" * 72)

@@ -143,7 +143,6 @@ class Runtime:
 
     def _build_app(self, secrets: Secrets) -> App:
         app = App(
-            token=secrets.bot_token,
             signing_secret=secrets.signing_secret,
             client=self.web,
             process_before_response=False,

@@ -63,7 +63,9 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.effective_host, self._server.effective_port
+        sock = self._server.socket
+        assert sock is not None  # bound in create_server
+        host, port = sock.getsockname()[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> None:

@@ -150,6 +150,12 @@ class TrafficExporter:
         registry.register(_Collector(self))
         self._advance()
         self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+        return self.address
+
+    @property
+    def address(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the exporter is not running")
         return f"127.0.0.1:{self._server.server_port}"
 
     def stop(self) -> None:

@@ -130,30 +130,17 @@ class Engine:
         rollout = draft.evolve(
             now=now, container=container, stable_image=stable_image, canary_image=canary_image
         )
-        try:
-            self.store.create(rollout, actor=request.by, detail=f"image {canary_image}")
-        except ActiveRolloutExists as error:
-            raise StartRefused(str(error)) from error
         with self._lock(rollout.id):
-            rollout = self._ensure_messages(rollout, before=None)
             try:
-                prepared = router.prepare(rollout)
-            except Exception as error:
-                log.exception("preparing %s failed", rollout.id)
-                reason = f"could not create the canary: {error}"
-                failed = rollout.evolve(
-                    now=self._clock.now(), phase=Phase.ROLLING_BACK, reason=reason
-                )
-                self._save(rollout, failed, actor=BOT, action="prepare failed", detail=reason)
-                self._carry_out(failed, advance(failed, _quiet(), now=self._clock.now()))
-                raise StartRefused(f"Rollout of `{request.service}` stopped: {reason}") from error
-            self.store.audit(
-                at=self._clock.now(), actor=BOT, action="cluster: canary created",
-                rollout_id=rollout.id, detail=f"{rollout.deployment}-canary",
-            )
-            self._save(rollout, prepared, actor=BOT, action="prepare")
-            self.tick(prepared.id)
-        return self.store.get(prepared.id) or prepared
+                self.store.create(rollout, actor=request.by, detail=f"image {canary_image}")
+            except ActiveRolloutExists as error:
+                raise StartRefused(str(error)) from error
+            self._ensure_messages(rollout, before=None)
+            self.tick(rollout.id)
+        started = self.store.get(rollout.id) or rollout
+        if started.phase == Phase.ROLLING_BACK or started.phase.is_terminal:
+            raise StartRefused(f"Rollout of `{request.service}` stopped: {started.reason}")
+        return started
 
     def _draft(self, request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
         policy = service.policy
@@ -223,9 +210,26 @@ class Engine:
             if rollout is None or rollout.phase.is_terminal:
                 self._last_tick.pop(rollout_id, None)
                 return
+            if rollout.phase == Phase.PENDING:
+                rollout = self._prepare(rollout)
             now = self._clock.now()
             observation = self._observe(rollout, now=now)
             self._carry_out(rollout, advance(rollout, observation, now=now))
+
+    def _prepare(self, rollout: Rollout) -> Rollout:
+        """Create the canary objects (idempotent); a failure rolls back what was made."""
+        try:
+            prepared = self._router_for(rollout).prepare(rollout)
+        except Exception as error:
+            log.warning("preparing %s failed: %s", rollout.id, error)
+            reason = f"could not create the canary: {error}"
+            failed = rollout.evolve(now=self._clock.now(), phase=Phase.ROLLING_BACK, reason=reason)
+            self._save(rollout, failed, actor=BOT, action="prepare failed", detail=reason)
+            return failed
+        if prepared != rollout:
+            self._audit_cluster(rollout, f"canary {rollout.deployment}-canary created")
+            self._save(rollout, prepared, actor=BOT, action="prepare")
+        return prepared
 
     def reconcile(self) -> None:
         """At start-up: put the stored weight back on the cluster and repair lost messages."""
@@ -305,6 +309,7 @@ class Engine:
             traffic=traffic,
             verdict=analysis.verdict,
             breach=describe_breach(breach) if breach else None,
+            pending=analysis.pending,
         )
 
     # ----------------------------------------------------------------- carrying out
@@ -492,10 +497,6 @@ class Engine:
     def _lock(self, rollout_id: str) -> threading.RLock:
         with self._locks_guard:
             return self._locks.setdefault(rollout_id, threading.RLock())
-
-
-def _quiet() -> Observation:
-    return Observation(traffic=None)
 
 
 def _event_key(rollout: Rollout, event: Event) -> str:

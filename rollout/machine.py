@@ -36,6 +36,9 @@ class Observation:
     traffic: TrafficStatus | None
     verdict: Verdict = Verdict.HEALTHY
     breach: str | None = None
+    # A rule is beyond its threshold but not yet for its whole `for`: not a breach, but not a
+    # healthy step either, so nothing advances on it.
+    pending: bool = False
 
 
 # Actions the engine carries out, in the order given.
@@ -243,6 +246,8 @@ def _progress(rollout: Rollout, observation: Observation, *, now: datetime) -> D
         rollout.plan.on_no_data == "ignore" and not rollout.is_last_step
     ):
         return _on_no_data_at_gate(rollout, observation, now=now)
+    if observation.pending:
+        return Decision(rollout)
     if not rollout.is_last_step:
         return _enter_step(rollout, rollout.step_index + 1, now=now)
     return _finish_steps(rollout, by=None, now=now)

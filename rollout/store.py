@@ -112,7 +112,7 @@ class SqliteStore:
             existing = self._active_for(db, rollout.service)
             if existing is not None:
                 raise ActiveRolloutExists(existing)
-            db.table("rollouts").insert(_row(rollout))
+            _insert(db, "rollouts", _row(rollout))
             _audit(db, rollout.updated_at, rollout.id, actor, "start", None, rollout, detail)
 
     def save(
@@ -126,7 +126,7 @@ class SqliteStore:
     ) -> None:
         """Replace the stored rollout and log the change in the same transaction."""
         with self._transaction() as db:
-            db.table("rollouts").upsert(_row(after), pk="id")
+            _insert(db, "rollouts", _row(after), replace=True)
             _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
 
     def get(self, rollout_id: str) -> Rollout | None:
@@ -199,8 +199,7 @@ class SqliteStore:
 
     def remember_message(self, rollout_id: str, key: str, ts: str) -> None:
         with self._transaction() as db:
-            db.table("messages").upsert({"rollout_id": rollout_id, "key": key, "ts": ts},
-                                  pk=("rollout_id", "key"))
+            _insert(db, "messages", {"rollout_id": rollout_id, "key": key, "ts": ts}, replace=True)
 
     def first_delivery(self, key: str, *, at: datetime) -> bool:
         """True the first time `key` is seen: Slack may deliver one request several times."""
@@ -214,8 +213,10 @@ class SqliteStore:
 
     def add_measurement(self, rollout_id: str, *, at: datetime, data: dict[str, Any]) -> None:
         with self._transaction() as db:
-            db.table("measurements").insert(
-                {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)}
+            _insert(
+                db,
+                "measurements",
+                {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
             )
 
     def measurements(self, rollout_id: str, *, since: datetime) -> list[dict[str, Any]]:
@@ -231,6 +232,20 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.conn.close()
+
+
+def _insert(
+    db: sqlite_utils.Database, table: str, row: dict[str, Any], *, replace: bool = False
+) -> None:
+    """A plain INSERT inside the caller's transaction.
+
+    sqlite-utils' `Table.insert` commits on its own (`with conn:`), which would end our
+    transaction half-way and split a state change from its audit row.
+    """
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
 
 
 def _row(rollout: Rollout) -> dict[str, Any]:
@@ -255,7 +270,9 @@ def _audit(
     after: Rollout | None,
     detail: str | None,
 ) -> None:
-    db.table("audit").insert(
+    _insert(
+        db,
+        "audit",
         {
             "at": at.isoformat(),
             "rollout_id": rollout_id,

@@ -230,7 +230,9 @@ class TestRelativeRules:
             (160.0, None, Verdict.NO_DATA),
         ],
     )
-    def test_above_stable_ratio(self, canary: float, stable: float | None, verdict: Verdict) -> None:
+    def test_above_stable_ratio(
+        self, canary: float, stable: float | None, verdict: Verdict
+    ) -> None:
         result = one(self.RATIO, ticks([canary], stable=stable, metric="latency_p99_ms"))
         assert result.verdict is verdict
         if verdict is Verdict.NO_DATA:

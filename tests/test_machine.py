@@ -257,3 +257,11 @@ def test_approval_timeout_reminds_once_and_keeps_holding() -> None:
     assert first.rollout.phase == Phase.AWAITING_APPROVAL
     second = advance(first.rollout, ready(50), now=asked + timedelta(hours=2))
     assert second.actions == ()
+
+
+def test_a_pending_rule_holds_the_step_without_rolling_back() -> None:
+    r = advance(advance(new_rollout(), NOT_READY, now=T0).rollout, ready(10), now=T0).rollout
+    pending = Observation(traffic=ready(10).traffic, pending=True)
+    held = advance(r, pending, now=T0 + 11 * 60 * SEC)
+    assert held.rollout.step_index == 0 and held.rollout.phase == Phase.PROGRESSING
+    assert held.actions == ()

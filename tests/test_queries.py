@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -126,7 +127,8 @@ class TestBatching:
             ]
         )
         keys = {(b.family.name, b.metric, b.window) for b in batches}
-        assert len(batches) == len(keys) == 5 * 4 + 2 * 2  # traffic: 4 (family, window); cadvisor: 2
+        # Traffic: 4 (family, window) pairs of 5 metrics; saturation: 2 windows of 2 metrics.
+        assert len(batches) == len(keys) == 5 * 4 + 2 * 2
         cpu = [b for b in batches if b.metric == "cpu_saturation" and b.window == MINUTE]
         assert [t.service for t in cpu[0].targets] == ["a", "c", "d", "e"]
 
@@ -239,6 +241,15 @@ class TestSplit:
         split = batch.split([Series(labels, 0.1), Series(labels, 0.2)])
         assert split == {("r-a", "canary"): None}
 
+    def test_targets_of_the_same_workload_each_get_the_value(self) -> None:
+        twin = replace(target("a"), rollout_id="r-a-twin")
+        batch = self.batch(target("a"), twin)
+        labels = {"namespace": "shop", "service": "a", "track": "canary"}
+        assert batch.split([Series(labels, 2.0)]) == {
+            ("r-a", "canary"): 2.0,
+            ("r-a-twin", "canary"): 2.0,
+        }
+
 
 class TestAnalyzer:
     def test_batched_results_become_one_measurement_per_rollout(self) -> None:
@@ -293,9 +304,7 @@ class TestAnalyzer:
 
     def test_a_custom_query_with_an_unknown_placeholder_is_no_data(self) -> None:
         provider = ScriptedProvider()
-        measured = Analyzer(provider).measure(
-            [target("a", custom={"x": "up{{{ pod }}}"})], now=NOW
-        )
+        measured = Analyzer(provider).measure([target("a", custom={"x": "up{{{ pod }}}"})], now=NOW)
         assert measured["r-a"].values["x"] == TrackValues(None, None)
         assert len(provider.queries) == len(BUILTIN_METRICS)  # the built-ins only
 

@@ -47,7 +47,12 @@ class KubeApi:
         return obj
 
     def decode(
-        self, rk: ResourceKind, version: str, namespace: str | None, body: Any, *,
+        self,
+        rk: ResourceKind,
+        version: str,
+        namespace: str | None,
+        body: Any,
+        *,
         name: str | None = None,
     ) -> JSON:
         """A request body checked against the URL, with kind, apiVersion and namespace set."""
@@ -116,7 +121,9 @@ class KubeApi:
         uid = meta.get("uid")
         if uid and uid != old_meta["uid"]:
             raise errors.conflict(
-                plural=rk.plural, group=rk.group, name=name,
+                plural=rk.plural,
+                group=rk.group,
+                name=name,
                 why=f"Precondition failed: UID in precondition: {uid}, "
                 f"UID in object meta: {old_meta['uid']}",
             )
@@ -209,9 +216,16 @@ class KubeApi:
             self._allocate(rk, obj, None)
             if not obj["metadata"].get("name"):
                 raise errors.invalid(
-                    kind=rk.kind, group=rk.group, name="",
-                    causes=[{"reason": "FieldValueRequired", "field": "metadata.name",
-                             "message": "name or generateName is required"}],
+                    kind=rk.kind,
+                    group=rk.group,
+                    name="",
+                    causes=[
+                        {
+                            "reason": "FieldValueRequired",
+                            "field": "metadata.name",
+                            "message": "name or generateName is required",
+                        }
+                    ],
                 )
             self.validator.check(rk, version, obj, old=None)
             obj["apiVersion"] = rk.api_version()
@@ -238,9 +252,16 @@ class KubeApi:
             obj = self.decode(rk, version, namespace, body, name=name)
             if not rk.builtin and not obj["metadata"].get("resourceVersion"):
                 raise errors.invalid(
-                    kind=rk.kind, group=rk.group, name=name,
-                    causes=[{"reason": "FieldValueInvalid", "field": "metadata.resourceVersion",
-                             "message": "Invalid value: 0x0: must be specified for an update"}],
+                    kind=rk.kind,
+                    group=rk.group,
+                    name=name,
+                    causes=[
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "metadata.resourceVersion",
+                            "message": "Invalid value: 0x0: must be specified for an update",
+                        }
+                    ],
                 )
             return self._write(rk, version, old, obj, subresource=subresource, dry_run=dry_run)
 
@@ -260,7 +281,9 @@ class KubeApi:
             old = self.existing(rk, namespace, name)
             current = self.serve(rk, version, old)
             patched = self.apply_patch(
-                current, patch, content_type=content_type,
+                current,
+                patch,
+                content_type=content_type,
                 strategic_schema=builtin_schema(rk.group, version, rk.kind) if rk.builtin else None,
             )
             if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
@@ -270,9 +293,7 @@ class KubeApi:
             ):
                 raise errors.bad_request("a patch may not change metadata.name or namespace")
             patched["kind"], patched["apiVersion"] = rk.kind, rk.api_version(version)
-            return self._write(
-                rk, version, old, patched, subresource=subresource, dry_run=dry_run
-            )
+            return self._write(rk, version, old, patched, subresource=subresource, dry_run=dry_run)
 
     @staticmethod
     def apply_patch(
@@ -290,8 +311,14 @@ class KubeApi:
         raise errors.unsupported_media_type(content_type)
 
     def _write(
-        self, rk: ResourceKind, version: str, old: JSON, incoming: JSON, *,
-        subresource: str | None, dry_run: bool,
+        self,
+        rk: ResourceKind,
+        version: str,
+        old: JSON,
+        incoming: JSON,
+        *,
+        subresource: str | None,
+        dry_run: bool,
     ) -> JSON:
         self.check_preconditions(rk, old, incoming["metadata"])
         if subresource == "status":
@@ -328,15 +355,17 @@ class KubeApi:
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != old_meta["uid"]:
                 raise errors.conflict(
-                    plural=rk.plural, group=rk.group, name=name,
+                    plural=rk.plural,
+                    group=rk.group,
+                    name=name,
                     why=f"Precondition failed: UID in precondition: {pre['uid']}, "
                     f"UID in object meta: {old_meta['uid']}",
                 )
-            if pre.get("resourceVersion") and pre["resourceVersion"] != old_meta[
-                "resourceVersion"
-            ]:
+            if pre.get("resourceVersion") and pre["resourceVersion"] != old_meta["resourceVersion"]:
                 raise errors.conflict(
-                    plural=rk.plural, group=rk.group, name=name,
+                    plural=rk.plural,
+                    group=rk.group,
+                    name=name,
                     why=f"Precondition failed: ResourceVersion in precondition: "
                     f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                     f"{old_meta['resourceVersion']}",
@@ -358,8 +387,7 @@ class KubeApi:
             "apiVersion": "v1",
             "metadata": {},
             "status": "Success",
-            "details": {"name": name, "group": rk.group, "kind": rk.plural,
-                        "uid": old_meta["uid"]},
+            "details": {"name": name, "group": rk.group, "kind": rk.plural, "uid": old_meta["uid"]},
         }
 
     def _orphan(self, uid: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import math
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import Any
 from emulators.kube.objects import ObjectStore, clone, timestamp
 from emulators.kube.resources import ResourceKind
 
+log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 Key = tuple[str, str]
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -146,7 +148,10 @@ class DeploymentController:
                 held = set(self._held)
             for key in keys:
                 with self.store.lock:
-                    self._reconcile(key, held=key in held)
+                    try:
+                        self._reconcile(key, held=key in held)
+                    except Exception:  # an object only validate=False lets in; keep going
+                        log.exception("kube emulator: cannot reconcile Deployment %s/%s", *key)
 
     def _at(self, when: float, key: Key) -> None:
         with self._cond:
@@ -179,8 +184,14 @@ class DeploymentController:
         return sorted((p for p in pods if p["kind"] == "Pod"), key=lambda p: p["metadata"]["name"])
 
     def _sync_pods(
-        self, deployment: JSON, track: _Track, current: str, replicas: int, *,
-        now: float, held: bool,
+        self,
+        deployment: JSON,
+        track: _Track,
+        current: str,
+        replicas: int,
+        *,
+        now: float,
+        held: bool,
     ) -> None:
         key = (deployment["metadata"]["namespace"], deployment["metadata"]["name"])
         pods = self._owned_pods(deployment)
@@ -194,7 +205,7 @@ class DeploymentController:
         ]:
             self._delete_pod(pod)
             new.remove(pod)
-        for pod in new:
+        for i, pod in enumerate(new):
             if is_ready(pod):
                 continue
             pod_key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -202,7 +213,7 @@ class DeploymentController:
             if held:
                 continue
             if ready_at <= now:
-                self._make_ready(pod)
+                new[i] = self._make_ready(pod)
             else:
                 self._at(ready_at, key)
         if all(is_ready(p) for p in new):
@@ -219,10 +230,16 @@ class DeploymentController:
             "name": name,
             "namespace": meta["namespace"],
             "labels": {**(template_meta.get("labels") or {}), "pod-template-hash": current},
-            "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
-                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         }
         if template_meta.get("annotations"):
             pod_meta["annotations"] = clone(template_meta["annotations"])
@@ -235,15 +252,20 @@ class DeploymentController:
             "spec": spec,
             "status": {
                 "phase": "Pending",
-                "conditions": [{"type": "Ready", "status": "False",
-                                "reason": "ContainersNotReady",
-                                "lastTransitionTime": timestamp()}],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "ContainersNotReady",
+                        "lastTransitionTime": timestamp(),
+                    }
+                ],
             },
         }
         self._ready_at[(meta["namespace"], name)] = now + self.ready_delay
         return self.store.create(self._pods, pod)
 
-    def _make_ready(self, pod: JSON) -> None:
+    def _make_ready(self, pod: JSON) -> JSON:
         new = clone(pod)
         started = timestamp()
         new["status"] = {
@@ -256,14 +278,20 @@ class DeploymentController:
                 for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
             ],
             "containerStatuses": [
-                {"name": c.get("name"), "image": c.get("image"), "imageID": "",
-                 "ready": True, "started": True, "restartCount": 0,
-                 "state": {"running": {"startedAt": started}}}
+                {
+                    "name": c.get("name"),
+                    "image": c.get("image"),
+                    "imageID": "",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": started}},
+                }
                 for c in (pod.get("spec") or {}).get("containers") or []
             ],
         }
-        self.store.update(self._pods, pod, new)
         self._ready_at.pop((pod["metadata"]["namespace"], pod["metadata"]["name"]), None)
+        return self.store.update(self._pods, pod, new)
 
     def _next_ip(self) -> str:
         self._ips += 1
@@ -303,26 +331,49 @@ class DeploymentController:
         }
         available = ready >= replicas - max_unavailable
         conditions = [
-            _condition(old_conditions.get("Available"), "Available", available,
-                       "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-                       "Deployment has minimum availability." if available
-                       else "Deployment does not have minimum availability."),
+            _condition(
+                old_conditions.get("Available"),
+                "Available",
+                available,
+                "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                "Deployment has minimum availability."
+                if available
+                else "Deployment does not have minimum availability.",
+            ),
         ]
         deadline = track.started + spec.get("progressDeadlineSeconds", 600)
         if spec.get("paused"):
-            progressing = _condition(old_conditions.get("Progressing"), "Progressing", None,
-                                     "DeploymentPaused", "Deployment is paused")
+            progressing = _condition(
+                old_conditions.get("Progressing"),
+                "Progressing",
+                None,
+                "DeploymentPaused",
+                "Deployment is paused",
+            )
         elif complete:
-            progressing = _condition(old_conditions.get("Progressing"), "Progressing", True,
-                                     "NewReplicaSetAvailable",
-                                     f'ReplicaSet "{rs_name}" has successfully progressed.')
+            progressing = _condition(
+                old_conditions.get("Progressing"),
+                "Progressing",
+                True,
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+            )
         elif now >= deadline:
-            progressing = _condition(old_conditions.get("Progressing"), "Progressing", False,
-                                     "ProgressDeadlineExceeded",
-                                     f'ReplicaSet "{rs_name}" has timed out progressing.')
+            progressing = _condition(
+                old_conditions.get("Progressing"),
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs_name}" has timed out progressing.',
+            )
         else:
-            progressing = _condition(old_conditions.get("Progressing"), "Progressing", True,
-                                     "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
+            progressing = _condition(
+                old_conditions.get("Progressing"),
+                "Progressing",
+                True,
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{rs_name}" is progressing.',
+            )
             key = (deployment["metadata"]["namespace"], deployment["metadata"]["name"])
             self._at(deadline, key)
         conditions.append(progressing)
@@ -333,9 +384,7 @@ class DeploymentController:
             self.store.update(self._deployments, deployment, new)
 
 
-def _condition(
-    old: JSON | None, kind: str, state: bool | None, reason: str, message: str
-) -> JSON:
+def _condition(old: JSON | None, kind: str, state: bool | None, reason: str, message: str) -> JSON:
     status = "Unknown" if state is None else ("True" if state else "False")
     now = timestamp()
     if old is not None and old.get("status") == status:
@@ -345,6 +394,10 @@ def _condition(
     else:
         transition = now
     return {
-        "type": kind, "status": status, "lastUpdateTime": now, "lastTransitionTime": transition,
-        "reason": reason, "message": message,
+        "type": kind,
+        "status": status,
+        "lastUpdateTime": now,
+        "lastTransitionTime": transition,
+        "reason": reason,
+        "message": message,
     }

@@ -68,7 +68,7 @@ def strategic_merge_patch(original: JSON, patch: Any, schema: JSON) -> JSON:
     if not isinstance(patch, dict):
         raise errors.bad_request("a strategic merge patch must be a JSON object")
     merged = _merge_map(original, patch, schema)
-    return {} if merged is _DELETE else merged  # type: ignore[return-value]
+    return {} if merged is _DELETE else merged
 
 
 def _child_schema(node: JSON, key: str) -> JSON:

@@ -182,7 +182,8 @@ def load_crds(directory: Path) -> list[ResourceKind]:
     kinds = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         with path.open() as f:
-            for doc in yaml.safe_load_all(f):
+            # libyaml when present: the Argo Rollouts CRD alone takes seconds in pure Python.
+            for doc in yaml.load_all(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                     kinds.append(kind_from_crd(doc))
     return kinds

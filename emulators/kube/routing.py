@@ -111,8 +111,10 @@ class Router:
         return self._dispatch(request, target, target.rk)
 
     def _dispatch(self, request: Request, target: Target, rk: ResourceKind) -> tuple[int, Any]:
-        if target.extra or (rk.namespaced and target.name and target.namespace is None) or (
-            not rk.namespaced and target.namespace is not None
+        if (
+            target.extra
+            or (rk.namespaced and target.name and target.namespace is None)
+            or (not rk.namespaced and target.namespace is not None)
         ):
             raise errors.path_not_found()
         method, query = request.method, request.query
@@ -122,7 +124,9 @@ class Router:
             if method == "GET":
                 limit = query.get("limit")
                 return 200, self.api.list(
-                    rk, version, namespace,
+                    rk,
+                    version,
+                    namespace,
                     label_selector=query.get("labelSelector"),
                     field_selector=query.get("fieldSelector"),
                     limit=int(limit) if limit and limit.isdigit() else None,
@@ -154,22 +158,39 @@ class Router:
         if method == "PATCH":
             patch = self._patch_body(request)
             return 200, self.api.patch(
-                rk, version, namespace, name, patch,
-                content_type=request.content_type, subresource=sub, dry_run=dry_run,
+                rk,
+                version,
+                namespace,
+                name,
+                patch,
+                content_type=request.content_type,
+                subresource=sub,
+                dry_run=dry_run,
             )
         if method == "DELETE" and sub is None:
             options = self._decode(request) if request.body.strip() else None
             return 200, self.api.delete(
-                rk, version, namespace, name, options,
-                propagation=query.get("propagationPolicy"), dry_run=dry_run,
+                rk,
+                version,
+                namespace,
+                name,
+                options,
+                propagation=query.get("propagationPolicy"),
+                dry_run=dry_run,
             )
         raise errors.method_not_allowed(
             f"the server does not allow this method on the requested resource ({method})"
         )
 
     def _scale(
-        self, request: Request, rk: ResourceKind, version: str, namespace: str | None,
-        name: str, *, dry_run: bool,
+        self,
+        request: Request,
+        rk: ResourceKind,
+        version: str,
+        namespace: str | None,
+        name: str,
+        *,
+        dry_run: bool,
     ) -> tuple[int, Any]:
         if request.method == "GET":
             return 200, scale.get_scale(self.api, rk, namespace, name)
@@ -181,8 +202,14 @@ class Router:
         if request.method == "PATCH":
             patch = self._patch_body(request)
             return 200, scale.patch_scale(
-                self.api, rk, version, namespace, name, patch,
-                content_type=request.content_type, dry_run=dry_run,
+                self.api,
+                rk,
+                version,
+                namespace,
+                name,
+                patch,
+                content_type=request.content_type,
+                dry_run=dry_run,
             )
         raise errors.method_not_allowed(
             f"the server does not allow this method on the requested resource ({request.method})"
@@ -214,9 +241,15 @@ class Router:
     def _version() -> JSON:
         major, minor, _ = KUBERNETES_VERSION.split(".")
         return {
-            "major": major, "minor": minor, "gitVersion": f"v{KUBERNETES_VERSION}",
-            "gitCommit": "emulator", "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
-            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+            "major": major,
+            "minor": minor,
+            "gitVersion": f"v{KUBERNETES_VERSION}",
+            "gitCommit": "emulator",
+            "gitTreeState": "clean",
+            "buildDate": "2025-01-01T00:00:00Z",
+            "goVersion": "go1.24",
+            "compiler": "gc",
+            "platform": "linux/amd64",
         }
 
     def _group(self, name: str, versions: list[str]) -> JSON:
@@ -227,14 +260,16 @@ class Router:
         groups = self.registry.group_versions()
         if path == "/api":
             return {
-                "kind": "APIVersions", "versions": ["v1"],
+                "kind": "APIVersions",
+                "versions": ["v1"],
                 "serverAddressByClientCIDRs": [
                     {"clientCIDR": "0.0.0.0/0", "serverAddress": self.address}
                 ],
             }
         if path == "/apis":
             return {
-                "kind": "APIGroupList", "apiVersion": "v1",
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
                 "groups": [self._group(name, versions) for name, versions in groups.items()],
             }
         name = path.split("/")[2]
@@ -249,21 +284,41 @@ class Router:
         verbs = ["create", "delete", "get", "list", "patch", "update"]
         resources: list[JSON] = []
         for rk in kinds:
-            resources.append({
-                "name": rk.plural, "singularName": rk.singular, "namespaced": rk.namespaced,
-                "kind": rk.kind, "verbs": verbs, "shortNames": list(rk.short_names),
-            })
+            resources.append(
+                {
+                    "name": rk.plural,
+                    "singularName": rk.singular,
+                    "namespaced": rk.namespaced,
+                    "kind": rk.kind,
+                    "verbs": verbs,
+                    "shortNames": list(rk.short_names),
+                }
+            )
             if rk.status_subresource:
-                resources.append({"name": f"{rk.plural}/status", "singularName": "",
-                                  "namespaced": rk.namespaced, "kind": rk.kind,
-                                  "verbs": ["get", "patch", "update"]})
+                resources.append(
+                    {
+                        "name": f"{rk.plural}/status",
+                        "singularName": "",
+                        "namespaced": rk.namespaced,
+                        "kind": rk.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
             if rk.scale is not None:
-                resources.append({"name": f"{rk.plural}/scale", "singularName": "",
-                                  "namespaced": rk.namespaced, "group": "autoscaling",
-                                  "version": "v1", "kind": "Scale",
-                                  "verbs": ["get", "patch", "update"]})
+                resources.append(
+                    {
+                        "name": f"{rk.plural}/scale",
+                        "singularName": "",
+                        "namespaced": rk.namespaced,
+                        "group": "autoscaling",
+                        "version": "v1",
+                        "kind": "Scale",
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
         return {
-            "kind": "APIResourceList", "apiVersion": "v1",
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version,
             "resources": resources,
         }

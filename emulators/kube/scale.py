@@ -74,8 +74,14 @@ def get_scale(api: KubeApi, rk: ResourceKind, namespace: str | None, name: str) 
 
 
 def replace_scale(
-    api: KubeApi, rk: ResourceKind, version: str, namespace: str | None, name: str, body: Any,
-    *, dry_run: bool = False,
+    api: KubeApi,
+    rk: ResourceKind,
+    version: str,
+    namespace: str | None,
+    name: str,
+    body: Any,
+    *,
+    dry_run: bool = False,
 ) -> JSON:
     paths = _paths(rk, name)
     if not isinstance(body, dict):
@@ -98,10 +104,16 @@ def replace_scale(
         replicas = (body.get("spec") or {}).get("replicas", 0)
         if not isinstance(replicas, int) or replicas < 0:
             raise errors.invalid(
-                kind="Scale", group="autoscaling", name=name,
-                causes=[{"reason": "FieldValueInvalid", "field": "spec.replicas",
-                         "message": f"Invalid value: {replicas}: must be greater than or "
-                         "equal to 0"}],
+                kind="Scale",
+                group="autoscaling",
+                name=name,
+                causes=[
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "spec.replicas",
+                        "message": f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    }
+                ],
             )
         new = clone(old)
         _set(new, paths.spec_replicas, replicas)
@@ -110,14 +122,23 @@ def replace_scale(
 
 
 def patch_scale(
-    api: KubeApi, rk: ResourceKind, version: str, namespace: str | None, name: str, patch: Any,
-    *, content_type: str, dry_run: bool = False,
+    api: KubeApi,
+    rk: ResourceKind,
+    version: str,
+    namespace: str | None,
+    name: str,
+    patch: Any,
+    *,
+    content_type: str,
+    dry_run: bool = False,
 ) -> JSON:
     _paths(rk, name)
     with api.store.lock:
         current = scale_of(rk, clone(api.existing(rk, namespace, name)))
         patched = api.apply_patch(
-            current, patch, content_type=content_type,
+            current,
+            patch,
+            content_type=content_type,
             strategic_schema=builtin_schema("autoscaling", "v1", "Scale"),
         )
         return replace_scale(api, rk, version, namespace, name, patched, dry_run=dry_run)

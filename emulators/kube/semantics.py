@@ -160,8 +160,11 @@ def _workload_causes(obj: JSON, old: JSON | None, *, what: str) -> list[Cause]:
         causes.append(invalid("spec.replicas", replicas, "must be greater than or equal to 0"))
     selector = spec.get("selector")
     parsed = from_label_selector_object(selector if isinstance(selector, dict) else None)
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
-    labels = (template.get("metadata") or {}).get("labels") or {}
+    template: JSON = spec["template"] if isinstance(spec.get("template"), dict) else {}
+    template_meta = template.get("metadata")
+    labels = (template_meta.get("labels") if isinstance(template_meta, dict) else None) or {}
+    if not isinstance(labels, dict):
+        labels = {}
     if parsed.empty:
         causes.append(invalid("spec.selector", selector, f"empty selector is invalid for {what}"))
     elif not parsed.matches(labels):

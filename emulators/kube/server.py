@@ -8,8 +8,10 @@ keep-alive (urllib3 pools them); `stop()` closes them so no handler thread outli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from emulators.kube import errors
 from emulators.kube.faults import FaultDice, Faults
-from emulators.kube.routing import WRITE_METHODS, Request, Router, parse_target
+from emulators.kube.routing import WRITE_METHODS, Request, Router, Target, parse_target
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,19 +81,20 @@ class Frontend:
             self.stopping.wait(faults.timeout_sleep)
         return code, body
 
-    def _record(self, request: Request, *, target: Any, code: int) -> None:
+    def _record(self, request: Request, *, target: Target, code: int) -> None:
         try:
             decoded = json.loads(request.body) if request.body.strip() else None
         except ValueError:
             decoded = None
+        name = target.name
+        if name is None and isinstance(decoded, dict) and isinstance(decoded.get("metadata"), dict):
+            name = decoded["metadata"].get("name")  # a create names its object in the body
         record = WriteRecord(
             method=request.method,
             path=request.path,
             status=code,
             kind=target.rk.kind if target.rk is not None else None,
-            name=target.name or (decoded.get("metadata") or {}).get("name")
-            if isinstance(decoded, dict) and isinstance(decoded.get("metadata"), dict)
-            else target.name,
+            name=name,
             namespace=target.namespace,
             subresource=target.subresource,
             content_type=request.content_type,
@@ -134,8 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "text/plain" if isinstance(payload, str)
-                         else "application/json")
+        self.send_header(
+            "Content-Type", "text/plain" if isinstance(payload, str) else "application/json"
+        )
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -157,6 +161,12 @@ class KubeHTTPServer(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that hung up (a timed-out request); loud about anything else."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
     def track(self, connection: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
             if add:
@@ -166,8 +176,10 @@ class KubeHTTPServer(ThreadingHTTPServer):
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.1},
-            name="kube-emulator-http", daemon=True,
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="kube-emulator-http",
+            daemon=True,
         )
         self._thread.start()
 
@@ -177,10 +189,8 @@ class KubeHTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -72,10 +72,11 @@ def _causes(error: Any) -> list[Cause]:
         ]
     if kind == "enum":
         allowed = ", ".join(json.dumps(v) for v in error.validator_value)
+        value = _short(error.instance)
         return [
             {
                 "reason": "FieldValueNotSupported",
-                "message": f"Unsupported value: {_short(error.instance)}: supported values: {allowed}",
+                "message": f"Unsupported value: {value}: supported values: {allowed}",
                 "field": where,
             }
         ]

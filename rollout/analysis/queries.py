@@ -3,9 +3,10 @@
 One analysis tick measures every active rollout. Instead of one query per rollout, metric and
 track, each built-in metric is fetched with ONE query per (family, metric, window) covering
 every rollout of that family, grouped by the labels that tell rollouts and tracks apart; the
-result is split back in Python. A tick therefore issues at most 7 queries per (flavour, window)
-in use, however many rollouts are active. Custom per-service queries (a service's `metrics:`)
-cannot be batched: they cost one query per rollout, metric and track.
+result is split back in Python. A tick therefore issues 5 queries per (flavour, window) in use
+plus 2 per window for saturation (shared by all flavours), however many rollouts are active.
+Custom per-service queries (a service's `metrics:`) cannot be batched: they cost one query per
+rollout, metric and track.
 
 Families and what tells the tracks apart:
 - generic (strategies replicas, service, gateway, argo): the app's own `http_requests_total`
@@ -269,23 +270,21 @@ class BatchQuery:
         """Each series to its rollout and track; unrelated series are ignored.
 
         A slot that two series claim is ambiguous (None, logged): the query grouped by too few
-        labels, and adding up ratios would be wrong.
+        labels, and adding up ratios would be wrong. Targets measuring the same workload
+        (not expected: one active rollout per service) each get its value.
         """
-        slots = {
-            self.family.key(target, track): (target.rollout_id, track)
-            for target in self.targets
-            for track in TRACKS
-        }
+        slots: dict[SeriesKey, list[Slot]] = defaultdict(list)
+        for target in self.targets:
+            for track in TRACKS:
+                slots[self.family.key(target, track)].append((target.rollout_id, track))
         values: dict[Slot, float | None] = {}
         for one in series:
-            slot = slots.get(self.family.series_key(one.labels))
-            if slot is None:
-                continue
-            if slot in values:
-                log.warning("%s: several series for %s %s", self.metric, *slot)
-                values[slot] = None
-                continue
-            values[slot] = one.value
+            for slot in slots.get(self.family.series_key(one.labels), ()):
+                if slot in values:
+                    log.warning("%s: several series for %s %s", self.metric, *slot)
+                    values[slot] = None
+                else:
+                    values[slot] = one.value
         return values
 
 

@@ -143,8 +143,9 @@ class AnalysisTarget:
 
     `service` is the key in `services:` (the `{{ service }}` placeholder and the `service` label
     of the generic app metrics); `deployment` is the stable Deployment (the canary's is
-    `<deployment>-canary`); `ingress` is used by the nginx flavour (its own name when None:
-    the service key). `custom_metrics` is the service's `metrics:` section.
+    `<deployment>-canary`); `ingress` is the Ingress the nginx flavour reads (the service key
+    when None). `window` is the policy's `analysis_window`; `custom_metrics` is the service's
+    `metrics:` section.
     """
 
     rollout_id: str

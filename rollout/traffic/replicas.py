@@ -175,8 +175,9 @@ class ReplicasRouter:
 
     def rollback(self, rollout: Rollout) -> None:
         stable = self._stable(rollout)
-        total = _original(rollout)
-        if stable["spec"].get("replicas") != total:
+        # Unprepared (the canary was never made): there is no replica count to restore.
+        total = rollout.original_replicas
+        if total is not None and stable["spec"].get("replicas") != total:
             self._kube.scale_deployment(rollout.namespace, rollout.deployment, total)
         canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
         if canary is not None:

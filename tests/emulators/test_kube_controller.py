@@ -1,0 +1,222 @@
+"""The Deployment controller: pods, readiness after `ready_delay`, `hold_ready`, status."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from emulators.kube import KubeEmulator
+
+READY_DELAY = 0.3
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[KubeEmulator]:
+    with KubeEmulator(ready_delay=READY_DELAY) as emu:
+        yield emu
+
+
+@pytest.fixture
+def api(emulator: KubeEmulator) -> Iterator[client.ApiClient]:
+    api_client = emulator.api_client()
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture
+def ns() -> str:
+    return f"ctrl-{next(_names)}"
+
+
+def deployment(name: str, *, image: str = "web:v1", replicas: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "track": "stable"}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.02)
+
+
+def pods(core: client.CoreV1Api, ns: str) -> list[client.V1Pod]:
+    return list(core.list_namespaced_pod(ns).items)
+
+
+def ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def conditions(dep: client.V1Deployment) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in dep.status.conditions or []}
+
+
+def test_pods_become_ready_after_the_delay(api: client.ApiClient, ns: str) -> None:
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    started = time.monotonic()
+    created = apps.create_namespaced_deployment(ns, deployment("web"))
+    wait_for(lambda: len(pods(core, ns)) == 2 and all(ready(p) for p in pods(core, ns)))
+    assert time.monotonic() - started >= READY_DELAY
+
+    for pod in pods(core, ns):
+        assert pod.metadata.name.startswith("web-")
+        template_hash = pod.metadata.labels["pod-template-hash"]
+        assert pod.metadata.name.rsplit("-", 1)[0] == f"web-{template_hash}"
+        assert pod.metadata.labels["app"] == "web" and pod.metadata.labels["track"] == "stable"
+        owner = pod.metadata.owner_references[0]
+        assert (owner.kind, owner.name, owner.uid) == ("Deployment", "web", created.metadata.uid)
+        assert [(c.name, c.image) for c in pod.spec.containers] == [("app", "web:v1")]
+        assert pod.status.phase == "Running"
+
+    status = wait_for(lambda: apps.read_namespaced_deployment_status("web", ns).status)
+    dep = apps.read_namespaced_deployment("web", ns)
+    assert dep.status.observed_generation == dep.metadata.generation
+    assert (dep.status.replicas, dep.status.updated_replicas) == (2, 2)
+    assert (dep.status.ready_replicas, dep.status.available_replicas) == (2, 2)
+    assert dep.status.unavailable_replicas is None  # zero counts are omitted
+    assert conditions(dep) == {
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("True", "NewReplicaSetAvailable"),
+    }
+    assert status.conditions
+
+
+def test_new_template_replaces_pods_and_hold_ready_holds(
+    api: client.ApiClient, emulator: KubeEmulator, ns: str
+) -> None:
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.create_namespaced_deployment(ns, deployment("web"))
+    wait_for(lambda: apps.read_namespaced_deployment("web", ns).status.ready_replicas == 2)
+    old_names = {p.metadata.name for p in pods(core, ns)}
+
+    emulator.hold_ready(ns, "web")
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:v2"}]}}}}
+    apps.patch_namespaced_deployment("web", ns, patch)
+    wait_for(lambda: len(pods(core, ns)) == 4)
+    time.sleep(READY_DELAY * 2)
+    held = pods(core, ns)
+    new = [p for p in held if p.metadata.name not in old_names]
+    assert len(new) == 2 and not any(ready(p) for p in new)
+    assert all(p.spec.containers[0].image == "web:v2" for p in new)
+    assert all(ready(p) for p in held if p.metadata.name in old_names)  # old ones still serve
+    dep = apps.read_namespaced_deployment("web", ns)
+    assert (dep.status.replicas, dep.status.updated_replicas, dep.status.ready_replicas) == (
+        4,
+        2,
+        2,
+    )
+    assert dep.status.unavailable_replicas == 2
+    assert conditions(dep)["Progressing"] == ("True", "ReplicaSetUpdated")
+
+    emulator.hold_ready(ns, "web", held=False)
+    wait_for(lambda: {p.metadata.name for p in pods(core, ns)} == {p.metadata.name for p in new})
+    dep = wait_for(
+        lambda: (
+            (d := apps.read_namespaced_deployment("web", ns)).status.ready_replicas == 2
+            and d.status.replicas == 2
+            and d
+        )
+    )
+    assert conditions(dep)["Progressing"] == ("True", "NewReplicaSetAvailable")
+
+
+def test_scaling_and_replacing_lost_pods(api: client.ApiClient, ns: str) -> None:
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.create_namespaced_deployment(ns, deployment("web", replicas=1))
+    first = wait_for(lambda: pods(core, ns))[0].metadata.name
+    core.delete_namespaced_pod(first, ns)
+    wait_for(lambda: [p.metadata.name for p in pods(core, ns)] not in ([], [first]))
+
+    apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 3}})
+    wait_for(lambda: apps.read_namespaced_deployment("web", ns).status.ready_replicas == 3)
+    apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 0}})
+    wait_for(lambda: not pods(core, ns))
+    dep = wait_for(
+        lambda: (d := apps.read_namespaced_deployment("web", ns)).status.replicas is None and d
+    )
+    assert dep.status.ready_replicas is None and dep.status.observed_generation == 3
+
+
+def test_deleting_a_deployment_deletes_its_pods(
+    api: client.ApiClient, emulator: KubeEmulator, ns: str
+) -> None:
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.create_namespaced_deployment(ns, deployment("web", replicas=3))
+    apps.create_namespaced_deployment(ns, deployment("other", replicas=1))
+    wait_for(lambda: len(pods(core, ns)) == 4)
+    apps.delete_namespaced_deployment("web", ns)
+    assert [p.metadata.labels["app"] for p in pods(core, ns)] == ["other"]
+    assert emulator.list("v1", "Pod", ns, label_selector="app=web") == []
+
+
+def test_controller_status_writes_make_old_copies_stale(api: client.ApiClient, ns: str) -> None:
+    apps = client.AppsV1Api(api)
+    created = apps.create_namespaced_deployment(ns, deployment("web"))
+    wait_for(lambda: apps.read_namespaced_deployment("web", ns).status.ready_replicas == 2)
+    created.spec.replicas = 5
+    with pytest.raises(ApiException) as caught:
+        apps.replace_namespaced_deployment("web", ns, created)
+    assert caught.value.status == 409
+
+
+def test_progress_deadline(api: client.ApiClient, emulator: KubeEmulator, ns: str) -> None:
+    apps = client.AppsV1Api(api)
+    body = deployment("web")
+    body["spec"]["progressDeadlineSeconds"] = 1
+    emulator.hold_ready(ns, "web")
+    apps.create_namespaced_deployment(ns, body)
+    dep = wait_for(
+        lambda: (
+            (d := apps.read_namespaced_deployment("web", ns)).status.conditions
+            and conditions(d)["Progressing"][0] == "False"
+            and d
+        ),
+        timeout=4,
+    )
+    assert conditions(dep) == {
+        "Available": ("False", "MinimumReplicasUnavailable"),
+        "Progressing": ("False", "ProgressDeadlineExceeded"),
+    }
+    emulator.hold_ready(ns, "web", held=False)
+
+
+def test_many_deployments_settle_and_stay_quiet(emulator: KubeEmulator) -> None:
+    ns = f"ctrl-many-{next(_names)}"
+    started = time.monotonic()
+    for i in range(300):
+        body = deployment(f"d{i}", replicas=1)
+        body.update(apiVersion="apps/v1", kind="Deployment")
+        body["metadata"]["namespace"] = ns
+        emulator.seed(body)
+    wait_for(
+        lambda: all(
+            (d.get("status") or {}).get("readyReplicas") == 1
+            for d in emulator.list("apps/v1", "Deployment", ns)
+        ),
+        timeout=15,
+    )
+    assert time.monotonic() - started < 15
+    settled = emulator.store.resource_version
+    time.sleep(0.3)
+    assert emulator.store.resource_version == settled  # nothing rewritten at rest

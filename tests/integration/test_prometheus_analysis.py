@@ -1,0 +1,237 @@
+"""Measuring and judging against a real Prometheus scraping the synthetic traffic exporter.
+
+What a fake cannot show: that the built-in PromQL of every flavour really evaluates to the
+traffic split, error rate, latency and saturation the exporter produced; that batching keeps
+the query count flat as rollouts are added; and that an outage reads as "no data" and ends.
+Windows are 10 s with 1 s scrapes, so the module runs in about half a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from emulators.prometheus import PrometheusServer
+from emulators.traffic import TrafficExporter
+from rollout.analysis import (
+    AnalysisTarget,
+    Analyzer,
+    Measurement,
+    PrometheusProvider,
+    QueryFailed,
+    Verdict,
+    judge,
+)
+from rollout.config import Rule
+
+pytestmark = pytest.mark.prometheus
+
+WINDOW = timedelta(seconds=10)
+RPS = 40.0
+NS = "shop"
+DESIGN_ERROR_RATE = (
+    'sum(rate(http_requests_total{namespace="{{ namespace }}",service="{{ service }}",'
+    'track="{{ track }}",code=~"5.."}[{{ window }}])) / sum(rate(http_requests_total{'
+    'namespace="{{ namespace }}",service="{{ service }}",track="{{ track }}"}[{{ window }}]))'
+)
+
+
+@dataclass(frozen=True)
+class Svc:
+    name: str
+    strategy: str
+    weight: float
+    canary_errors: float
+    canary_ms: float
+    stable_ms: float
+    ingress: str | None = None
+    old_nginx: bool = False
+
+
+SERVICES = (
+    Svc("checkout", "replicas", 25, 0.20, 300, 80),
+    Svc("search", "istio", 50, 0.05, 150, 40),
+    Svc("cart", "nginx", 10, 0.10, 700, 120, ingress="cart-web"),
+    Svc("basket", "nginx", 40, 0.30, 60, 30, old_nginx=True),
+)
+FILLER = [f"svc-{i:02d}" for i in range(18)]  # more rollouts for the batching test
+
+
+def target(svc: Svc, *, custom: dict[str, str] | None = None, suffix: str = "") -> AnalysisTarget:
+    return AnalysisTarget(
+        rollout_id=f"rollout-{svc.name}{suffix}",
+        service=svc.name,
+        namespace=NS,
+        deployment=f"{svc.name}-app",
+        strategy=svc.strategy,
+        ingress=svc.ingress,
+        window=WINDOW,
+        custom_metrics=custom or {},
+    )
+
+
+@pytest.fixture(scope="module")
+def traffic(
+    traffic_exporter: TrafficExporter, traffic_weights: dict[tuple[str, str], float]
+) -> TrafficExporter:
+    for svc in SERVICES:
+        traffic_weights[(NS, svc.name)] = svc.weight
+        traffic_exporter.add_service(
+            NS,
+            svc.name,
+            deployment=f"{svc.name}-app",
+            rps=RPS,
+            ingress=svc.ingress,
+            nginx_canary_ingress=svc.old_nginx,
+        )
+        traffic_exporter.set_track(
+            NS, svc.name, "canary", error_rate=svc.canary_errors, latency_ms=svc.canary_ms
+        )
+        traffic_exporter.set_track(NS, svc.name, "stable", latency_ms=svc.stable_ms)
+    for i, name in enumerate(FILLER):
+        traffic_weights[(NS, name)] = 5 * (i % 4 + 1)
+        traffic_exporter.add_service(NS, name, deployment=f"{name}-app", rps=10)
+    return traffic_exporter
+
+
+@pytest.fixture(scope="module")
+def provider(traffic: TrafficExporter, prometheus: PrometheusServer) -> PrometheusProvider:
+    # The exporter has been scraped once; give Prometheus one window of samples, so rate()
+    # covers the whole window instead of extrapolating from a few seconds.
+    time.sleep(WINDOW.total_seconds() + 1)
+    return PrometheusProvider(prometheus.url, timeout=timedelta(seconds=3))
+
+
+def measure(provider: PrometheusProvider, targets: list[AnalysisTarget]) -> dict[str, Measurement]:
+    return Analyzer(provider).measure(targets, now=datetime.now(UTC))
+
+
+def test_every_flavour_measures_what_the_exporter_served(provider: PrometheusProvider) -> None:
+    measured = measure(provider, [target(svc) for svc in SERVICES])
+    for svc in SERVICES:
+        values = measured[f"rollout-{svc.name}"].values
+        rate = values["request_rate"]
+        assert rate.canary is not None and rate.stable is not None, svc.name
+        assert rate.canary + rate.stable == pytest.approx(RPS, rel=0.25), svc.name
+        share = 100 * rate.canary / (rate.canary + rate.stable)
+        assert share == pytest.approx(svc.weight, rel=0.25), svc.name
+        assert values["error_rate"].canary == pytest.approx(svc.canary_errors, abs=0.02)
+        assert values["error_rate"].stable == 0.0, svc.name
+        assert values["success_rate"].canary == pytest.approx(1 - svc.canary_errors, abs=0.02)
+        assert values["success_rate"].stable == 1.0, svc.name
+        # The exporter's mean latency is exact; p99 is interpolated inside the bucket that
+        # holds the slowest tenth (1.5x the latency).
+        assert values["latency_avg_ms"].canary == pytest.approx(svc.canary_ms, rel=0.05)
+        assert values["latency_avg_ms"].stable == pytest.approx(svc.stable_ms, rel=0.05)
+        p99 = values["latency_p99_ms"].canary
+        low, high = bucket_around(1.5 * svc.canary_ms)
+        assert p99 is not None and low < p99 <= high, (svc.name, p99)
+        # 0.1 core and 128 MiB per pod against limits of 0.5 core and 512 MiB.
+        for track in ("canary", "stable"):
+            assert values["cpu_saturation"].of(track) == pytest.approx(0.2, rel=0.25)
+            assert values["memory_saturation"].of(track) == pytest.approx(0.25, rel=0.01)
+
+
+def test_custom_queries_override_add_and_fail_alone(provider: PrometheusProvider) -> None:
+    checkout = SERVICES[0]
+    custom = {
+        "error_rate": DESIGN_ERROR_RATE,
+        "ok_rate": 'sum(rate(http_requests_total{service="{{ service }}",'
+        'track="{{ track }}",code="200"}[{{ window }}]))',
+        "broken": "sum(rate(http_requests_total[{{ window }}]",
+    }
+    measured = measure(provider, [target(checkout), target(checkout, custom=custom, suffix="-c")])
+    builtin, own = measured["rollout-checkout"].values, measured["rollout-checkout-c"].values
+    assert own["error_rate"].canary == pytest.approx(checkout.canary_errors, abs=0.02)
+    assert own["error_rate"].canary == pytest.approx(builtin["error_rate"].canary, abs=0.01)
+    ok_rate, rate = own["ok_rate"].canary, builtin["request_rate"].canary
+    assert ok_rate is not None and rate is not None
+    assert ok_rate == pytest.approx(rate * (1 - checkout.canary_errors), rel=0.1)
+    assert (own["broken"].canary, own["broken"].stable) == (None, None)
+    assert own["request_rate"].canary == pytest.approx(rate, rel=0.1)
+    with pytest.raises(QueryFailed):
+        provider.query("sum(rate(http_requests_total[10s]")
+
+
+def test_twenty_rollouts_cost_as_many_queries_as_two(provider: PrometheusProvider) -> None:
+    def queries_for(targets: list[AnalysisTarget]) -> tuple[int, dict[str, Measurement]]:
+        before = provider.queries_issued
+        measured = measure(provider, targets)
+        return provider.queries_issued - before, measured
+
+    generic, istio = SERVICES[0], SERVICES[1]
+    two, _ = queries_for([target(generic), target(istio)])
+    fillers = [
+        AnalysisTarget(
+            rollout_id=f"rollout-{name}",
+            service=name,
+            namespace=NS,
+            deployment=f"{name}-app",
+            strategy="replicas" if i % 2 else "istio",
+            ingress=None,
+            window=WINDOW,
+        )
+        for i, name in enumerate(FILLER)
+    ]
+    twenty, measured = queries_for([target(generic), target(istio), *fillers])
+    assert two == twenty == 5 + 5 + 2  # generic and istio traffic, shared saturation
+    for i, name in enumerate(FILLER):
+        rate = measured[f"rollout-{name}"].values["request_rate"]
+        assert rate.canary is not None and rate.stable is not None, name
+        weight = 5 * (i % 4 + 1)
+        assert 100 * rate.canary / (rate.canary + rate.stable) == pytest.approx(weight, rel=0.25)
+
+
+def test_an_outage_is_no_data_and_data_returns_with_prometheus(
+    provider: PrometheusProvider, prometheus: PrometheusServer
+) -> None:
+    rules = [Rule.model_validate({"metric": "error_rate", "above": 0.5, "for": "0s"})]
+    targets = [target(svc) for svc in SERVICES]
+    interval = timedelta(seconds=1)
+
+    def verdict(history: list[Measurement]) -> Verdict:
+        now = history[-1].at
+        return judge(rules=rules, history=history, now=now, analysis_interval=interval).verdict
+
+    healthy = measure(provider, targets)["rollout-checkout"]
+    assert verdict([healthy]) is Verdict.HEALTHY
+
+    prometheus.stop()
+    try:
+        before = provider.queries_issued
+        started = time.monotonic()
+        down = measure(provider, targets)
+        assert time.monotonic() - started < 2
+        assert provider.queries_issued - before == 1  # the rest of the tick is skipped
+        for measurement in down.values():
+            assert all(v.canary is None and v.stable is None for v in measurement.values.values())
+        outage = down["rollout-checkout"]
+        assert verdict([healthy, outage]) is Verdict.NO_DATA
+    finally:
+        prometheus.start()
+    prometheus.wait_until_scraped()
+    back = wait_for(lambda: measure(provider, targets)["rollout-checkout"], timeout=15)
+    assert back.values["error_rate"].canary == pytest.approx(0.2, abs=0.03)
+    assert verdict([healthy, outage, back]) is Verdict.HEALTHY
+
+
+def wait_for(get: Callable[[], Measurement], *, timeout: float) -> Measurement:
+    """Poll until every built-in value of the canary is measured again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        measurement = get()
+        if all(v.canary is not None for v in measurement.values.values()):
+            return measurement
+        if time.monotonic() > deadline:
+            pytest.fail(f"no data {timeout:g}s after Prometheus came back: {measurement}")
+        time.sleep(0.5)
+
+
+def bucket_around(ms: float) -> tuple[float, float]:
+    bounds = [0.0] + [s * 1000 for s in (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)]
+    upper = next(i for i, b in enumerate(bounds) if ms <= b)
+    return bounds[upper - 1], bounds[upper]
