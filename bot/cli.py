@@ -40,8 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"canary-bot: {error}", file=sys.stderr)
         return 2
     except ConfigError as error:
-        print(f"canary-bot: invalid config: {'; '.join(map(str, error.problems))}",
-              file=sys.stderr)
+        print(f"canary-bot: invalid config: {'; '.join(map(str, error.problems))}", file=sys.stderr)
         return 2
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 from bot.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox
-from emulators.slack import Message
+from emulators.slack import Message, ResponseUrlPost, SlackEmulator
 from rollout.model import Phase, Rollout
 
 T = TypeVar("T")
@@ -54,10 +55,7 @@ def _play(sandbox: Sandbox, *, out: TextIO) -> None:
         say(f"<@{clicker}> ({who}) clicks Approve; the bot refuses, privately:")
         seen = len(slack.responses)
         driver.click(message=approval, action_id="approve", user=clicker)
-        refusal = _wait(
-            lambda seen=seen: slack.responses[seen] if len(slack.responses) > seen else None,
-            "the refusal",
-        )
+        refusal = _wait(partial(_response_after, slack, seen), "the refusal")
         say(f"    (only they see) {refusal.body.get('text')}")
     say(f"<@{CAROL}> (an approver) clicks Approve.")
     driver.click(message=approval, action_id="approve", user=CAROL)
@@ -85,6 +83,11 @@ def _approval_message(sandbox: Sandbox) -> Message | None:
             ):
                 return reply
     return None
+
+
+def _response_after(slack: SlackEmulator, seen: int) -> ResponseUrlPost | None:
+    responses = slack.responses
+    return responses[seen] if len(responses) > seen else None
 
 
 def _finished(sandbox: Sandbox) -> Rollout | None:

@@ -37,9 +37,7 @@ class SlackNotifier:
         if rollout.thread_ts is None:
             response = self._client.chat_postMessage(channel=rollout.channel, **message.payload())
             return str(response["ts"])
-        self._client.chat_update(
-            channel=rollout.channel, ts=rollout.thread_ts, **message.payload()
-        )
+        self._client.chat_update(channel=rollout.channel, ts=rollout.thread_ts, **message.payload())
         return rollout.thread_ts
 
     def post_event(self, rollout: Rollout, event: Event) -> None:

@@ -58,7 +58,10 @@ SANDBOX_CONFIG = textwrap.dedent(
 
 
 def stable_deployment(
-    *, namespace: str = "shop", name: str = "checkout", replicas: int = 4,
+    *,
+    namespace: str = "shop",
+    name: str = "checkout",
+    replicas: int = 4,
     image: str = STABLE_IMAGE,
 ) -> dict[str, Any]:
     labels = {"app": name}
@@ -193,7 +196,16 @@ class Sandbox:
 
     def serve_command(self, *, port: int) -> list[str]:
         """`canary-bot serve` as a separate process (for tests that kill it)."""
-        return [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
 
     def process_env(self) -> dict[str, str]:
         return {**os.environ, **self.bot_env(), "CANARY_LOG_LEVEL": "WARNING"}

@@ -54,7 +54,9 @@ def register(app: App, *, services: HandlerServices) -> None:
         client.views_open(trigger_id=body["trigger_id"], view=_reject_view(rollout_id, body))
 
     @app.view(REJECT_VIEW)
-    def reject_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+    def reject_reason(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
         ack()
         user = body["user"]["id"]
         meta = json.loads(view.get("private_metadata") or "{}")

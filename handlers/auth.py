@@ -57,6 +57,4 @@ def channel_allowed(channel: str, release_channels: Sequence[str]) -> bool:
 
 
 def describe_principals(principals: Sequence[str]) -> str:
-    return ", ".join(
-        f"<!subteam^{p}>" if p.startswith("S") else f"<@{p}>" for p in principals
-    )
+    return ", ".join(f"<!subteam^{p}>" if p.startswith("S") else f"<@{p}>" for p in principals)

@@ -130,7 +130,11 @@ def _start(
         services.engine.start(request)
     except StartRefused as refusal:
         services.refused(user=user, action="start", why=str(refusal))
-        respond(response_type="ephemeral", replace_original=True, **error_message(str(refusal)).payload())
+        respond(
+            response_type="ephemeral",
+            replace_original=True,
+            **error_message(str(refusal)).payload(),
+        )
 
 
 _COMMANDS: dict[type, Callable[[Any, str], commands.Command]] = {
@@ -158,7 +162,9 @@ def _change(
         _refuse(ack, services, user=user, action=verb, why=why)
         return
     ack()
-    outcome = services.engine.command(rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb)
+    outcome = services.engine.command(
+        rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb
+    )
     if isinstance(outcome, Refusal):
         respond(response_type="ephemeral", **error_message(outcome.message).payload())
 
@@ -171,4 +177,3 @@ def _refuse(ack: Ack, services: HandlerServices, *, user: str, action: str, why:
 def _unknown_service(service: str, services: HandlerServices) -> str:
     known = ", ".join(f"`{name}`" for name in sorted(services.engine.config.services))
     return f"Unknown service `{service}`. Known services: {known or 'none configured'}."
-

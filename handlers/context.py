@@ -21,6 +21,9 @@ class HandlerServices:
 
     def refused(self, *, user: str, action: str, why: str, rollout_id: str | None = None) -> None:
         self.engine.store.audit(
-            at=self.clock.now(), actor=user, action=f"refused: {action}", rollout_id=rollout_id,
+            at=self.clock.now(),
+            actor=user,
+            action=f"refused: {action}",
+            rollout_id=rollout_id,
             detail=why,
         )

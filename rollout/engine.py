@@ -103,8 +103,9 @@ class Engine:
             )
         if "/" not in request.image and ":" not in request.image and "@" not in request.image:
             # A bare tag: the policy can be judged before the stable image is known.
-            return image_problem(f"registry.invalid/image:{request.image}",
-                                 production=service.is_production)
+            return image_problem(
+                f"registry.invalid/image:{request.image}", production=service.is_production
+            )
         return image_problem(request.image, production=service.is_production)
 
     def start(self, request: StartRequest) -> Rollout:
@@ -184,8 +185,11 @@ class Engine:
             outcome = apply_command(rollout, command, now=self._clock.now())
             if isinstance(outcome, Refusal):
                 self.store.audit(
-                    at=self._clock.now(), actor=command.by, action=f"refused: {action}",
-                    rollout_id=rollout_id, detail=outcome.message,
+                    at=self._clock.now(),
+                    actor=command.by,
+                    action=f"refused: {action}",
+                    rollout_id=rollout_id,
+                    detail=outcome.message,
                 )
                 return outcome
             return self._carry_out(rollout, outcome, actor=command.by, action=action)
@@ -237,13 +241,17 @@ class Engine:
             with self._lock(rollout.id):
                 try:
                     if rollout.step_index >= 0 and rollout.phase in (
-                        Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL
+                        Phase.PROGRESSING,
+                        Phase.PAUSED,
+                        Phase.AWAITING_APPROVAL,
                     ):
                         changed = self._router_for(rollout).set_weight(
                             rollout, rollout.target_weight
                         )
                         if changed:
-                            self._audit_cluster(rollout, f"re-applied weight {rollout.target_weight}%")
+                            self._audit_cluster(
+                                rollout, f"re-applied weight {rollout.target_weight}%"
+                            )
                     self._ensure_messages(rollout, before=rollout)
                 except Exception:
                     log.exception("reconciling %s failed", rollout.id)
@@ -297,11 +305,12 @@ class Engine:
         longest = max(rule.for_ for rule in rules)
         since = now - longest - 3 * rollout.plan.analysis_interval
         history = [
-            Measurement.from_json(data)
-            for data in self.store.measurements(rollout.id, since=since)
+            Measurement.from_json(data) for data in self.store.measurements(rollout.id, since=since)
         ]
         analysis = judge(
-            rules=rules, history=history, now=now,
+            rules=rules,
+            history=history,
+            now=now,
             analysis_interval=rollout.plan.analysis_interval,
         )
         breach = analysis.breached
@@ -309,7 +318,7 @@ class Engine:
             traffic=traffic,
             verdict=analysis.verdict,
             breach=describe_breach(breach) if breach else None,
-            pending=analysis.pending,
+            pending=bool(analysis.pending),
         )
 
     # ----------------------------------------------------------------- carrying out
@@ -380,12 +389,15 @@ class Engine:
                 now=now, phase=Phase.FAILED, failures=failures, finished_at=now, reason=reason
             )
             self._save(rollout, failed, actor=BOT, action="rollback failed")
-            self._page(failed, Alert(
-                title=f"{rollout.service}: ROLLBACK FAILED — act now",
-                detail=f"{reason}. Traffic may still reach the canary {rollout.canary_image}.",
-                traffic_on_stable=False,
-                at=now,
-            ))
+            self._page(
+                failed,
+                Alert(
+                    title=f"{rollout.service}: ROLLBACK FAILED — act now",
+                    detail=f"{reason}. Traffic may still reach the canary {rollout.canary_image}.",
+                    traffic_on_stable=False,
+                    at=now,
+                ),
+            )
             return failed
         self._audit_cluster(rollout, "all traffic on stable; canary removed")
         done = rollout.evolve(now=now, phase=Phase.ROLLED_BACK, weight=0.0, finished_at=now)
@@ -413,18 +425,26 @@ class Engine:
         elif before is None or _card_view(before) != _card_view(rollout):
             self._notify(lambda: self._notifier.show_card(rollout))
         if rollout.phase == Phase.PROGRESSING and rollout.step_ready:
-            self._post(rollout, StepReached(
-                step=rollout.step_index + 1, steps=len(rollout.plan.steps), weight=rollout.weight
-            ))
+            self._post(
+                rollout,
+                StepReached(
+                    step=rollout.step_index + 1,
+                    steps=len(rollout.plan.steps),
+                    weight=rollout.weight,
+                ),
+            )
         if rollout.phase == Phase.AWAITING_APPROVAL and rollout.approval_ts is None:
             rollout = self._request_approval(rollout)
         if rollout.phase.is_terminal:
             self._close_approval(rollout)
-            self._post(rollout, Finished(
-                phase=rollout.phase.value,
-                reason=rollout.reason,
-                duration=(rollout.finished_at or rollout.updated_at) - rollout.created_at,
-            ))
+            self._post(
+                rollout,
+                Finished(
+                    phase=rollout.phase.value,
+                    reason=rollout.reason,
+                    duration=(rollout.finished_at or rollout.updated_at) - rollout.created_at,
+                ),
+            )
         return rollout
 
     def _close_approval(self, rollout: Rollout) -> None:
@@ -453,7 +473,10 @@ class Engine:
 
         self._once(rollout, f"alert:{alert.title}:{alert.at.isoformat()}", page)
         self.store.audit(
-            at=alert.at, actor=BOT, action="paged on-call", rollout_id=rollout.id,
+            at=alert.at,
+            actor=BOT,
+            action="paged on-call",
+            rollout_id=rollout.id,
             detail=f"{alert.title}: {alert.detail}",
         )
 
@@ -477,14 +500,22 @@ class Engine:
         return result if isinstance(result, str) else None
 
     def _save(
-        self, before: Rollout, after: Rollout, *, actor: str, action: str,
+        self,
+        before: Rollout,
+        after: Rollout,
+        *,
+        actor: str,
+        action: str,
         detail: str | None = None,
     ) -> None:
         self.store.save(before, after, actor=actor, action=action, detail=detail)
 
     def _audit_cluster(self, rollout: Rollout, detail: str) -> None:
         self.store.audit(
-            at=self._clock.now(), actor=BOT, action="cluster change", rollout_id=rollout.id,
+            at=self._clock.now(),
+            actor=BOT,
+            action="cluster change",
+            rollout_id=rollout.id,
             detail=detail,
         )
 

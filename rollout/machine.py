@@ -77,7 +77,9 @@ class Page:
     alert: Alert
 
 
-Action = SetWeight | Announce | RequestApproval | CloseApproval | PromoteStable | RollBackCanary | Page
+Action = (
+    SetWeight | Announce | RequestApproval | CloseApproval | PromoteStable | RollBackCanary | Page
+)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,9 @@ def _account_no_data(rollout: Rollout, observation: Observation, *, now: datetim
     )
 
 
-def _no_data_page(rollout: Rollout, observation: Observation, *, now: datetime) -> tuple[Action, ...]:
+def _no_data_page(
+    rollout: Rollout, observation: Observation, *, now: datetime
+) -> tuple[Action, ...]:
     """Page on-call once when a rollout has been held for missing data too long."""
     if (
         observation.verdict != Verdict.NO_DATA
@@ -241,7 +245,9 @@ def _progress(rollout: Rollout, observation: Observation, *, now: datetime) -> D
         rollout = rollout.evolve(now=now, weight=traffic.weight)
     due = rollout.next_step_at
     if due is None or now < due:
-        return _mark_no_data_paged(Decision(rollout, _no_data_page(rollout, observation, now=now)), now=now)
+        return _mark_no_data_paged(
+            Decision(rollout, _no_data_page(rollout, observation, now=now)), now=now
+        )
     if observation.verdict == Verdict.NO_DATA and not (
         rollout.plan.on_no_data == "ignore" and not rollout.is_last_step
     ):
@@ -340,8 +346,10 @@ def apply_command(rollout: Rollout, command: Command, *, now: datetime) -> Decis
 
 def _pause(rollout: Rollout, *, by: str, reason: str | None, now: datetime) -> Decision | Refusal:
     if rollout.phase == Phase.PAUSED:
-        return Refusal(f"The {rollout.service} rollout is already paused. Resume it with "
-                       f"`/canary resume {rollout.service}`.")
+        return Refusal(
+            f"The {rollout.service} rollout is already paused. Resume it with "
+            f"`/canary resume {rollout.service}`."
+        )
     if rollout.phase not in (Phase.PENDING, Phase.PROGRESSING):
         return Refusal(
             f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; only a "
@@ -393,9 +401,7 @@ def _approve(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
         recorded = rollout.evolve(now=now, approvals=approvals)
         event = ApprovalRecorded(by=by, have=len(approvals), need=rollout.plan.approvals_required)
         return Decision(recorded, (Announce(event),))
-    promoting = rollout.evolve(
-        now=now, approvals=approvals, decided_at=now, phase=Phase.PROMOTING
-    )
+    promoting = rollout.evolve(now=now, approvals=approvals, decided_at=now, phase=Phase.PROMOTING)
     return Decision(
         promoting, (CloseApproval(), Announce(PromotionStarted(by=by)), PromoteStable())
     )

@@ -12,12 +12,8 @@ from typing import Any
 
 from rollout.model import Phase, Rollout, RolloutPlan
 
-_PLAN_DURATIONS = {
-    f.name for f in fields(RolloutPlan) if f.type in ("timedelta", timedelta)
-}
-_ROLLOUT_TIMES = {
-    f.name for f in fields(Rollout) if f.type in ("datetime | None", "datetime")
-}
+_PLAN_DURATIONS = {f.name for f in fields(RolloutPlan) if f.type in ("timedelta", timedelta)}
+_ROLLOUT_TIMES = {f.name for f in fields(Rollout) if f.type in ("datetime | None", "datetime")}
 _ROLLOUT_DURATIONS = {f.name for f in fields(Rollout) if f.type in ("timedelta", timedelta)}
 
 

@@ -281,7 +281,7 @@ def _audit(
             "before": json.dumps(_audit_view(before)) if before else None,
             "after": json.dumps(_audit_view(after)) if after else None,
             "detail": detail,
-        }
+        },
     )
 
 

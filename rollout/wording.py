@@ -15,7 +15,7 @@ _SYMBOLS = {
     "above": ">",
     "below": "<",
     "above_stable_by": "> stable +",
-    "above_stable_ratio": "> stable ×",
+    "above_stable_ratio": "> stable x",
 }
 
 

@@ -62,10 +62,11 @@ def only_problem(text: str) -> ConfigProblem:
 def test_the_example_loads_and_is_summarised_in_one_line() -> None:
     config = load_config(EXAMPLE)
     assert describe_config(config) == (
-        "valid: 2 services (checkout: replicas, cart: istio), 1 release channel, cluster prod-eu-1"
+        "valid: 2 services (checkout: replicas, cart: replicas), 1 release channel, cluster prod-eu-1"
     )
     assert config.services["checkout"].policy.steps == (10, 50)
-    assert config.services["cart"].virtual_service == "cart"
+    assert config.services["cart"].policy.approval is False
+    assert config.services["cart"].policy.step_interval.total_seconds() == 15 * 60
 
 
 def test_summary_of_a_config_open_to_any_channel() -> None:

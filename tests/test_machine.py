@@ -45,10 +45,20 @@ def plan(**changes: object) -> RolloutPlan:
 
 def new_rollout(**plan_changes: object) -> Rollout:
     return Rollout(
-        id="checkout-1", service="checkout", namespace="shop", deployment="checkout",
-        container="app", strategy="replicas", stable_image="app:v1", canary_image="app:v2",
-        plan=plan(**plan_changes), channel="C1", started_by="UALICE", created_at=T0,
-        updated_at=T0, original_replicas=10,
+        id="checkout-1",
+        service="checkout",
+        namespace="shop",
+        deployment="checkout",
+        container="app",
+        strategy="replicas",
+        stable_image="app:v1",
+        canary_image="app:v2",
+        plan=plan(**plan_changes),
+        channel="C1",
+        started_by="UALICE",
+        created_at=T0,
+        updated_at=T0,
+        original_replicas=10,
     )
 
 
@@ -122,7 +132,9 @@ def test_starter_cannot_approve_alone_but_an_approver_can() -> None:
     assert isinstance(decision, Decision)
     assert decision.rollout.phase == Phase.PROMOTING
     assert decision.actions == (
-        CloseApproval(), Announce(PromotionStarted(by="UBOB")), PromoteStable()
+        CloseApproval(),
+        Announce(PromotionStarted(by="UBOB")),
+        PromoteStable(),
     )
 
 

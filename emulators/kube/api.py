@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from emulators.kube import errors, patching
+from emulators.kube.defaults import initial_status
 from emulators.kube.objects import ObjectStore, clone
 from emulators.kube.resources import ResourceKind
 from emulators.kube.schemas import builtin_schema
@@ -211,8 +212,9 @@ class KubeApi:
             if rk.status_subresource and not keep_status:
                 obj.pop("status", None)
             obj = self.validator.normalize(rk, version, obj)
-            if (rk.group, rk.kind) == ("", "Pod") and not keep_status:
-                obj["status"] = {"phase": "Pending"}
+            status = initial_status(rk.group, rk.kind)
+            if status is not None and "status" not in obj:
+                obj["status"] = status
             self._allocate(rk, obj, None)
             if not obj["metadata"].get("name"):
                 raise errors.invalid(

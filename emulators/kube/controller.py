@@ -94,6 +94,7 @@ class DeploymentController:
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kube-deployments", daemon=True)
         self._thread.start()
 

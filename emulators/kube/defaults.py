@@ -110,6 +110,22 @@ _DEFAULTERS = {
 }
 
 
+_INITIAL_STATUS: dict[tuple[str, str], JSON] = {
+    ("", "Pod"): {"phase": "Pending"},
+    ("", "Namespace"): {"phase": "Active"},
+    ("", "Service"): {"loadBalancer": {}},
+    ("networking.k8s.io", "Ingress"): {"loadBalancer": {}},
+    ("apps", "Deployment"): {},
+    ("apps", "ReplicaSet"): {"replicas": 0},
+}
+
+
+def initial_status(group: str, kind: str) -> JSON | None:
+    """The status a created object starts with (any status sent by the client is dropped)."""
+    status = _INITIAL_STATUS.get((group, kind))
+    return None if status is None else dict(status)
+
+
 def apply_defaults(group: str, kind: str, obj: JSON) -> None:
     """Fills defaults in place; leaves anything of the wrong type for validation to report."""
     defaulter = _DEFAULTERS.get((group, kind))

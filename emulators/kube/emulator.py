@@ -23,7 +23,6 @@ from emulators.kube.faults import FaultDice, Faults
 from emulators.kube.objects import ObjectStore
 from emulators.kube.resources import BUILTIN_KINDS, Registry, ResourceKind, load_crds
 from emulators.kube.routing import Router
-from emulators.kube.selectors import parse_label_selector
 from emulators.kube.server import Frontend, KubeHTTPServer, WriteRecord
 from emulators.kube.validation import Validator
 
@@ -57,6 +56,7 @@ class KubeEmulator:
         """Serves on a free port of 127.0.0.1 and starts the controller; returns the base URL."""
         if self._server is not None:
             return self.base_url
+        self._frontend.stopping.clear()
         self._server = KubeHTTPServer(self._frontend)
         self.base_url = f"http://127.0.0.1:{self._server.port}"
         self._frontend.router.address = f"127.0.0.1:{self._server.port}"
@@ -146,7 +146,6 @@ class KubeEmulator:
         label_selector: str | None = None,
     ) -> list[JSON]:
         rk, version = self._kind(api_version, kind)
-        parse_label_selector(label_selector)  # fail early on a bad selector
         items: list[JSON] = self.api.list(rk, version, namespace, label_selector=label_selector)[
             "items"
         ]

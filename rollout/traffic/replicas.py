@@ -194,9 +194,7 @@ class ReplicasRouter:
     def _stable(self, rollout: Rollout) -> dict[str, Any]:
         stable = self._kube.read_deployment(rollout.namespace, rollout.deployment)
         if stable is None:
-            raise RouterError(
-                f"Deployment {rollout.namespace}/{rollout.deployment} does not exist"
-            )
+            raise RouterError(f"Deployment {rollout.namespace}/{rollout.deployment} does not exist")
         return stable
 
 

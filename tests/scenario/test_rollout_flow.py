@@ -3,6 +3,7 @@ recorded Web API calls and emulated cluster state out."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from typing import Any
@@ -79,9 +80,12 @@ def test_start_steps_approval_and_promotion(sandbox: Sandbox) -> None:
     steps = [m for m in thread_replies(sandbox) if "Step" in m.text]
     assert [re.search(r"Step (\d) of 3", m.text).group(1) for m in steps] == ["1", "2", "3"]  # type: ignore[union-attr]
     # On schedule: each step lasts at least its 2 s interval.
-    calls = {c.args.get("ts") or c.response.get("ts"): c.wall for c in sandbox.slack.calls_to("chat.postMessage")}
+    calls = {
+        c.args.get("ts") or c.response.get("ts"): c.wall
+        for c in sandbox.slack.calls_to("chat.postMessage")
+    }
     times = [calls[m.ts] for m in steps]
-    assert all(later - earlier >= 2.0 for earlier, later in zip(times, times[1:], strict=False))
+    assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(times))
     assert "<!subteam^S0SRE>" in str(approval.blocks)
     assert only_rollout(sandbox).phase == Phase.AWAITING_APPROVAL
 
@@ -115,7 +119,9 @@ def test_start_steps_approval_and_promotion(sandbox: Sandbox) -> None:
     assert ("canary-bot", "promoted") in actions
     changes = [row["detail"] for row in audit if row["action"] == "cluster change"]
     assert [c for c in changes if c.startswith("set canary weight")] == [
-        "set canary weight 25%", "set canary weight 50%", "set canary weight 75%"
+        "set canary weight 25%",
+        "set canary weight 50%",
+        "set canary weight 75%",
     ]
     events = {e["reason"] for e in sandbox.kube.list("v1", "Event", "shop")}
     assert {"CanaryCreated", "CanaryWeight", "Promoting", "Promoted"} <= events
@@ -167,7 +173,9 @@ def test_unsigned_or_stale_requests_get_401_and_change_nothing(sandbox: Sandbox)
         "start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL, sign=False
     )
     stale = sandbox.driver.command(
-        "start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL,
+        "start checkout v2.3.5",
+        user=BOB,
+        channel=RELEASE_CHANNEL,
         timestamp=int(time.time()) - 6 * 60,
     )
     assert (unsigned.status, stale.status) == (401, 401)
