@@ -36,9 +36,8 @@ class KubeApi:
     # --- helpers ----------------------------------------------------------------------------
 
     def serve(self, rk: ResourceKind, version: str, obj: JSON) -> JSON:
-        out: JSON = clone(obj)
-        out["apiVersion"] = rk.api_version(version)
-        out["kind"] = rk.kind
+        out: JSON = {"kind": rk.kind, "apiVersion": rk.api_version(version)}
+        out.update((k, clone(v)) for k, v in obj.items() if k not in out)
         return out
 
     def existing(self, rk: ResourceKind, namespace: str | None, name: str) -> JSON:
@@ -310,7 +309,10 @@ class KubeApi:
             return patching.json_patch(current, patch)
         if content_type == patching.STRATEGIC_MERGE_PATCH and strategic_schema is not None:
             return patching.strategic_merge_patch(current, patch, strategic_schema)
-        raise errors.unsupported_media_type(content_type)
+        accepted: tuple[str, ...] = (patching.JSON_PATCH, patching.MERGE_PATCH)
+        if strategic_schema is not None:
+            accepted += (patching.STRATEGIC_MERGE_PATCH,)
+        raise errors.unsupported_media_type(content_type, accepted=accepted)
 
     def _write(
         self,

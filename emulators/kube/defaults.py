@@ -96,6 +96,11 @@ def _pod(obj: JSON) -> None:
 
 
 def _namespace(obj: JSON) -> None:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        labels = meta.get("labels")
+        labels = meta["labels"] = labels if isinstance(labels, dict) else {}
+        labels["kubernetes.io/metadata.name"] = meta["name"]
     spec = obj.setdefault("spec", {})
     if isinstance(spec, dict):
         spec.setdefault("finalizers", ["kubernetes"])

@@ -4,6 +4,16 @@ The bot talks to it with the official `kubernetes` client through the kubeconfig
 `write_kubeconfig`, exactly as it talks to a real cluster; tests set up objects with `seed()`,
 read them back with `get()`/`list()`, steer the Deployment controller with `hold_ready()`, turn
 on failures through `faults`, and assert on the requests the bot sent through `writes`.
+
+Where it knowingly differs from a real API server (v1.35):
+- stricter: unknown fields are a 422 (a real server drops them silently); CEL
+  `x-kubernetes-validations` of CRDs are not evaluated;
+- not served: watch (400), server-side apply (415), deletecollection (405), other kinds (404);
+- deletion is immediate: no finalizers, no graceful deletion, dependents go at once;
+- the controller owns Pods directly (no ReplicaSets), rolls out all new Pods at once, ignores
+  `minReadySeconds` and does not scale a paused Deployment;
+- core/v1 and events.k8s.io/v1 Events are two separate stores (no conversion between them);
+- no `managedFields`; an emptied list stays `[]` where Go's `omitempty` would drop it.
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ class KubeEmulator:
         kinds = list(BUILTIN_KINDS) + (load_crds(crd_dir) if crd_dir is not None else [])
         self.registry = Registry(kinds)
         self.store = ObjectStore(self.registry, seed=seed)
+        for namespace in ("default", "kube-system", "kube-public"):  # as in a fresh cluster
+            self.store.ensure_namespace(namespace)
         self.api = KubeApi(self.store, Validator(enabled=validate))
         self.controller = DeploymentController(self.store, ready_delay=ready_delay)
         self.faults = Faults()

@@ -107,13 +107,12 @@ def method_not_allowed(message: str) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message)
 
 
-def unsupported_media_type(content_type: str) -> ApiError:
+def unsupported_media_type(content_type: str, *, accepted: tuple[str, ...]) -> ApiError:
     return ApiError(
         415,
         "UnsupportedMediaType",
-        f"the body of the request was in an unknown format: "
-        f"accepted media types include: application/json-patch+json, "
-        f"application/merge-patch+json, application/apply-patch+yaml ({content_type})",
+        f"the body of the request was in an unknown format ({content_type or 'none'}) - "
+        f"accepted media types include: {', '.join(accepted)}",
     )
 
 

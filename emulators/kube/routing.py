@@ -226,13 +226,15 @@ class Router:
 
     def _json_body(self, request: Request) -> Any:
         if request.content_type not in ("application/json", ""):
-            raise errors.unsupported_media_type(request.content_type)
+            raise errors.unsupported_media_type(
+                request.content_type, accepted=("application/json",)
+            )
         return self._decode(request)
 
     def _patch_body(self, request: Request) -> Any:
         known = (patching.MERGE_PATCH, patching.JSON_PATCH, patching.STRATEGIC_MERGE_PATCH)
         if request.content_type not in known:
-            raise errors.unsupported_media_type(request.content_type)
+            raise errors.unsupported_media_type(request.content_type, accepted=known)
         return self._decode(request)
 
     # --- discovery --------------------------------------------------------------------------

@@ -1,0 +1,468 @@
+"""Metric analysis and automatic rollback end to end: the real bot against a real Prometheus.
+
+The bot runs in a sandbox (cluster and Slack emulators, driven over signed HTTP) and reads its
+metrics from a real Prometheus that scrapes the synthetic traffic exporter every second. The
+exporter splits requests by the canary's share of ready pods in the emulated cluster, so the
+traffic Prometheus records follows what the bot really did; each test chooses only how healthy
+each track is. Rules hold for 3 s with a 1 s analysis interval and a 5 s query window, so the
+whole module runs in about a minute.
+
+Prometheus and the exporter are shared by the module (starting Prometheus costs seconds); each
+test gets its own sandbox, and starts only once no canary request of an earlier test is left in
+the query window, so a breach in one test cannot leak into the next.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import yaml
+
+from bot.sandbox import BOB, CAROL, RELEASE_CHANNEL, SANDBOX_CONFIG, STABLE_IMAGE, Sandbox
+from bot.traffic_weights import canary_weight_from_cluster
+from emulators.kube import KubeEmulator
+from emulators.prometheus import PrometheusServer
+from emulators.slack import Message
+from emulators.slack import payloads
+from emulators.slack.blocks import find_button
+from emulators.slack.records import JsonObject
+from emulators.traffic import TrafficExporter
+from rollout.analysis import Measurement, PrometheusProvider
+from rollout.model import Phase, Rollout
+
+pytestmark = pytest.mark.prometheus
+
+NS, SERVICE = "shop", "checkout"
+RPS = 40.0
+NEW_IMAGE = STABLE_IMAGE.replace(":v2.3.4", ":v2.3.5")
+ONCALL = "<!subteam^S0ONCALL>"
+# The analysis settings of every test, in seconds.
+STEP_INTERVAL = 3.0
+INTERVAL = 1.0
+WINDOW = 5
+FOR = 3.0
+NO_DATA_ALERT_AFTER = 3.0
+ERROR_THRESHOLD = 0.05
+# Breach-to-rollback budget beyond `for` + 2 x interval: HTTP, SQLite and emulator round trips
+# on a 2-core machine shared with other test runs.
+MARGIN = 2.0
+
+# The test's own view of the canary's error rate, written independently of the bot's queries.
+_CANARY = f'namespace="{NS}",service="{SERVICE}",track="canary"'
+CANARY_ERROR_RATE = (
+    f'sum(rate(http_requests_total{{{_CANARY},code=~"5.."}}[{WINDOW}s]))'
+    f" / sum(rate(http_requests_total{{{_CANARY}}}[{WINDOW}s]))"
+)
+CANARY_REQUEST_RATE = f"sum(rate(http_requests_total{{{_CANARY}}}[{WINDOW}s]))"
+
+
+def analysis_config(prometheus_url: str) -> str:
+    """The sandbox's config (Slack, service `checkout`) with Prometheus and rollback rules."""
+    config = yaml.safe_load(SANDBOX_CONFIG)
+    config["prometheus"] = {"url": prometheus_url, "timeout": "2s"}
+    config["defaults"].update(
+        steps=[25, 50, 75],
+        step_interval=f"{STEP_INTERVAL:g}s",
+        analysis_interval=f"{INTERVAL:g}s",
+        analysis_window=f"{WINDOW}s",
+        no_data_alert_after=f"{NO_DATA_ALERT_AFTER:g}s",
+        rules=[
+            {"metric": "error_rate", "above": ERROR_THRESHOLD, "for": f"{FOR:g}s"},
+            {"metric": "latency_avg_ms", "above": 500, "for": f"{FOR:g}s"},
+        ],
+    )
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class FollowedCluster:
+    """The exporter's `weight_of`: the canary's share of ready pods in the running test's
+    cluster, and no canary traffic between tests."""
+
+    def __init__(self) -> None:
+        self._weight_of: Callable[[str, str], float] | None = None
+
+    def follow(self, kube: KubeEmulator | None) -> None:
+        self._weight_of = canary_weight_from_cluster(kube) if kube is not None else None
+
+    def __call__(self, namespace: str, service: str) -> float:
+        weight_of = self._weight_of
+        return weight_of(namespace, service) if weight_of is not None else 0.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> FollowedCluster:
+    return FollowedCluster()
+
+
+@pytest.fixture(scope="module")
+def weight_of(cluster: FollowedCluster) -> Callable[[str, str], float]:
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def traffic(traffic_exporter: TrafficExporter) -> TrafficExporter:
+    traffic_exporter.add_service(NS, SERVICE, deployment="checkout", rps=RPS)
+    return traffic_exporter
+
+
+@pytest.fixture
+def sandbox(
+    tmp_path: Any, traffic: TrafficExporter, prometheus: PrometheusServer, cluster: FollowedCluster
+) -> Iterator[Sandbox]:
+    """A running bot whose cluster the exporter follows; both tracks healthy at the start."""
+    for track in ("canary", "stable"):
+        traffic.set_track(NS, SERVICE, track, error_rate=0.0, latency_ms=50.0)
+    prometheus.start()  # a no-op unless an earlier test failed with Prometheus stopped
+    prometheus.wait_until_scraped()
+    provider = PrometheusProvider(prometheus.url)
+    wait_until(
+        lambda: not query_value(provider, CANARY_REQUEST_RATE),
+        timeout=WINDOW + 10,
+        what="no canary traffic of an earlier test left in the query window",
+    )
+    box = Sandbox(workdir=tmp_path / "sandbox", config_text=analysis_config(prometheus.url))
+    try:
+        box.start()
+        cluster.follow(box.kube)
+        box.start_bot()
+        yield box
+    finally:
+        cluster.follow(None)
+        box.stop()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_until(probe: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def query_value(provider: PrometheusProvider, promql: str) -> float | None:
+    series = provider.query(promql)
+    return series[0].value if series else None
+
+
+def start_rollout(sandbox: Sandbox) -> None:
+    reply = sandbox.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
+    assert reply.status == 200 and reply.json is not None, reply.body
+    assert reply.json["response_type"] == "ephemeral"
+
+
+def the_rollout(sandbox: Sandbox) -> Rollout:
+    assert sandbox.runtime is not None
+    rollouts = sandbox.runtime.store.history(SERVICE)
+    assert len(rollouts) == 1
+    return rollouts[0]
+
+
+def root(sandbox: Sandbox) -> Message | None:
+    """The rollout's status card: the first top-level message in the release channel."""
+    messages = sandbox.slack.messages(RELEASE_CHANNEL)
+    return messages[0] if messages else None
+
+
+def replies(sandbox: Sandbox) -> list[Message]:
+    card = root(sandbox)
+    return [] if card is None else sandbox.slack.thread(RELEASE_CHANNEL, card.ts)
+
+
+def steps_announced(sandbox: Sandbox) -> list[int]:
+    found = (re.search(r"Step (\d+) of 3", m.text) for m in replies(sandbox))
+    return [int(match.group(1)) for match in found if match]
+
+
+def alerts(sandbox: Sandbox) -> list[Message]:
+    """Top-level messages in the alert channel (the release channel here) but the root card."""
+    roots = sandbox.slack.messages(RELEASE_CHANNEL)
+    return [m for m in roots[1:] if not m.is_reply]
+
+
+def approval_message(sandbox: Sandbox) -> Message | None:
+    for reply in replies(sandbox):
+        if find_button(reply.blocks, "approve") is not None:
+            return reply
+    return None
+
+
+def shown(message: Message) -> str:
+    """Every text a person sees in the message: the fallback and each block's text."""
+    texts = [message.text]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "text" and isinstance(value, str):
+                    texts.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(message.blocks)
+    # mrkdwn escapes these three; a person sees the characters.
+    text = "\n".join(texts)
+    return text.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
+
+
+def replicas(sandbox: Sandbox, name: str) -> int | None:
+    """`spec.replicas` of a Deployment in the shop namespace; None when it does not exist."""
+    deployment = sandbox.kube.get("apps/v1", "Deployment", NS, name)
+    return None if deployment is None else int(deployment["spec"].get("replicas", 1))
+
+
+def measurements(sandbox: Sandbox) -> list[Measurement]:
+    assert sandbox.runtime is not None
+    rows = sandbox.runtime.store.measurements(
+        the_rollout(sandbox).id, since=datetime.fromtimestamp(0, UTC)
+    )
+    return [Measurement.from_json(row) for row in rows]
+
+
+def has_canary_data(sandbox: Sandbox) -> bool:
+    return any(m.get("error_rate").canary is not None for m in measurements(sandbox))
+
+
+def posted_at(sandbox: Sandbox, message: Message) -> float:
+    """Wall-clock time at which the bot posted `message`."""
+    for call in sandbox.slack.calls_to("chat.postMessage"):
+        if call.response.get("ts") == message.ts:
+            return call.wall
+    raise AssertionError(f"no chat.postMessage for {message.ts}")
+
+
+def click_as_displayed(
+    sandbox: Sandbox, displayed: JsonObject, *, action_id: str, user: str
+) -> tuple[int, str]:
+    """Click a button on a message as a client still displays it (buttons since removed).
+
+    Slack delivers clicks from clients that have not yet redrawn an edited message, so the
+    bot must refuse a click on an approval it has closed. Returns (HTTP status, response URL).
+    """
+    found = find_button(displayed.get("blocks", []), action_id)
+    assert found is not None, f"no {action_id} button on the displayed message"
+    block_id, button = found
+    app = payloads.AppIdentity(
+        team_id="T0CANARY",
+        team_domain=sandbox.slack.team_domain,
+        api_app_id="A0CANARY",
+        verification_token="canary-verification-token",
+    )
+    response_url = sandbox.slack.new_response_url(
+        channel=RELEASE_CHANNEL, user=user, message_ts=displayed["ts"]
+    )
+    payload = payloads.block_actions(
+        app,
+        user=payloads.user_object(app, user=user, user_name=sandbox.slack.user_name(user)),
+        channel=RELEASE_CHANNEL,
+        channel_name=sandbox.slack.channel_name(RELEASE_CHANNEL),
+        message=displayed,
+        block_id=block_id,
+        button=button,
+        response_url=response_url,
+        trigger=payloads.trigger_id(),
+    )
+    reply = sandbox.driver.post_raw(
+        urlencode({"payload": json.dumps(payload)}).encode(),
+        content_type="application/x-www-form-urlencoded",
+    )
+    return reply.status, response_url
+
+
+def assert_rolled_back_on_cluster(sandbox: Sandbox) -> None:
+    assert replicas(sandbox, "checkout-canary") in (None, 0)
+    assert replicas(sandbox, "checkout") == 4
+    stable = sandbox.kube.get("apps/v1", "Deployment", NS, "checkout")
+    assert stable is not None
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == STABLE_IMAGE
+
+
+def rolled_back(sandbox: Sandbox) -> bool:
+    return replicas(sandbox, "checkout-canary") in (None, 0) and replicas(sandbox, "checkout") == 4
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.timeout(60)
+def test_healthy_canary_goes_through_every_step_to_approval(sandbox: Sandbox) -> None:
+    start_rollout(sandbox)
+    approval = wait_until(
+        lambda: approval_message(sandbox), timeout=40, what="the approval request"
+    )
+
+    assert steps_announced(sandbox) == [1, 2, 3]
+    assert "<!subteam^S0SRE>" in shown(approval)
+    rollout = the_rollout(sandbox)
+    assert rollout.phase == Phase.AWAITING_APPROVAL
+    assert (replicas(sandbox, "checkout-canary"), replicas(sandbox, "checkout")) == (3, 1)
+    assert alerts(sandbox) == [], [shown(m) for m in alerts(sandbox)]
+    assert sandbox.runtime is not None
+    actions = {row["action"] for row in sandbox.runtime.store.audit_rows(rollout.id)}
+    assert not actions & {"rolled back", "paged on-call"}, actions
+
+    # The steps advanced on data, not for lack of it: what the bot measured in Prometheus is
+    # the traffic the exporter served, on both tracks, and the canary's share grew with steps.
+    measured = [m for m in measurements(sandbox) if m.get("error_rate").canary is not None]
+    assert len(measured) >= 3 * STEP_INTERVAL / INTERVAL - 1
+    for sample in measured:
+        assert sample.get("error_rate").canary == 0.0
+        assert sample.get("error_rate").stable == 0.0
+        for track in ("canary", "stable"):
+            assert sample.get("latency_avg_ms").of(track) == pytest.approx(50.0, rel=0.05)
+    rate = measured[-1].get("request_rate")
+    assert rate.canary is not None and rate.stable is not None
+    assert 100 * rate.canary / (rate.canary + rate.stable) > 50  # past step 2's 50 %
+
+
+@pytest.mark.timeout(60)
+def test_rising_error_rate_is_rolled_back_within_the_rule_window(
+    sandbox: Sandbox, traffic: TrafficExporter, prometheus: PrometheusServer
+) -> None:
+    start_rollout(sandbox)
+    wait_until(lambda: steps_announced(sandbox), timeout=20, what="step 1")
+    wait_until(lambda: has_canary_data(sandbox), timeout=15, what="canary metrics")
+
+    traffic.set_track(NS, SERVICE, "canary", error_rate=0.3)
+    provider = PrometheusProvider(prometheus.url)
+    visible_at: float | None = None
+    rolled_back_at: float | None = None
+    deadline = time.monotonic() + 30
+    while rolled_back_at is None and time.monotonic() < deadline:
+        if visible_at is None and (query_value(provider, CANARY_ERROR_RATE) or 0) > ERROR_THRESHOLD:
+            visible_at = time.time()
+        if rolled_back(sandbox):
+            rolled_back_at = time.time()
+        time.sleep(0.05)
+    assert visible_at is not None, "the breach never showed in Prometheus"
+    assert rolled_back_at is not None, "no rollback within 30 s of the breach"
+
+    elapsed = rolled_back_at - visible_at
+    budget = FOR + 2 * INTERVAL + MARGIN
+    first_beyond = next(
+        m.at.timestamp()
+        for m in measurements(sandbox)
+        if (m.get("error_rate").canary or 0) > ERROR_THRESHOLD
+    )
+    print(
+        f"breach visible in Prometheus -> rollback: {elapsed:.2f}s "
+        f"(first beyond sample -> rollback: {rolled_back_at - first_beyond:.2f}s; "
+        f"budget {budget:g}s)"
+    )
+    assert elapsed <= budget
+    assert_rolled_back_on_cluster(sandbox)
+    wait_until(
+        lambda: the_rollout(sandbox).phase == Phase.ROLLED_BACK, timeout=5, what="rolled_back"
+    )
+
+    alert = wait_until(lambda: alerts(sandbox), timeout=5, what="the on-call alert")
+    assert len(alert) == 1, [shown(m) for m in alert]
+    text = shown(alert[0])
+    assert ONCALL in text
+    measured = re.search(r"error_rate (\d+\.\d\d)%", text)
+    assert measured is not None, text
+    assert float(measured.group(1)) > 100 * ERROR_THRESHOLD
+    assert "> 5.00%" in text and "for 3s" in text
+    assert "back on stable" in text
+    card = root(sandbox)
+    assert card is not None and card.ts == the_rollout(sandbox).thread_ts
+    thread_link = sandbox.slack.permalink(card)
+    assert thread_link in [c.response.get("permalink") for c in sandbox.slack.calls_to("chat.getPermalink")]
+    assert thread_link in text
+
+
+@pytest.mark.timeout(90)
+def test_prometheus_outage_holds_the_rollout_and_pages_once(
+    sandbox: Sandbox, prometheus: PrometheusServer
+) -> None:
+    start_rollout(sandbox)
+    wait_until(lambda: steps_announced(sandbox), timeout=20, what="step 1")
+    wait_until(lambda: has_canary_data(sandbox), timeout=15, what="canary metrics")
+
+    prometheus.stop()
+    try:
+        stopped_at = time.time()
+        held_until = time.monotonic() + STEP_INTERVAL + 4 * INTERVAL
+        while time.monotonic() < held_until:
+            assert (replicas(sandbox, "checkout-canary"), replicas(sandbox, "checkout")) == (1, 3)
+            assert steps_announced(sandbox) == [1]
+            assert approval_message(sandbox) is None
+            time.sleep(0.1)
+        rollout = the_rollout(sandbox)
+        assert rollout.phase == Phase.PROGRESSING and rollout.step_index == 0
+        paged = alerts(sandbox)
+        assert len(paged) == 1, [shown(m) for m in paged]
+        assert ONCALL in shown(paged[0]) and "no metrics" in shown(paged[0])
+        assert posted_at(sandbox, paged[0]) - stopped_at >= NO_DATA_ALERT_AFTER
+        outage = [m for m in measurements(sandbox) if m.at.timestamp() > stopped_at + INTERVAL]
+        assert outage and all(m.get("error_rate").canary is None for m in outage)
+    finally:
+        prometheus.start()
+
+    wait_until(lambda: 2 in steps_announced(sandbox), timeout=30, what="step 2 after the outage")
+    assert steps_announced(sandbox) == [1, 2]
+    assert replicas(sandbox, "checkout-canary") == 2
+    assert len(alerts(sandbox)) == 1
+    assert the_rollout(sandbox).phase == Phase.PROGRESSING
+
+
+@pytest.mark.timeout(60)
+def test_breach_while_awaiting_approval_rolls_back_and_closes_the_approval(
+    sandbox: Sandbox, traffic: TrafficExporter
+) -> None:
+    start_rollout(sandbox)
+    approval = wait_until(
+        lambda: approval_message(sandbox), timeout=40, what="the approval request"
+    )
+    displayed = sandbox.slack.as_slack_json(approval)
+
+    traffic.set_track(NS, SERVICE, "canary", error_rate=0.3)
+    wait_until(
+        lambda: the_rollout(sandbox).phase == Phase.ROLLED_BACK,
+        timeout=FOR + 2 * INTERVAL + WINDOW + 5,
+        what="the rollback",
+    )
+    assert_rolled_back_on_cluster(sandbox)
+    rollout = the_rollout(sandbox)
+    assert rollout.reason is not None and "error_rate" in rollout.reason
+
+    closed = sandbox.slack.message(RELEASE_CHANNEL, approval.ts)
+    assert closed is not None
+    assert not any(block.get("type") == "actions" for block in closed.blocks)
+    assert find_button(closed.blocks, "approve") is None
+    assert "no longer needed" in shown(closed)
+    assert re.search(r"roll(ing|ed) back", shown(closed), re.IGNORECASE)
+    assert len(alerts(sandbox)) == 1 and ONCALL in shown(alerts(sandbox)[0])
+
+    sandbox.kube.clear_writes()
+    status, response_url = click_as_displayed(sandbox, displayed, action_id="approve", user=CAROL)
+    assert status == 200
+    refusal = wait_until(
+        lambda: sandbox.slack.responses_to(response_url), timeout=10, what="the refusal"
+    )
+    assert refusal[0].response_type == "ephemeral"
+    assert "nothing was changed" in refusal[0].text.lower()
+    time.sleep(0.5)  # anything the click wrongly set off would show by now
+    assert sandbox.kube.writes_snapshot() == []
+    after = the_rollout(sandbox)
+    assert after.phase == Phase.ROLLED_BACK and after.approvals == ()
+    assert sandbox.slack.message(RELEASE_CHANNEL, approval.ts) == closed
+    assert_rolled_back_on_cluster(sandbox)
