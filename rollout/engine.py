@@ -36,7 +36,7 @@ from rollout.machine import (
     advance,
     apply_command,
 )
-from rollout.model import Phase, Rollout, RolloutPlan
+from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 from rollout.ports import Clock, Notifier
 from rollout.store import ActiveRolloutExists, SqliteStore
 from rollout.traffic.base import TrafficRouter, TrafficStatus
@@ -168,6 +168,14 @@ class Engine:
             stable_image="",
             canary_image="",
             plan=plan,
+            target=TrafficTarget(
+                service=service.service,
+                ingress=service.ingress,
+                virtual_service=service.virtual_service,
+                destination_rule=service.destination_rule,
+                http_route=service.http_route,
+                argo_rollout=service.argo_rollout,
+            ),
             channel=request.channel,
             started_by=request.by,
             created_at=now,

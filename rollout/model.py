@@ -54,6 +54,18 @@ class RolloutPlan:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrafficTarget:
+    """The objects a router works on, copied from the service's config at start."""
+
+    service: str | None = None
+    ingress: str | None = None
+    virtual_service: str | None = None
+    destination_rule: str | None = None
+    http_route: str | None = None
+    argo_rollout: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Rollout:
     id: str
     service: str
@@ -65,6 +77,7 @@ class Rollout:
     canary_image: str
     plan: RolloutPlan
     channel: str
+    target: TrafficTarget = field(default_factory=TrafficTarget)
     started_by: str
     created_at: datetime
     updated_at: datetime

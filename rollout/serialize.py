@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from rollout.model import Phase, Rollout, RolloutPlan
+from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 
 _PLAN_DURATIONS = {f.name for f in fields(RolloutPlan) if f.type in ("timedelta", timedelta)}
 _ROLLOUT_TIMES = {f.name for f in fields(Rollout) if f.type in ("datetime | None", "datetime")}
@@ -53,4 +53,5 @@ def rollout_from_dict(data: dict[str, Any]) -> Rollout:
     if raw.get("paused_from") is not None:
         raw["paused_from"] = Phase(raw["paused_from"])
     raw["approvals"] = tuple(raw.get("approvals", ()))
-    return Rollout(plan=RolloutPlan(**plan_raw), **raw)
+    target = TrafficTarget(**raw.pop("target", {}))
+    return Rollout(plan=RolloutPlan(**plan_raw), target=target, **raw)

@@ -10,6 +10,7 @@ from handlers.blocks.approval import approval_closed, approval_request
 from handlers.blocks.card import status_card, status_message
 from handlers.blocks.common import Message, mention, progress_bar, slack_date
 from handlers.blocks.lists import error_message, help_message, history_message, list_message
+from handlers.blocks.snapshot import snapshot_message
 from handlers.blocks.thread import event_message
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "mention",
     "progress_bar",
     "slack_date",
+    "snapshot_message",
     "status_card",
     "status_message",
 ]

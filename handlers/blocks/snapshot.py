@@ -26,6 +26,7 @@ from handlers.blocks.common import (
     context,
     escape,
     fallback,
+    one_line,
     percent,
     plain,
     section,
@@ -62,9 +63,15 @@ _FIXED_BLOCKS = 2
 
 def snapshot_message(rollout: Rollout, analysis: Analysis, *, title: str) -> Message:
     """The thread reply for one analysis; `title` is a short heading ("Step 2 of 3 reached")."""
-    symbol, headline, details = _summary(analysis)
-    heading = "\n".join([f"{symbol} *{plain(title, TITLE_MAX)}*", f"{headline}", *details])
-    blocks: list[Block] = [section(_fit(heading.split("\n"), what="rules"))]
+    heading = one_line(title, TITLE_MAX)
+    symbol, headline = _summary(analysis)
+    breaches = [
+        escape(describe_breach(result))
+        for result in analysis.results
+        if result.verdict is Verdict.BREACHED
+    ]
+    lines = [f"{symbol} *{heading}*", headline, *(f"• {breach}" for breach in breaches)]
+    blocks: list[Block] = [section(_fit(lines, what="breached rules"))]
 
     metrics = _metric_order(analysis)
     room = MAX_BLOCKS - _FIXED_BLOCKS
@@ -72,51 +79,47 @@ def snapshot_message(rollout: Rollout, analysis: Analysis, *, title: str) -> Mes
     for metric in shown:
         results = [r for r in analysis.results if r.rule.metric == metric]
         blocks.append(_metric_block(metric, results, latest=analysis.latest))
-    hidden = metrics[len(shown) :]
+    hidden = set(metrics[len(shown) :])
     if hidden:
         hidden_rules = sum(1 for r in analysis.results if r.rule.metric in hidden)
-        rules = f", with {_count(hidden_rules, 'rule')}" if hidden_rules else ""
+        rules = f", with {_count(hidden_rules, 'rule')}," if hidden_rules else ""
         blocks.append(context(f"… and {_count(len(hidden), 'more metric')}{rules} not shown"))
 
     blocks.append(context(_footer(rollout, analysis)))
-    text = f"{plain(title, TITLE_MAX)}: {headline}"
+    # The notification alone should say what broke, for whoever reads it on a lock screen.
+    text = " ".join([f"{heading}: {headline}", *breaches])
     return Message(text=fallback(text), blocks=tuple(blocks))
 
 
-def _summary(analysis: Analysis) -> tuple[str, str, list[str]]:
-    """The overall verdict: a symbol, one sentence (also the notification) and detail lines."""
+def _summary(analysis: Analysis) -> tuple[str, str]:
+    """The overall verdict: a symbol and one sentence."""
     results = analysis.results
     total = _count(len(results), "rule")
     if analysis.latest is None:
         return (
             VERDICT_SYMBOL[Verdict.NO_DATA],
             "No data from Prometheus: nothing has been measured for this rollout yet.",
-            [],
         )
-    breached = [r for r in results if r.verdict is Verdict.BREACHED]
-    if breached:
-        return (
-            VERDICT_SYMBOL[Verdict.BREACHED],
-            f"{len(breached)} of {total} breached.",
-            [f"• {escape(describe_breach(r))}" for r in breached],
-        )
-    no_data = [r for r in results if r.verdict is Verdict.NO_DATA]
-    if no_data:
+    if not results:
+        return ":information_source:", "No rules to judge."
+    counts = {verdict: 0 for verdict in Verdict}
+    for result in results:
+        counts[result.verdict] += 1
+    if counts[Verdict.BREACHED]:
+        return VERDICT_SYMBOL[Verdict.BREACHED], f"{counts[Verdict.BREACHED]} of {total} breached:"
+    if counts[Verdict.NO_DATA]:
         return (
             VERDICT_SYMBOL[Verdict.NO_DATA],
-            f"No data for {len(no_data)} of {total}: missing data never counts as healthy.",
-            [],
+            f"No data for {counts[Verdict.NO_DATA]} of {total}: missing data never counts "
+            "as healthy.",
         )
     if analysis.pending:
         return (
             PENDING_SYMBOL,
-            f"{total.capitalize()}, none breached; {len(analysis.pending)} beyond the threshold, "
-            "not yet for the whole window.",
-            [],
+            f"{len(analysis.pending)} of {total} beyond the threshold, not yet for the whole "
+            "window; none breached.",
         )
-    if not results:
-        return ":information_source:", "No rules to judge.", []
-    return VERDICT_SYMBOL[Verdict.HEALTHY], f"{total.capitalize()}, all healthy.", []
+    return VERDICT_SYMBOL[Verdict.HEALTHY], f"{len(results)} of {total} healthy."
 
 
 def _metric_order(analysis: Analysis) -> list[str]:
@@ -149,7 +152,7 @@ def _metric_block(
 
 
 def _rule_line(result: RuleResult) -> str:
-    """`:x: *Breached* · > 1.00% for 2m · canary 4.20%`, then the judge's note if any."""
+    """`:x: *Breached* · threshold > 1.00% for 2m · canary 4.20%`, then the judge's note."""
     rule = result.rule
     if result.pending:
         symbol, label = PENDING_SYMBOL, PENDING_LABEL
@@ -158,7 +161,7 @@ def _rule_line(result: RuleResult) -> str:
     # format_threshold writes `>`/`<`, which Slack would read as the start of a link.
     parts = [
         f"{symbol} *{label}*",
-        f"{escape(format_threshold(rule))} for {format_duration(result.window)}",
+        f"threshold {escape(format_threshold(rule))} for {format_duration(result.window)}",
     ]
     if result.verdict is Verdict.BREACHED or result.pending:
         # The value that tripped the rule, next to its threshold; relative rules need stable's.
