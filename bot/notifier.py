@@ -7,6 +7,7 @@ message goes (the rollout's channel and thread, or the alert channel) and posts 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -16,8 +17,10 @@ from handlers.blocks import (
     approval_closed,
     approval_request,
     event_message,
+    snapshot_message,
     status_card,
 )
+from rollout.analysis import Analysis, Measurement
 from rollout.config import Config
 from rollout.events import Alert, Event
 from rollout.model import Rollout
@@ -45,6 +48,19 @@ class SlackNotifier:
             channel=rollout.channel,
             thread_ts=rollout.thread_ts,
             **event_message(rollout, event).payload(),
+        )
+
+    def post_snapshot(
+        self,
+        rollout: Rollout,
+        analysis: Analysis,
+        *,
+        title: str,
+        history: Sequence[Measurement],
+    ) -> None:
+        message = snapshot_message(rollout, analysis, title=title)
+        self._client.chat_postMessage(
+            channel=rollout.channel, thread_ts=rollout.thread_ts, **message.payload()
         )
 
     def request_approval(self, rollout: Rollout) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rollout.analysis import AnalysisTarget, Analyzer, Measurement, Verdict, judge
+from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
 from rollout.commands import Command
 from rollout.config import Config, ServiceConfig
 from rollout.events import Alert, Event, Finished, StepReached
@@ -212,11 +212,11 @@ class Engine:
         for rollout in due:
             self._last_tick[rollout.id] = now
             try:
-                self.tick(rollout.id, measured=rollout.id in measurements)
+                self.tick(rollout.id)
             except Exception:
                 log.exception("tick of %s failed", rollout.id)
 
-    def tick(self, rollout_id: str, *, measured: bool = False) -> None:
+    def tick(self, rollout_id: str) -> None:
         with self._lock(rollout_id):
             rollout = self.store.get(rollout_id)
             if rollout is None or rollout.phase.is_terminal:
@@ -225,8 +225,46 @@ class Engine:
             if rollout.phase == Phase.PENDING:
                 rollout = self._prepare(rollout)
             now = self._clock.now()
-            observation = self._observe(rollout, now=now)
-            self._carry_out(rollout, advance(rollout, observation, now=now))
+            observation, analysis = self._observe(rollout, now=now)
+            decision = advance(rollout, observation, now=now)
+            after = self._carry_out(rollout, decision)
+            if analysis is not None:
+                self._snapshot(rollout, after, decision, analysis, breached=observation.breach)
+
+    def _snapshot(
+        self,
+        before: Rollout,
+        after: Rollout,
+        decision: Decision,
+        analysis: Analysis,
+        *,
+        breached: str | None,
+    ) -> None:
+        """The metric snapshot goes into the thread at each new step and at a breach."""
+        title: str | None = None
+        key = ""
+        for action in decision.actions:
+            if isinstance(action, Announce) and isinstance(action.event, StepReached):
+                title = f"Step {action.event.step} of {action.event.steps} reached"
+                key = f"snapshot:step:{action.event.step}"
+        if breached and after.phase != before.phase:
+            verb = "paused" if after.phase == Phase.PAUSED else "rolled back"
+            title, key = f"Rollback rule breached: {verb}", f"snapshot:breach:{after.updated_at}"
+        if title is None:
+            return
+        history = self._history(after, since=after.created_at)
+
+        def post() -> str:
+            self._notifier.post_snapshot(after, analysis, title=title, history=history)
+            return "posted"
+
+        self._once(after, key, post)
+
+    def _history(self, rollout: Rollout, *, since: datetime) -> list[Measurement]:
+        return [
+            Measurement.from_json(data)
+            for data in self.store.measurements(rollout.id, since=since)
+        ]
 
     def _prepare(self, rollout: Rollout) -> Rollout:
         """Create the canary objects (idempotent); a failure rolls back what was made."""
@@ -297,7 +335,9 @@ class Engine:
         service = self.config.services.get(rollout.service)
         return service.policy.rules if service else ()
 
-    def _observe(self, rollout: Rollout, *, now: datetime) -> Observation:
+    def _observe(
+        self, rollout: Rollout, *, now: datetime
+    ) -> tuple[Observation, Analysis | None]:
         traffic: TrafficStatus | None = None
         if rollout.step_index >= 0 and rollout.phase.is_active:
             try:
@@ -307,14 +347,11 @@ class Engine:
         service = self.config.services.get(rollout.service)
         rules = service.policy.rules if service else ()
         if not rules:
-            return Observation(traffic=traffic)
+            return Observation(traffic=traffic), None
         if self._analyzer is None:
-            return Observation(traffic=traffic, verdict=Verdict.NO_DATA)
+            return Observation(traffic=traffic, verdict=Verdict.NO_DATA), None
         longest = max(rule.for_ for rule in rules)
-        since = now - longest - 3 * rollout.plan.analysis_interval
-        history = [
-            Measurement.from_json(data) for data in self.store.measurements(rollout.id, since=since)
-        ]
+        history = self._history(rollout, since=now - longest - 3 * rollout.plan.analysis_interval)
         analysis = judge(
             rules=rules,
             history=history,
@@ -322,12 +359,13 @@ class Engine:
             analysis_interval=rollout.plan.analysis_interval,
         )
         breach = analysis.breached
-        return Observation(
+        observation = Observation(
             traffic=traffic,
             verdict=analysis.verdict,
             breach=describe_breach(breach) if breach else None,
             pending=bool(analysis.pending),
         )
+        return observation, analysis
 
     # ----------------------------------------------------------------- carrying out
 

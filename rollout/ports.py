@@ -8,8 +8,10 @@ ever replaced.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Protocol
 
+from rollout.analysis import Analysis, Measurement
 from rollout.events import Alert, Event
 from rollout.model import Rollout
 
@@ -32,6 +34,17 @@ class Notifier(Protocol):
 
     def post_event(self, rollout: Rollout, event: Event) -> None:
         """A reply in the rollout's thread."""
+        ...
+
+    def post_snapshot(
+        self,
+        rollout: Rollout,
+        analysis: Analysis,
+        *,
+        title: str,
+        history: Sequence[Measurement],
+    ) -> None:
+        """Canary vs stable per metric with each rule's verdict, and a chart, in the thread."""
         ...
 
     def request_approval(self, rollout: Rollout) -> str:

@@ -450,7 +450,8 @@ def test_breach_while_awaiting_approval_rolls_back_and_closes_the_approval(
     assert find_button(closed.blocks, "approve") is None
     assert "no longer needed" in shown(closed)
     assert re.search(r"roll(ing|ed) back", shown(closed), re.IGNORECASE)
-    assert len(alerts(sandbox)) == 1 and ONCALL in shown(alerts(sandbox)[0])
+    paged = wait_until(lambda: alerts(sandbox), timeout=5, what="the on-call alert")
+    assert len(paged) == 1 and ONCALL in shown(paged[0])
 
     sandbox.kube.clear_writes()
     status, response_url = click_as_displayed(sandbox, displayed, action_id="approve", user=CAROL)
