@@ -208,7 +208,7 @@ class Engine:
         """One scheduler beat: measure every due rollout in one batch, then advance each."""
         now = self._clock.now()
         due = [r for r in self.store.active() if self._is_due(r, now)]
-        measurements = self._measure(due, now=now)
+        self._record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
             try:
@@ -262,8 +262,7 @@ class Engine:
 
     def _history(self, rollout: Rollout, *, since: datetime) -> list[Measurement]:
         return [
-            Measurement.from_json(data)
-            for data in self.store.measurements(rollout.id, since=since)
+            Measurement.from_json(data) for data in self.store.measurements(rollout.id, since=since)
         ]
 
     def _prepare(self, rollout: Rollout) -> Rollout:
@@ -307,16 +306,15 @@ class Engine:
         slack = timedelta(milliseconds=250)
         return last is None or now - last >= rollout.plan.analysis_interval - slack
 
-    def _measure(self, rollouts: Sequence[Rollout], *, now: datetime) -> dict[str, Measurement]:
+    def _record_measurements(self, rollouts: Sequence[Rollout], *, now: datetime) -> None:
+        """One batched measurement of every due rollout, stored for judging and charts."""
         if self._analyzer is None:
-            return {}
+            return
         targets = [self._target(r) for r in rollouts if self._rules(r)]
         if not targets:
-            return {}
-        measurements = self._analyzer.measure(targets, now=now)
-        for rollout_id, measurement in measurements.items():
+            return
+        for rollout_id, measurement in self._analyzer.measure(targets, now=now).items():
             self.store.add_measurement(rollout_id, at=measurement.at, data=measurement.to_json())
-        return measurements
 
     def _target(self, rollout: Rollout) -> AnalysisTarget:
         service = self.config.services[rollout.service]
@@ -335,9 +333,7 @@ class Engine:
         service = self.config.services.get(rollout.service)
         return service.policy.rules if service else ()
 
-    def _observe(
-        self, rollout: Rollout, *, now: datetime
-    ) -> tuple[Observation, Analysis | None]:
+    def _observe(self, rollout: Rollout, *, now: datetime) -> tuple[Observation, Analysis | None]:
         traffic: TrafficStatus | None = None
         if rollout.step_index >= 0 and rollout.phase.is_active:
             try:

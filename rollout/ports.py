@@ -7,8 +7,8 @@ ever replaced.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 from rollout.analysis import Analysis, Measurement
