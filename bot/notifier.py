@@ -20,18 +20,21 @@ from handlers.blocks import (
     snapshot_message,
     status_card,
 )
+from handlers.charts import chart_title, rollout_chart, step_marks_from_audit
 from rollout.analysis import Analysis, Measurement
 from rollout.config import Config
 from rollout.events import Alert, Event
 from rollout.model import Rollout
+from rollout.store import SqliteStore
 
 log = logging.getLogger(__name__)
 
 
 class SlackNotifier:
-    def __init__(self, *, client: WebClient, config: Config) -> None:
+    def __init__(self, *, client: WebClient, config: Config, store: SqliteStore) -> None:
         self._client = client
         self._config = config
+        self._store = store  # the audit log says when each step's weight took effect
 
     def show_card(self, rollout: Rollout) -> str:
         message = status_card(
@@ -61,6 +64,22 @@ class SlackNotifier:
         message = snapshot_message(rollout, analysis, title=title)
         self._client.chat_postMessage(
             channel=rollout.channel, thread_ts=rollout.thread_ts, **message.payload()
+        )
+        png = rollout_chart(
+            measurements=history,
+            steps=step_marks_from_audit(self._store.audit_rows(rollout.id)),
+            title=chart_title(rollout),
+            now=analysis.at,
+        )
+        # files_upload_v2 is Slack's external upload flow (getUploadURLExternal, then
+        # completeUploadExternal), which shares the PNG into the rollout's thread.
+        self._client.files_upload_v2(
+            channel=rollout.channel,
+            thread_ts=rollout.thread_ts,
+            content=png,
+            filename=f"{rollout.id}-{analysis.at:%H%M%S}.png",
+            title=f"{rollout.service}: {title}",
+            alt_txt="Error rate and latency of canary and stable over the rollout",
         )
 
     def request_approval(self, rollout: Rollout) -> str:

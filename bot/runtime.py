@@ -124,7 +124,7 @@ class Runtime:
             config=config,
             store=self.store,
             routers=build_routers(config, gateway),
-            notifier=SlackNotifier(client=self.web, config=config),
+            notifier=SlackNotifier(client=self.web, config=config, store=self.store),
             clock=self.clock,
             analyzer=Analyzer(provider),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -31,6 +32,20 @@ T = TypeVar("T")
 RETRIED_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 REQUEST_TIMEOUT = (3.0, 10.0)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
+
+
+@dataclass(frozen=True)
+class CustomKind:
+    """Where a custom resource lives in the API: `/apis/{group}/{version}/.../{plural}`."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
 
 
 class KubeUnavailable(Exception):
@@ -60,6 +75,8 @@ class KubeGateway:
     ) -> None:
         self._apps = k8s.AppsV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
+        self._networking = k8s.NetworkingV1Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
         self._on_call = on_call or (lambda verb, what: None)
 
     def _call(self, verb: str, what: str, request: Callable[[], Any]) -> Any:
@@ -144,6 +161,216 @@ class KubeGateway:
             if error.status != 404:
                 raise
 
+    # ----------------------------------------------------------------- custom objects
+    # Custom resources accept JSON merge patches (never strategic merge); replace (PUT) is
+    # used where a whole field must come back exactly, with `resourceVersion` in the body
+    # as the precondition that keeps a concurrent writer's change from being overwritten.
+
+    def read_custom(self, kind: CustomKind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_or_none(
+            f"{kind.kind} {namespace}/{name}",
+            lambda: self._custom.get_namespaced_custom_object(
+                *_where(kind, namespace),
+                name,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def create_custom(self, kind: CustomKind, namespace: str, body: dict[str, Any]) -> None:
+        self._create_unless_exists(
+            f"{kind.kind} {namespace}/{body['metadata']['name']}",
+            lambda: self._custom.create_namespaced_custom_object(
+                *_where(kind, namespace),
+                body,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def replace_custom(
+        self, kind: CustomKind, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the whole object; `body.metadata.resourceVersion` must be the one read."""
+        name = body["metadata"]["name"]
+        response = self._call(
+            "replace",
+            f"{kind.kind} {namespace}/{name}",
+            lambda: self._custom.replace_namespaced_custom_object(
+                *_where(kind, namespace),
+                name,
+                body,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        return _json(response)
+
+    def patch_custom(
+        self,
+        kind: CustomKind,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        status: bool = False,
+    ) -> dict[str, Any]:
+        """JSON merge patch of the object, or of its `status` subresource; a
+        `metadata.resourceVersion` inside the patch makes it conditional."""
+        method = (
+            self._custom.patch_namespaced_custom_object_status
+            if status
+            else self._custom.patch_namespaced_custom_object
+        )
+        response = self._call(
+            "patch",
+            f"{kind.kind} {namespace}/{name}" + (" status" if status else ""),
+            lambda: method(
+                *_where(kind, namespace),
+                name,
+                patch,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        return _json(response)
+
+    def delete_custom(self, kind: CustomKind, namespace: str, name: str) -> None:
+        self._delete_unless_gone(
+            f"{kind.kind} {namespace}/{name}",
+            lambda: self._custom.delete_namespaced_custom_object(
+                *_where(kind, namespace),
+                name,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    # ----------------------------------------------------------------- services and pods
+
+    def read_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_or_none(
+            f"service {namespace}/{name}",
+            lambda: self._core.read_namespaced_service(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def create_service(self, namespace: str, body: dict[str, Any]) -> None:
+        self._create_unless_exists(
+            f"service {namespace}/{body['metadata']['name']}",
+            lambda: self._core.create_namespaced_service(
+                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def replace_service(self, namespace: str, body: dict[str, Any]) -> None:
+        """PUT the whole Service; `body.metadata.resourceVersion` must be the one read."""
+        name = body["metadata"]["name"]
+        self._call(
+            "replace",
+            f"service {namespace}/{name}",
+            lambda: self._core.replace_namespaced_service(
+                name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        self._delete_unless_gone(
+            f"service {namespace}/{name}",
+            lambda: self._core.delete_namespaced_service(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def list_pods(self, namespace: str, *, label_selector: str) -> list[dict[str, Any]]:
+        response = self._call(
+            "list",
+            f"pods {namespace} {label_selector}",
+            lambda: self._core.list_namespaced_pod(
+                namespace,
+                label_selector=label_selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        items: list[dict[str, Any]] = _json(response).get("items", [])
+        return items
+
+    # ----------------------------------------------------------------- service selectors
+
+    def patch_service(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Strategic-merge patch; `None` values remove keys (e.g. from `spec.selector`)."""
+        self._call(
+            "patch",
+            f"service {namespace}/{name}",
+            lambda: self._core.patch_namespaced_service(
+                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    # ----------------------------------------------------------------- ingresses
+
+    def read_ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_or_none(
+            f"ingress {namespace}/{name}",
+            lambda: self._networking.read_namespaced_ingress(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def create_ingress(self, namespace: str, body: dict[str, Any]) -> None:
+        self._create_unless_exists(
+            f"ingress {namespace}/{body['metadata']['name']}",
+            lambda: self._networking.create_namespaced_ingress(
+                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def patch_ingress(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Strategic-merge patch; `None` values remove keys (e.g. annotations)."""
+        self._call(
+            "patch",
+            f"ingress {namespace}/{name}",
+            lambda: self._networking.patch_namespaced_ingress(
+                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def delete_ingress(self, namespace: str, name: str) -> None:
+        self._delete_unless_gone(
+            f"ingress {namespace}/{name}",
+            lambda: self._networking.delete_namespaced_ingress(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    # The Ingress calls share these: absent is None on read, AlreadyExists on create and
+    # NotFound on delete are success, which keeps every call safe to repeat.
+
+    def _read_or_none(self, what: str, request: Callable[[], Any]) -> dict[str, Any] | None:
+        try:
+            response = self._call("get", what, request)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    def _create_unless_exists(self, what: str, request: Callable[[], Any]) -> None:
+        try:
+            self._call("create", what, request)
+        except ApiException as error:
+            if error.status != 409 or "AlreadyExists" not in str(error.body):
+                raise
+
+    def _delete_unless_gone(self, what: str, request: Callable[[], Any]) -> None:
+        try:
+            self._call("delete", what, request)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     # ----------------------------------------------------------------- events
 
     def emit_event(
@@ -198,6 +425,11 @@ class KubeGateway:
             )
         except (ApiException, KubeUnavailable) as error:
             log.warning("could not record event %s: %s", reason, error)
+
+
+def _where(kind: CustomKind, namespace: str) -> tuple[str, str, str, str]:
+    """The leading arguments of every namespaced `CustomObjectsApi` call."""
+    return kind.group, kind.version, namespace, kind.plural
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import yaml
 
 from emulators.kube import errors
 from emulators.kube.api import KubeApi
+from emulators.kube.argo_controller import ArgoRolloutController
 from emulators.kube.controller import DeploymentController
 from emulators.kube.faults import FaultDice, Faults
 from emulators.kube.objects import ObjectStore
@@ -55,6 +56,7 @@ class KubeEmulator:
             self.store.ensure_namespace(namespace)
         self.api = KubeApi(self.store, Validator(enabled=validate))
         self.controller = DeploymentController(self.store, ready_delay=ready_delay)
+        self.argo = ArgoRolloutController.if_served(self.store, step_delay=ready_delay)
         self.faults = Faults()
         self._frontend = Frontend(
             Router(self.api, self.registry), faults=self.faults, dice=FaultDice(seed)
@@ -74,10 +76,14 @@ class KubeEmulator:
         self._frontend.router.address = f"127.0.0.1:{self._server.port}"
         self._server.start()
         self.controller.start()
+        if self.argo is not None:
+            self.argo.start()
         return self.base_url
 
     def stop(self) -> None:
         self.controller.stop()
+        if self.argo is not None:
+            self.argo.stop()
         if self._server is not None:
             self._server.stop()
             self._server = None

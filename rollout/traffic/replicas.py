@@ -10,20 +10,20 @@ real 50 %, not the one asked for.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import Any
 
-from rollout.kube import MANAGED_BY, KubeGateway
+from rollout.kube import KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
 
-ROLLOUT_ANNOTATION = "canary-bot.io/rollout-id"
-TRACK_LABEL = "track"
-
-
-class RouterError(Exception):
-    """The cluster is not in a state the router can work with; the message says why."""
+# The canary clone is shared with the other Deployment-based routers; these names stay
+# importable from here for the modules that already use them.
+from rollout.traffic.workloads import ROLLOUT_ANNOTATION as ROLLOUT_ANNOTATION
+from rollout.traffic.workloads import TRACK_LABEL as TRACK_LABEL
+from rollout.traffic.workloads import RouterError as RouterError
+from rollout.traffic.workloads import canary_name, ensure_canary, read_stable, stable_container
+from rollout.traffic.workloads import deployment_rolled_out as deployment_rolled_out
 
 
 def split_replicas(total: int, weight: int) -> tuple[int, int]:
@@ -45,24 +45,6 @@ def canary_weight(canary: int, stable: int) -> float:
     return round(100 * canary / (canary + stable), 1)
 
 
-def deployment_rolled_out(deployment: dict[str, Any], *, image: str | None = None) -> bool:
-    """True when the controller has rolled out the current spec (kubectl's rollout status)."""
-    spec, status = deployment.get("spec", {}), deployment.get("status", {})
-    metadata = deployment.get("metadata", {})
-    replicas = spec.get("replicas", 1)
-    if image is not None:
-        images = [c.get("image") for c in spec["template"]["spec"]["containers"]]
-        if image not in images:
-            return False
-    return bool(
-        status.get("observedGeneration", 0) >= metadata.get("generation", 1)
-        and status.get("updatedReplicas", 0) == replicas
-        and status.get("readyReplicas", 0) == replicas
-        and status.get("availableReplicas", 0) == replicas
-        and status.get("replicas", 0) == replicas
-    )
-
-
 class ReplicasRouter:
     def __init__(self, gateway: KubeGateway) -> None:
         self._kube = gateway
@@ -72,39 +54,23 @@ class ReplicasRouter:
         original = rollout.original_replicas
         if original is None:
             original = int(stable.get("spec", {}).get("replicas", 1))
-        if self._kube.read_deployment(rollout.namespace, _canary_name(rollout)) is None:
-            self._kube.create_deployment(rollout.namespace, _canary_body(stable, rollout))
-            self._kube.emit_event(
-                involved=stable,
-                reason="CanaryCreated",
-                message=f"canary-bot created {_canary_name(rollout)} with {rollout.canary_image}",
-            )
+        ensure_canary(self._kube, rollout, stable=stable)
         return replace(rollout, original_replicas=original)
 
     def stable_image(self, rollout: Rollout) -> tuple[str, str]:
-        containers = self._stable(rollout)["spec"]["template"]["spec"]["containers"]
-        if not rollout.container:
-            return containers[0]["name"], containers[0]["image"]
-        for container in containers:
-            if container["name"] == rollout.container:
-                return container["name"], container["image"]
-        names = ", ".join(c["name"] for c in containers)
-        raise RouterError(
-            f"Deployment {rollout.namespace}/{rollout.deployment} has no container "
-            f"{rollout.container!r} (it has: {names})"
-        )
+        return stable_container(self._stable(rollout), rollout)
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
         total = _original(rollout)
         canary_count, stable_count = split_replicas(total, weight)
         stable = self._stable(rollout)
-        canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
+        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
         if canary is None:
-            raise RouterError(f"canary Deployment {_canary_name(rollout)} is missing")
+            raise RouterError(f"canary Deployment {canary_name(rollout)} is missing")
         changed = False
         # Canary up before stable down, so capacity never dips below the total.
         if canary["spec"].get("replicas") != canary_count:
-            self._kube.scale_deployment(rollout.namespace, _canary_name(rollout), canary_count)
+            self._kube.scale_deployment(rollout.namespace, canary_name(rollout), canary_count)
             changed = True
         if stable["spec"].get("replicas") != stable_count:
             self._kube.scale_deployment(rollout.namespace, rollout.deployment, stable_count)
@@ -122,7 +88,7 @@ class ReplicasRouter:
 
     def status(self, rollout: Rollout) -> TrafficStatus:
         stable = self._stable(rollout)
-        canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
+        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
         if canary is None:
             return TrafficStatus(weight=0.0, canary_ready=False, detail="no canary Deployment")
         canary_ready = int(canary.get("status", {}).get("readyReplicas", 0) or 0)
@@ -164,8 +130,8 @@ class ReplicasRouter:
             return False
         if not deployment_rolled_out(stable, image=rollout.canary_image):
             return False
-        if self._kube.read_deployment(rollout.namespace, _canary_name(rollout)) is not None:
-            self._kube.delete_deployment(rollout.namespace, _canary_name(rollout))
+        if self._kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None:
+            self._kube.delete_deployment(rollout.namespace, canary_name(rollout))
             self._kube.emit_event(
                 involved=stable,
                 reason="Promoted",
@@ -179,11 +145,11 @@ class ReplicasRouter:
         total = rollout.original_replicas
         if total is not None and stable["spec"].get("replicas") != total:
             self._kube.scale_deployment(rollout.namespace, rollout.deployment, total)
-        canary = self._kube.read_deployment(rollout.namespace, _canary_name(rollout))
+        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
         if canary is not None:
             if canary["spec"].get("replicas") != 0:
-                self._kube.scale_deployment(rollout.namespace, _canary_name(rollout), 0)
-            self._kube.delete_deployment(rollout.namespace, _canary_name(rollout))
+                self._kube.scale_deployment(rollout.namespace, canary_name(rollout), 0)
+            self._kube.delete_deployment(rollout.namespace, canary_name(rollout))
             self._kube.emit_event(
                 involved=stable,
                 reason="RolledBack",
@@ -192,42 +158,10 @@ class ReplicasRouter:
             )
 
     def _stable(self, rollout: Rollout) -> dict[str, Any]:
-        stable = self._kube.read_deployment(rollout.namespace, rollout.deployment)
-        if stable is None:
-            raise RouterError(f"Deployment {rollout.namespace}/{rollout.deployment} does not exist")
-        return stable
-
-
-def _canary_name(rollout: Rollout) -> str:
-    return f"{rollout.deployment}-canary"
+        return read_stable(self._kube, rollout)
 
 
 def _original(rollout: Rollout) -> int:
     if rollout.original_replicas is None:
         raise RouterError("the rollout was not prepared (no original replica count)")
     return rollout.original_replicas
-
-
-def _canary_body(stable: dict[str, Any], rollout: Rollout) -> dict[str, Any]:
-    """A clone of the stable Deployment: same pod labels plus `track: canary`, new image."""
-    spec = copy.deepcopy(stable["spec"])
-    spec["replicas"] = 0
-    selector = spec.setdefault("selector", {}).setdefault("matchLabels", {})
-    selector[TRACK_LABEL] = "canary"
-    template = spec["template"]
-    template.setdefault("metadata", {}).setdefault("labels", {})[TRACK_LABEL] = "canary"
-    for container in template["spec"]["containers"]:
-        if container["name"] == rollout.container:
-            container["image"] = rollout.canary_image
-    labels = {**stable["metadata"].get("labels", {}), **MANAGED_BY}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": _canary_name(rollout),
-            "namespace": rollout.namespace,
-            "labels": labels,
-            "annotations": {ROLLOUT_ANNOTATION: rollout.id},
-        },
-        "spec": spec,
-    }

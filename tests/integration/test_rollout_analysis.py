@@ -14,11 +14,13 @@ the query window, so a breach in one test cannot leak into the next.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,8 +31,7 @@ from bot.sandbox import BOB, CAROL, RELEASE_CHANNEL, SANDBOX_CONFIG, STABLE_IMAG
 from bot.traffic_weights import canary_weight_from_cluster
 from emulators.kube import KubeEmulator
 from emulators.prometheus import PrometheusServer
-from emulators.slack import Message
-from emulators.slack import payloads
+from emulators.slack import Message, payloads
 from emulators.slack.blocks import find_button
 from emulators.slack.records import JsonObject
 from emulators.traffic import TrafficExporter
@@ -117,7 +118,7 @@ def traffic(traffic_exporter: TrafficExporter) -> TrafficExporter:
 
 @pytest.fixture
 def sandbox(
-    tmp_path: Any, traffic: TrafficExporter, prometheus: PrometheusServer, cluster: FollowedCluster
+    tmp_path: Path, traffic: TrafficExporter, prometheus: PrometheusServer, cluster: FollowedCluster
 ) -> Iterator[Sandbox]:
     """A running bot whose cluster the exporter follows; both tracks healthy at the start."""
     for track in ("canary", "stable"):
@@ -185,7 +186,8 @@ def replies(sandbox: Sandbox) -> list[Message]:
 
 
 def steps_announced(sandbox: Sandbox) -> list[int]:
-    found = (re.search(r"Step (\d+) of 3", m.text) for m in replies(sandbox))
+    # "Step 2 of 3: the canary now gets 50%", not the metric snapshot "Step 2 of 3 reached".
+    found = (re.search(r"Step (\d+) of 3: ", m.text) for m in replies(sandbox))
     return [int(match.group(1)) for match in found if match]
 
 
@@ -310,6 +312,10 @@ def test_healthy_canary_goes_through_every_step_to_approval(sandbox: Sandbox) ->
     )
 
     assert steps_announced(sandbox) == [1, 2, 3]
+    announced = [
+        posted_at(sandbox, m) for m in replies(sandbox) if re.search(r"Step \d of 3: ", m.text)
+    ]
+    assert all(b - a >= STEP_INTERVAL for a, b in itertools.pairwise(announced)), announced
     assert "<!subteam^S0SRE>" in shown(approval)
     rollout = the_rollout(sandbox)
     assert rollout.phase == Phase.AWAITING_APPROVAL
@@ -385,7 +391,9 @@ def test_rising_error_rate_is_rolled_back_within_the_rule_window(
     card = root(sandbox)
     assert card is not None and card.ts == the_rollout(sandbox).thread_ts
     thread_link = sandbox.slack.permalink(card)
-    assert thread_link in [c.response.get("permalink") for c in sandbox.slack.calls_to("chat.getPermalink")]
+    assert thread_link in [
+        c.response.get("permalink") for c in sandbox.slack.calls_to("chat.getPermalink")
+    ]
     assert thread_link in text
 
 
@@ -397,6 +405,8 @@ def test_prometheus_outage_holds_the_rollout_and_pages_once(
     wait_until(lambda: steps_announced(sandbox), timeout=20, what="step 1")
     wait_until(lambda: has_canary_data(sandbox), timeout=15, what="canary metrics")
 
+    # Taken before stop(): Prometheus may refuse queries as soon as it is told to stop.
+    stopping_at = time.time()
     prometheus.stop()
     try:
         stopped_at = time.time()
@@ -411,7 +421,7 @@ def test_prometheus_outage_holds_the_rollout_and_pages_once(
         paged = alerts(sandbox)
         assert len(paged) == 1, [shown(m) for m in paged]
         assert ONCALL in shown(paged[0]) and "no metrics" in shown(paged[0])
-        assert posted_at(sandbox, paged[0]) - stopped_at >= NO_DATA_ALERT_AFTER
+        assert posted_at(sandbox, paged[0]) - stopping_at >= NO_DATA_ALERT_AFTER
         outage = [m for m in measurements(sandbox) if m.at.timestamp() > stopped_at + INTERVAL]
         assert outage and all(m.get("error_rate").canary is None for m in outage)
     finally:
@@ -465,5 +475,8 @@ def test_breach_while_awaiting_approval_rolls_back_and_closes_the_approval(
     assert sandbox.kube.writes_snapshot() == []
     after = the_rollout(sandbox)
     assert after.phase == Phase.ROLLED_BACK and after.approvals == ()
+    assert sandbox.runtime is not None
+    refused = [row for row in sandbox.runtime.store.audit_rows(after.id) if row["actor"] == CAROL]
+    assert [row["action"] for row in refused] == ["refused: approve"]
     assert sandbox.slack.message(RELEASE_CHANNEL, approval.ts) == closed
     assert_rolled_back_on_cluster(sandbox)

@@ -3,14 +3,19 @@
 DESIGN.md promises that a restarted bot carries every active rollout on "with no step skipped
 or repeated". This test runs `canary-bot serve` as a real process against the sandbox's
 emulators and kills it (no clean shutdown, nothing flushed) at seeded random moments while the
-steps run, plus at moments arranged on purpose: just after the start was stored, while the
-approval request is being posted, and in the middle of carrying out an approval. To hold the
-bot still at those two last points, Slack answers the message call with rate limits, which
-slack_sdk's retry handler waits out; the process is killed inside that wait.
+steps run, and at three moments arranged on purpose, each restart on the same port and database:
+
+- the status card is in Slack but the bot has not yet recorded that it posted it;
+- the rollout awaits approval but the approval request is not in Slack yet;
+- an approval is stored but not yet carried out (mid-promotion).
+
+To hold the bot still at those points, the Slack emulator answers the call with rate limits,
+which slack_sdk's retry handler waits out, and for the first one the test also holds SQLite's
+write lock so the bot cannot record the post it just made; the process is killed meanwhile.
 
 Then the rollout must finish: one status card, each step announced once and in order, one
-approval request, the cluster only ever at the planned weights, and the store's audit log
-showing the start, every step and the promotion.
+approval request, one promotion and one outcome message, the cluster only ever at the planned
+replica counts, and the audit log showing the start, every step and the promotion.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -218,8 +223,11 @@ def stored(sandbox: Sandbox) -> dict[str, Any] | None:
     """The rollout as the bot last committed it, read without taking any lock it needs."""
     if not sandbox.db_path.exists():
         return None
-    with sqlite3.connect(f"file:{sandbox.db_path}?mode=ro", uri=True, timeout=5) as db:
-        rows = db.execute("SELECT data FROM rollouts WHERE service = 'checkout'").fetchall()
+    uri = f"file:{sandbox.db_path}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+        rows = db.execute(
+            "SELECT data FROM rollouts WHERE service = 'checkout' ORDER BY created_at"
+        ).fetchall()
     return json.loads(rows[-1][0]) if rows else None
 
 

@@ -1,0 +1,304 @@
+"""Strategy `nginx`: ingress-nginx splits requests between two Ingresses for the same host.
+
+Beside the stable Ingress the bot puts `<ingress>-canary`, a copy of the stable Ingress's rules
+for the paths served by the stable Service, pointing at `<service>-canary` (the canary pods
+only) and marked `nginx.ingress.kubernetes.io/canary: "true"`; ingress-nginx then sends
+`canary-weight` percent of those requests to it. Optional header and cookie routing come from
+`rollout.router_state` (`header`: "name=value" or "name", `cookie`: "NAME"); ingress-nginx
+applies header before cookie before weight. The stable Ingress, Service and Deployment are
+never modified, except the stable Deployment's image on promotion, so they need no restoring.
+
+Since the weight is set at the Ingress, the stable Service must not select the canary pods as
+well (`workloads.check_tracks_apart`), or they would also get a share of the stable traffic.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from rollout.kube import MANAGED_BY, KubeGateway
+from rollout.model import Rollout
+from rollout.traffic.base import TrafficStatus
+from rollout.traffic.workloads import (
+    ROLLOUT_ANNOTATION,
+    RouterError,
+    canary_capacity,
+    canary_name,
+    canary_service_name,
+    check_tracks_apart,
+    container_image,
+    delete_canary,
+    delete_canary_service,
+    deployment_rolled_out,
+    ensure_canary,
+    ensure_canary_service,
+    read_canary,
+    read_service,
+    read_stable,
+    scale_canary,
+    set_stable_image,
+    stable_container,
+    target_service,
+)
+
+PREFIX = "nginx.ingress.kubernetes.io/"
+CANARY = PREFIX + "canary"
+WEIGHT = PREFIX + "canary-weight"
+BY_HEADER = PREFIX + "canary-by-header"
+BY_HEADER_VALUE = PREFIX + "canary-by-header-value"
+BY_COOKIE = PREFIX + "canary-by-cookie"
+# Every annotation the bot sets on the canary Ingress; any other one is left alone.
+OWNED = (CANARY, WEIGHT, BY_HEADER, BY_HEADER_VALUE, BY_COOKIE)
+# The legacy way to pick the controller; copied so the same controller sees the canary.
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def canary_annotations(weight: int, router_state: dict[str, Any]) -> dict[str, str]:
+    """The canary Ingress annotations for a weight and the rollout's header/cookie routing."""
+    annotations = {CANARY: "true", WEIGHT: str(min(max(weight, 0), 100))}
+    header = router_state.get("header")
+    if header:
+        name, _, value = str(header).partition("=")
+        if not _TOKEN.match(name.strip()):
+            raise RouterError(f"header routing {header!r} is not `name=value` or `name`")
+        annotations[BY_HEADER] = name.strip()
+        if value.strip():
+            annotations[BY_HEADER_VALUE] = value.strip()
+    cookie = router_state.get("cookie")
+    if cookie:
+        if not _TOKEN.match(str(cookie)):
+            raise RouterError(f"cookie routing {cookie!r} is not a cookie name")
+        annotations[BY_COOKIE] = str(cookie)
+    return annotations
+
+
+class NginxRouter:
+    def __init__(self, gateway: KubeGateway) -> None:
+        self._kube = gateway
+
+    def stable_image(self, rollout: Rollout) -> tuple[str, str]:
+        # Checked before anything is created, so a setup the bot cannot split is refused at
+        # `/canary start` with the reason, instead of failing half-way through.
+        stable = read_stable(self._kube, rollout)
+        self._check(rollout, stable)
+        return stable_container(stable, rollout)
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        stable = read_stable(self._kube, rollout)
+        service, ingress = self._check(rollout, stable)
+        annotations = canary_annotations(0, rollout.router_state)
+        # Canary pods, then the Service that reaches them, then the Ingress that routes to it:
+        # nothing ever points at an object that does not exist yet.
+        ensure_canary(self._kube, rollout, stable=stable)
+        ensure_canary_service(self._kube, rollout, service=service)
+        if self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout)) is None:
+            body = canary_ingress_body(ingress, rollout, annotations=annotations)
+            self._kube.create_ingress(rollout.namespace, body)
+        return rollout
+
+    def set_weight(self, rollout: Rollout, weight: int) -> bool:
+        wanted = canary_annotations(weight, rollout.router_state)
+        stable = read_stable(self._kube, rollout)
+        canary = read_canary(self._kube, rollout)
+        ingress = self._canary_ingress(rollout)
+        if ingress is None:
+            raise RouterError(f"canary Ingress {_canary_ingress(rollout)} is missing")
+        total = int(stable["spec"].get("replicas", 1))
+        count = canary_capacity(total, weight)
+        current = ingress["metadata"].get("annotations") or {}
+        patch = {key: wanted.get(key) for key in OWNED if current.get(key) != wanted.get(key)}
+        # Pods up before the share goes up, share down before pods go down. New canary pods
+        # take a moment to be ready: meanwhile the ready ones carry the share, and while the
+        # canary Service has no ready endpoint at all, ingress-nginx sends it all to stable.
+        raising = count > int(canary["spec"].get("replicas", 0))
+        changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
+        if patch:
+            self._kube.patch_ingress(
+                rollout.namespace, _canary_ingress(rollout), {"metadata": {"annotations": patch}}
+            )
+            self._kube.emit_event(
+                involved=ingress,
+                reason="CanaryWeight",
+                message=f"canary weight {wanted[WEIGHT]}% (rollout {rollout.id})",
+            )
+            changed = True
+        if not raising:
+            changed |= scale_canary(self._kube, rollout, canary=canary, count=count)
+        return changed
+
+    def status(self, rollout: Rollout) -> TrafficStatus:
+        ingress = self._canary_ingress(rollout)
+        if ingress is None:
+            return TrafficStatus(weight=0.0, canary_ready=False, detail="no canary Ingress")
+        annotations = ingress["metadata"].get("annotations") or {}
+        weight = _weight(annotations)
+        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        wanted = int((canary or {}).get("spec", {}).get("replicas", 0))
+        ready_pods = int((canary or {}).get("status", {}).get("readyReplicas", 0) or 0)
+        routing = "".join(
+            f", {label} {annotations[key]}"
+            for key, label in ((BY_HEADER, "header"), (BY_COOKIE, "cookie"))
+            if key in annotations
+        )
+        return TrafficStatus(
+            weight=weight,
+            canary_ready=canary is not None and wanted > 0 and deployment_rolled_out(canary),
+            detail=(
+                f"canary-weight {weight:g}% on Ingress {_canary_ingress(rollout)}{routing}; "
+                f"{ready_pods}/{wanted} canary pods ready"
+            ),
+        )
+
+    def promote(self, rollout: Rollout) -> bool:
+        stable = read_stable(self._kube, rollout)
+        if set_stable_image(self._kube, rollout, stable=stable, image=rollout.canary_image):
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoting",
+                message=f"canary-bot set {rollout.deployment} to {rollout.canary_image}",
+            )
+            return False
+        if not deployment_rolled_out(stable, image=rollout.canary_image):
+            return False
+        # Stable now runs the new image: dropping the canary Ingress first moves its share back
+        # to stable before the pods behind it go away.
+        if self._remove_canary(rollout):
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoted",
+                message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
+            )
+        return True
+
+    def rollback(self, rollout: Rollout) -> None:
+        stable = read_stable(self._kube, rollout)
+        removed = self._remove_canary(rollout)
+        # A rollback during promotion finds stable already moved to the canary image.
+        container, _ = stable_container(stable, rollout)
+        restored = False
+        if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
+            restored = set_stable_image(
+                self._kube, rollout, stable=stable, image=rollout.stable_image
+            )
+        if removed or restored:
+            self._kube.emit_event(
+                involved=stable,
+                reason="RolledBack",
+                message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
+                warning=True,
+            )
+
+    # ----------------------------------------------------------------- helpers
+
+    def _check(
+        self, rollout: Rollout, stable: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(stable Service, stable Ingress), once both are known to be usable."""
+        service = read_service(self._kube, rollout, name=target_service(rollout))
+        check_tracks_apart(service, stable)
+        if not rollout.target.ingress:
+            raise RouterError(
+                f"strategy nginx needs `ingress:` (the Ingress in front of Service "
+                f"{service['metadata']['name']}) in the config of {rollout.service}"
+            )
+        ingress = self._kube.read_ingress(rollout.namespace, rollout.target.ingress)
+        if ingress is None:
+            raise RouterError(
+                f"Ingress {rollout.namespace}/{rollout.target.ingress} does not exist"
+            )
+        if (ingress["metadata"].get("annotations") or {}).get(CANARY) == "true":
+            raise RouterError(f"Ingress {rollout.target.ingress} is itself a canary Ingress")
+        canary_rules(ingress, service=service["metadata"]["name"])  # raises if none
+        canary_annotations(0, rollout.router_state)  # raises on bad header/cookie routing
+        return service, ingress
+
+    def _canary_ingress(self, rollout: Rollout) -> dict[str, Any] | None:
+        return self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout))
+
+    def _remove_canary(self, rollout: Rollout) -> bool:
+        removed = False
+        if self._canary_ingress(rollout) is not None:
+            self._kube.delete_ingress(rollout.namespace, _canary_ingress(rollout))
+            removed = True
+        if rollout.target.service:
+            removed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
+        removed |= delete_canary(self._kube, rollout)
+        return removed
+
+
+def _canary_ingress(rollout: Rollout) -> str:
+    return f"{rollout.target.ingress}-canary"
+
+
+def _weight(annotations: dict[str, str]) -> float:
+    if annotations.get(CANARY) != "true":
+        return 0.0
+    try:
+        return float(annotations.get(WEIGHT, "0"))
+    except ValueError:
+        return 0.0
+
+
+def _to_canary(backend: dict[str, Any], *, service: str) -> dict[str, Any] | None:
+    """The backend pointed at `<service>-canary` if it served `service`, else None."""
+    if (backend.get("service") or {}).get("name") != service:
+        return None
+    moved = copy.deepcopy(backend)
+    moved["service"]["name"] = canary_service_name(service)
+    return moved
+
+
+def canary_rules(ingress: dict[str, Any], *, service: str) -> dict[str, Any]:
+    """The part of the stable Ingress's spec that routes to `service`, re-pointed at the
+    canary Service. Paths to other Services are left out: ingress-nginx would otherwise give
+    their upstreams a canary too."""
+    spec = ingress.get("spec") or {}
+    rules = []
+    for rule in spec.get("rules") or []:
+        paths = []
+        for path in (rule.get("http") or {}).get("paths") or []:
+            backend = _to_canary(path.get("backend") or {}, service=service)
+            if backend is not None:
+                paths.append({**path, "backend": backend})
+        if paths:
+            rules.append(
+                {**{k: v for k, v in rule.items() if k != "http"}, "http": {"paths": paths}}
+            )
+    result: dict[str, Any] = {}
+    if spec.get("ingressClassName"):
+        result["ingressClassName"] = spec["ingressClassName"]
+    default = _to_canary(spec.get("defaultBackend") or {}, service=service)
+    if default is not None:
+        result["defaultBackend"] = default
+    if rules:
+        result["rules"] = rules
+    if "rules" not in result and "defaultBackend" not in result:
+        raise RouterError(
+            f"Ingress {ingress['metadata']['name']} does not route to Service {service}"
+        )
+    return result
+
+
+def canary_ingress_body(
+    ingress: dict[str, Any], rollout: Rollout, *, annotations: dict[str, str]
+) -> dict[str, Any]:
+    metadata = ingress["metadata"]
+    copied = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if key == CLASS_ANNOTATION
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": _canary_ingress(rollout),
+            "namespace": rollout.namespace,
+            "labels": {**(metadata.get("labels") or {}), **MANAGED_BY},
+            "annotations": {**copied, **annotations, ROLLOUT_ANNOTATION: rollout.id},
+        },
+        "spec": canary_rules(ingress, service=target_service(rollout)),
+    }
