@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from handlers.blocks import (
+    Message,
     alert_message,
     approval_closed,
     approval_request,
@@ -29,6 +30,9 @@ from rollout.store import SqliteStore
 
 log = logging.getLogger(__name__)
 
+# Slack message metadata marks what the bot posted, so a restarted bot can recognise it.
+METADATA_EVENT = "canary_bot_message"
+
 
 class SlackNotifier:
     def __init__(self, *, client: WebClient, config: Config, store: SqliteStore) -> None:
@@ -36,22 +40,17 @@ class SlackNotifier:
         self._config = config
         self._store = store  # the audit log says when each step's weight took effect
 
-    def show_card(self, rollout: Rollout) -> str:
+    def show_card(self, rollout: Rollout, *, key: str) -> str:
         message = status_card(
             rollout, cluster_name=self._config.cluster_name, next_step_at=rollout.next_step_at
         )
         if rollout.thread_ts is None:
-            response = self._client.chat_postMessage(channel=rollout.channel, **message.payload())
-            return str(response["ts"])
+            return self._post(rollout.channel, message, rollout=rollout, key=key)
         self._client.chat_update(channel=rollout.channel, ts=rollout.thread_ts, **message.payload())
         return rollout.thread_ts
 
-    def post_event(self, rollout: Rollout, event: Event) -> None:
-        self._client.chat_postMessage(
-            channel=rollout.channel,
-            thread_ts=rollout.thread_ts,
-            **event_message(rollout, event).payload(),
-        )
+    def post_event(self, rollout: Rollout, event: Event, *, key: str) -> str:
+        return self._post_in_thread(rollout, event_message(rollout, event), key=key)
 
     def post_snapshot(
         self,
@@ -60,10 +59,10 @@ class SlackNotifier:
         *,
         title: str,
         history: Sequence[Measurement],
-    ) -> None:
-        message = snapshot_message(rollout, analysis, title=title)
-        self._client.chat_postMessage(
-            channel=rollout.channel, thread_ts=rollout.thread_ts, **message.payload()
+        key: str,
+    ) -> str:
+        ts = self._post_in_thread(
+            rollout, snapshot_message(rollout, analysis, title=title), key=key
         )
         png = rollout_chart(
             measurements=history,
@@ -81,13 +80,11 @@ class SlackNotifier:
             title=f"{rollout.service}: {title}",
             alt_txt="Error rate and latency of canary and stable over the rollout",
         )
+        return ts
 
-    def request_approval(self, rollout: Rollout) -> str:
+    def request_approval(self, rollout: Rollout, *, key: str) -> str:
         message = approval_request(rollout, approvers=self._config.slack.approvers)
-        response = self._client.chat_postMessage(
-            channel=rollout.channel, thread_ts=rollout.thread_ts, **message.payload()
-        )
-        return str(response["ts"])
+        return self._post_in_thread(rollout, message, key=key)
 
     def close_approval(self, rollout: Rollout) -> None:
         if rollout.approval_ts is None:
@@ -96,7 +93,7 @@ class SlackNotifier:
             channel=rollout.channel, ts=rollout.approval_ts, **approval_closed(rollout).payload()
         )
 
-    def alert(self, rollout: Rollout, alert: Alert) -> None:
+    def alert(self, rollout: Rollout, alert: Alert, *, key: str) -> str:
         message = alert_message(
             rollout,
             alert,
@@ -104,8 +101,61 @@ class SlackNotifier:
             permalink=self._permalink(rollout),
             cluster_name=self._config.cluster_name,
         )
-        channel = self._config.slack.alert_channel or rollout.channel
-        self._client.chat_postMessage(channel=channel, **message.payload())
+        return self._post(self._alert_channel(rollout), message, rollout=rollout, key=key)
+
+    def find_message(self, rollout: Rollout, key: str) -> str | None:
+        """Search where a message under `key` would be: the thread, else the channels' recent
+        top-level messages (the card; alerts)."""
+        pages = []
+        if rollout.thread_ts is not None:
+            pages.append(
+                self._client.conversations_replies(
+                    channel=rollout.channel,
+                    ts=rollout.thread_ts,
+                    include_all_metadata=True,
+                    limit=200,
+                )
+            )
+        for channel in dict.fromkeys((rollout.channel, self._alert_channel(rollout))):
+            pages.append(
+                self._client.conversations_history(
+                    channel=channel, include_all_metadata=True, limit=200
+                )
+            )
+        for page in pages:
+            for message in page.get("messages") or []:
+                payload = (message.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("rollout") == rollout.id and payload.get("key") == key:
+                    return str(message["ts"])
+        return None
+
+    def _post_in_thread(self, rollout: Rollout, message: Message, *, key: str) -> str:
+        return self._post(
+            rollout.channel, message, rollout=rollout, key=key, thread_ts=rollout.thread_ts
+        )
+
+    def _post(
+        self,
+        channel: str,
+        message: Message,
+        *,
+        rollout: Rollout,
+        key: str,
+        thread_ts: str | None = None,
+    ) -> str:
+        response = self._client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            metadata={
+                "event_type": METADATA_EVENT,
+                "event_payload": {"rollout": rollout.id, "key": key},
+            },
+            **message.payload(),
+        )
+        return str(response["ts"])
+
+    def _alert_channel(self, rollout: Rollout) -> str:
+        return self._config.slack.alert_channel or rollout.channel
 
     def _permalink(self, rollout: Rollout) -> str | None:
         if rollout.thread_ts is None:

@@ -36,7 +36,9 @@ from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.store import SqliteStore
 from rollout.traffic.base import TrafficRouter
+from rollout.traffic.nginx import NginxRouter
 from rollout.traffic.replicas import ReplicasRouter
+from rollout.traffic.service import ServiceRouter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # start-up error, never a silent fallback.
 ROUTERS: Mapping[str, Callable[[KubeGateway], TrafficRouter]] = {
     "replicas": ReplicasRouter,
+    "nginx": NginxRouter,
+    "service": ServiceRouter,
 }
 
 

@@ -27,16 +27,17 @@ REJECT_VIEW = "canary_reject_reason"
 def register(app: App, *, services: HandlerServices) -> None:
     @app.action("approve")
     def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
         user, rollout_id = _who_and_what(body)
         if not _first(services, body):
+            ack()
             return
         approvers = services.engine.config.slack.approvers
         if not services.directory.is_among(user, approvers):
+            ack()
             why = f"Only approvers may approve: {describe_principals(approvers)}."
             _refuse(services, respond, user=user, action="approve", why=why, rollout_id=rollout_id)
             return
-        _apply(services, respond, rollout_id, commands.Approve(by=user), action="approve")
+        _apply(services, ack, respond, rollout_id, commands.Approve(by=user), action="approve")
 
     @app.action("reject")
     def reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
@@ -57,19 +58,21 @@ def register(app: App, *, services: HandlerServices) -> None:
     def reject_reason(
         ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
-        ack()
         user = body["user"]["id"]
         meta = json.loads(view.get("private_metadata") or "{}")
         reason = (
             view.get("state", {}).get("values", {}).get("reason", {}).get("text", {}).get("value")
         )
+        rollout_id = meta.get("rollout_id", "")
         outcome = services.engine.command(
-            meta.get("rollout_id", ""),
-            commands.Reject(by=user, reason=reason or None),
-            action="reject",
+            rollout_id, commands.Reject(by=user, reason=reason or None), action="reject"
         )
-        if isinstance(outcome, Refusal) and meta.get("channel"):
-            client.chat_postEphemeral(channel=meta["channel"], user=user, text=outcome.message)
+        ack()
+        if isinstance(outcome, Refusal):
+            if meta.get("channel"):
+                client.chat_postEphemeral(channel=meta["channel"], user=user, text=outcome.message)
+            return
+        services.engine.carry_on(rollout_id)
 
     for action_id in ("pause", "resume", "rollback"):
         _register_card_button(app, action_id, services=services)
@@ -78,15 +81,16 @@ def register(app: App, *, services: HandlerServices) -> None:
 def _register_card_button(app: App, action_id: str, *, services: HandlerServices) -> None:
     @app.action(action_id)
     def card_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
         user, rollout_id = _who_and_what(body)
         if not _first(services, body):
+            ack()
             return
         slack = services.engine.config.slack
         channel = body.get("channel", {}).get("id", "")
         if not channel_allowed(channel, slack.release_channels) or not services.directory.is_among(
             user, slack.deployers
         ):
+            ack()
             why = f"Only deployers may {action_id.replace('rollback', 'roll back')} rollouts."
             _refuse(services, respond, user=user, action=action_id, why=why, rollout_id=rollout_id)
             return
@@ -97,20 +101,25 @@ def _register_card_button(app: App, action_id: str, *, services: HandlerServices
             command = commands.Resume(by=user)
         else:
             command = commands.Rollback(by=user, reason="from the status card")
-        _apply(services, respond, rollout_id, command, action=action_id)
+        _apply(services, ack, respond, rollout_id, command, action=action_id)
 
 
 def _apply(
     services: HandlerServices,
+    ack: Ack,
     respond: Respond,
     rollout_id: str,
     command: commands.Command,
     *,
     action: str,
 ) -> None:
+    """Record the decision, then acknowledge: an acknowledged click is never lost."""
     outcome = services.engine.command(rollout_id, command, action=action)
+    ack()
     if isinstance(outcome, Refusal):
         respond(response_type="ephemeral", replace_original=False, text=outcome.message)
+        return
+    services.engine.carry_on(rollout_id)
 
 
 def _refuse(

@@ -161,12 +161,14 @@ def _change(
         )
         _refuse(ack, services, user=user, action=verb, why=why)
         return
-    ack()
     outcome = services.engine.command(
         rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb
     )
     if isinstance(outcome, Refusal):
-        respond(response_type="ephemeral", **error_message(outcome.message).payload())
+        ack(response_type="ephemeral", **error_message(outcome.message).payload())
+        return
+    ack()
+    services.engine.carry_on(rollout.id)
 
 
 def _refuse(ack: Ack, services: HandlerServices, *, user: str, action: str, why: str) -> None:

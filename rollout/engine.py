@@ -19,10 +19,9 @@ from datetime import datetime, timedelta
 from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
 from rollout.commands import Command
 from rollout.config import Config, ServiceConfig
-from rollout.events import Alert, Event, Finished, StepReached
+from rollout.events import Alert, StepReached
 from rollout.images import image_problem, resolve_image
 from rollout.machine import (
-    Action,
     Announce,
     CloseApproval,
     Decision,
@@ -36,6 +35,7 @@ from rollout.machine import (
     advance,
     apply_command,
 )
+from rollout.messenger import Messenger
 from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 from rollout.ports import Clock, Notifier
 from rollout.store import ActiveRolloutExists, SqliteStore
@@ -82,6 +82,7 @@ class Engine:
         self._notifier = notifier
         self._clock = clock
         self._analyzer = analyzer
+        self._messages = Messenger(store=store, notifier=notifier, clock=clock)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._last_tick: dict[str, datetime] = {}
@@ -136,7 +137,7 @@ class Engine:
                 self.store.create(rollout, actor=request.by, detail=f"image {canary_image}")
             except ActiveRolloutExists as error:
                 raise StartRefused(str(error)) from error
-            self._ensure_messages(rollout, before=None)
+            self._messages.ensure(rollout, before=None)
             self.tick(rollout.id)
         started = self.store.get(rollout.id) or rollout
         if started.phase == Phase.ROLLING_BACK or started.phase.is_terminal:
@@ -185,11 +186,18 @@ class Engine:
     # ----------------------------------------------------------------- commands
 
     def command(self, rollout_id: str, command: Command, *, action: str) -> Rollout | Refusal:
-        """Apply a person's command under the rollout's lock; refusals change nothing."""
+        """Decide on a person's command and save the decision (with its messages queued).
+
+        Fast enough to run before Slack's acknowledgement, so an acknowledged click is a
+        recorded click even if the bot dies right after; `carry_on` then does the work (every
+        cluster action a command leads to follows from the saved phase). Refusals change
+        nothing.
+        """
         with self._lock(rollout_id):
             rollout = self.store.get(rollout_id)
             if rollout is None:
                 return Refusal("That rollout does not exist (any more); nothing was changed.")
+            rollout = self._messages.flush(rollout)
             outcome = apply_command(rollout, command, now=self._clock.now())
             if isinstance(outcome, Refusal):
                 self.store.audit(
@@ -200,7 +208,19 @@ class Engine:
                     detail=outcome.message,
                 )
                 return outcome
-            return self._carry_out(rollout, outcome, actor=command.by, action=action)
+            decided, _ = self._messages.enqueue(outcome.rollout, outcome.actions)
+            self._save(rollout, decided, actor=command.by, action=action)
+            return decided
+
+    def carry_on(self, rollout_id: str) -> None:
+        """Do now what the last saved decision implies, rather than at the next beat."""
+        with self._lock(rollout_id):
+            rollout = self.store.get(rollout_id)
+            if rollout is None:
+                return
+            rollout = self._messages.flush(rollout)
+            self._messages.ensure(rollout, before=None)
+        self.tick(rollout_id)
 
     # ----------------------------------------------------------------- ticks
 
@@ -208,6 +228,7 @@ class Engine:
         """One scheduler beat: measure every due rollout in one batch, then advance each."""
         now = self._clock.now()
         due = [r for r in self.store.active() if self._is_due(r, now)]
+        due += [r for r in self.store.unsent() if r.phase.is_terminal]
         self._record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
@@ -219,7 +240,10 @@ class Engine:
     def tick(self, rollout_id: str) -> None:
         with self._lock(rollout_id):
             rollout = self.store.get(rollout_id)
-            if rollout is None or rollout.phase.is_terminal:
+            if rollout is None:
+                return
+            rollout = self._messages.flush(rollout)
+            if rollout.phase.is_terminal:
                 self._last_tick.pop(rollout_id, None)
                 return
             if rollout.phase == Phase.PENDING:
@@ -252,13 +276,13 @@ class Engine:
             title, key = f"Rollback rule breached: {verb}", f"snapshot:breach:{after.updated_at}"
         if title is None:
             return
-        history = self._history(after, since=after.created_at)
-
-        def post() -> str:
-            self._notifier.post_snapshot(after, analysis, title=title, history=history)
-            return "posted"
-
-        self._once(after, key, post)
+        self._messages.snapshot(
+            after,
+            analysis,
+            title=title,
+            key=key,
+            history=lambda: self._history(after, since=after.created_at),
+        )
 
     def _history(self, rollout: Rollout, *, since: datetime) -> list[Measurement]:
         return [
@@ -297,7 +321,8 @@ class Engine:
                             self._audit_cluster(
                                 rollout, f"re-applied weight {rollout.target_weight}%"
                             )
-                    self._ensure_messages(rollout, before=rollout)
+                    rollout = self._messages.flush(rollout)
+                    self._messages.ensure(rollout, before=None)
                 except Exception:
                     log.exception("reconciling %s failed", rollout.id)
 
@@ -368,14 +393,21 @@ class Engine:
     def _carry_out(
         self, before: Rollout, decision: Decision, *, actor: str = BOT, action: str = "tick"
     ) -> Rollout:
-        rollout = decision.rollout
+        # The decision and the messages it implies are saved together before anything is done,
+        # so a crash can lose neither (cluster actions are asked for again by the next tick).
+        rollout, keys = self._messages.enqueue(decision.rollout, decision.actions)
         if rollout != before:
             self._save(before, rollout, actor=actor, action=action)
-        for step in decision.actions:
-            rollout = self._execute(rollout, step)
-        return self._ensure_messages(rollout, before=before)
+        for key, step in zip(keys, decision.actions, strict=True):
+            if isinstance(step, Announce | Page | RequestApproval | CloseApproval):
+                rollout = self._messages.deliver(rollout, key, step)
+            else:
+                rollout = self._execute(rollout, step)
+        return self._messages.ensure(rollout, before=before)
 
-    def _execute(self, rollout: Rollout, action: Action) -> Rollout:
+    def _execute(
+        self, rollout: Rollout, action: SetWeight | PromoteStable | RollBackCanary
+    ) -> Rollout:
         router = self._router_for(rollout)
         match action:
             case SetWeight(weight=weight):
@@ -385,18 +417,10 @@ class Engine:
                 except Exception as error:
                     log.warning("setting weight of %s failed: %s", rollout.id, error)
                     self._audit_cluster(rollout, f"set weight {weight}% failed: {error}")
-            case Announce(event=event):
-                self._post(rollout, event)
-            case RequestApproval():
-                rollout = self._request_approval(rollout)
-            case CloseApproval():
-                self._close_approval(rollout)
             case PromoteStable():
                 rollout = self._promote(rollout, router)
             case RollBackCanary():
                 rollout = self._roll_back(rollout, router)
-            case Page(alert=alert):
-                self._page(rollout, alert)
         return rollout
 
     def _promote(self, rollout: Rollout, router: TrafficRouter) -> Rollout:
@@ -411,8 +435,7 @@ class Engine:
         self._audit_cluster(rollout, f"stable runs {rollout.canary_image}; canary removed")
         now = self._clock.now()
         finished = rollout.evolve(now=now, phase=Phase.SUCCEEDED, weight=100.0, finished_at=now)
-        self._save(rollout, finished, actor=BOT, action="promoted")
-        return finished
+        return self._messages.finish(rollout, finished, action="promoted")
 
     def _roll_back(self, rollout: Rollout, router: TrafficRouter) -> Rollout:
         now = self._clock.now()
@@ -430,116 +453,18 @@ class Engine:
             failed = rollout.evolve(
                 now=now, phase=Phase.FAILED, failures=failures, finished_at=now, reason=reason
             )
-            self._save(rollout, failed, actor=BOT, action="rollback failed")
-            self._page(
-                failed,
-                Alert(
-                    title=f"{rollout.service}: ROLLBACK FAILED — act now",
-                    detail=f"{reason}. Traffic may still reach the canary {rollout.canary_image}.",
-                    traffic_on_stable=False,
-                    at=now,
-                ),
+            page = Alert(
+                title=f"{rollout.service}: ROLLBACK FAILED — act now",
+                detail=f"{reason}. Traffic may still reach the canary {rollout.canary_image}.",
+                traffic_on_stable=False,
+                at=now,
             )
-            return failed
+            return self._messages.finish(
+                rollout, failed, action="rollback failed", also=(Page(page),)
+            )
         self._audit_cluster(rollout, "all traffic on stable; canary removed")
         done = rollout.evolve(now=now, phase=Phase.ROLLED_BACK, weight=0.0, finished_at=now)
-        self._save(rollout, done, actor=BOT, action="rolled back")
-        return done
-
-    def _request_approval(self, rollout: Rollout) -> Rollout:
-        if rollout.approval_ts is not None:
-            return rollout
-        ts = self._once(rollout, "approval", lambda: self._notifier.request_approval(rollout))
-        if ts is None:
-            return rollout
-        asked = rollout.evolve(now=self._clock.now(), approval_ts=ts)
-        self._save(rollout, asked, actor=BOT, action="approval requested")
-        return asked
-
-    def _ensure_messages(self, rollout: Rollout, *, before: Rollout | None) -> Rollout:
-        """Level-triggered messages: whatever the state says must be in Slack, is posted once."""
-        if rollout.thread_ts is None:
-            ts = self._once(rollout, "card", lambda: self._notifier.show_card(rollout))
-            if ts is not None:
-                posted = rollout.evolve(now=rollout.updated_at, thread_ts=ts)
-                self._save(rollout, posted, actor=BOT, action="card posted")
-                rollout = posted
-        elif before is None or _card_view(before) != _card_view(rollout):
-            self._notify(lambda: self._notifier.show_card(rollout))
-        if rollout.phase == Phase.PROGRESSING and rollout.step_ready:
-            self._post(
-                rollout,
-                StepReached(
-                    step=rollout.step_index + 1,
-                    steps=len(rollout.plan.steps),
-                    weight=rollout.weight,
-                ),
-            )
-        if rollout.phase == Phase.AWAITING_APPROVAL and rollout.approval_ts is None:
-            rollout = self._request_approval(rollout)
-        if rollout.phase.is_terminal:
-            self._close_approval(rollout)
-            self._post(
-                rollout,
-                Finished(
-                    phase=rollout.phase.value,
-                    reason=rollout.reason,
-                    duration=(rollout.finished_at or rollout.updated_at) - rollout.created_at,
-                ),
-            )
-        return rollout
-
-    def _close_approval(self, rollout: Rollout) -> None:
-        if rollout.approval_ts is None:
-            return
-
-        def close() -> str:
-            self._notifier.close_approval(rollout)
-            return "closed"
-
-        self._once(rollout, "approval-closed", close)
-
-    # ----------------------------------------------------------------- helpers
-
-    def _post(self, rollout: Rollout, event: Event) -> None:
-        def post() -> str:
-            self._notifier.post_event(rollout, event)
-            return "posted"
-
-        self._once(rollout, _event_key(rollout, event), post)
-
-    def _page(self, rollout: Rollout, alert: Alert) -> None:
-        def page() -> str:
-            self._notifier.alert(rollout, alert)
-            return "paged"
-
-        self._once(rollout, f"alert:{alert.title}:{alert.at.isoformat()}", page)
-        self.store.audit(
-            at=alert.at,
-            actor=BOT,
-            action="paged on-call",
-            rollout_id=rollout.id,
-            detail=f"{alert.title}: {alert.detail}",
-        )
-
-    def _once(self, rollout: Rollout, key: str, send: _Sender) -> str | None:
-        """Send a message unless one was already sent under `key`; returns its ts."""
-        existing = self.store.message_ts(rollout.id, key)
-        if existing is not None:
-            return existing
-        ts = self._notify(send)
-        if ts is not None:
-            self.store.remember_message(rollout.id, key, ts)
-        return ts
-
-    def _notify(self, send: _Sender) -> str | None:
-        """Slack trouble must never stop a rollout: log it; level-triggered posts retry."""
-        try:
-            result = send()
-        except Exception:
-            log.exception("notifying Slack failed")
-            return None
-        return result if isinstance(result, str) else None
+        return self._messages.finish(rollout, done, action="rolled back")
 
     def _save(
         self,
@@ -570,24 +495,3 @@ class Engine:
     def _lock(self, rollout_id: str) -> threading.RLock:
         with self._locks_guard:
             return self._locks.setdefault(rollout_id, threading.RLock())
-
-
-def _event_key(rollout: Rollout, event: Event) -> str:
-    if isinstance(event, StepReached):
-        return f"step:{event.step}"
-    if isinstance(event, Finished):
-        return "finished"
-    return f"{type(event).__name__}:{rollout.updated_at.isoformat()}"
-
-
-def _card_view(rollout: Rollout) -> tuple[object, ...]:
-    """The fields the status card shows; the card is updated only when one of them changes."""
-    return (
-        rollout.phase,
-        rollout.step_index,
-        rollout.step_ready,
-        rollout.weight,
-        rollout.next_step_at,
-        rollout.approvals,
-        rollout.reason,
-    )

@@ -235,6 +235,52 @@ class KubeGateway:
         )
         return _json(response)
 
+    def update_custom(
+        self,
+        kind: CustomKind,
+        namespace: str,
+        name: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        *,
+        attempts: int = 4,
+    ) -> bool:
+        """Read-modify-write: `change(current)` returns the object to write, or None to leave
+        it. The write carries the `resourceVersion` read, so a concurrent change is never
+        overwritten: a conflict starts again from a fresh read. True if written; False also
+        when the object does not exist."""
+        for attempt in range(attempts):
+            current = self.read_custom(kind, namespace, name)
+            wanted = None if current is None else change(current)
+            if wanted is None:
+                return False
+            try:
+                self.replace_custom(kind, namespace, wanted)
+                return True
+            except ApiException as error:
+                if error.status != 409 or attempt == attempts - 1:
+                    raise
+        return False
+
+    def set_custom_spec(
+        self,
+        kind: CustomKind,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        unless: dict[str, Any] | None = None,
+    ) -> bool:
+        """Makes the object's `spec` exactly `spec`, unless it already is or it is `unless`;
+        True if written (False also when the object does not exist)."""
+
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            found = current.get("spec")
+            if found == spec or (unless is not None and found == unless):
+                return None
+            return {**current, "spec": spec}
+
+        return self.update_custom(kind, namespace, name, change)
+
     def delete_custom(self, kind: CustomKind, namespace: str, name: str) -> None:
         self._delete_unless_gone(
             f"{kind.kind} {namespace}/{name}",
@@ -246,7 +292,7 @@ class KubeGateway:
             ),
         )
 
-    # ----------------------------------------------------------------- services and pods
+    # ----------------------------------------------------------------- services
 
     def read_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
@@ -264,17 +310,6 @@ class KubeGateway:
             ),
         )
 
-    def replace_service(self, namespace: str, body: dict[str, Any]) -> None:
-        """PUT the whole Service; `body.metadata.resourceVersion` must be the one read."""
-        name = body["metadata"]["name"]
-        self._call(
-            "replace",
-            f"service {namespace}/{name}",
-            lambda: self._core.replace_namespaced_service(
-                name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-            ),
-        )
-
     def delete_service(self, namespace: str, name: str) -> None:
         self._delete_unless_gone(
             f"service {namespace}/{name}",
@@ -282,20 +317,6 @@ class KubeGateway:
                 name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             ),
         )
-
-    def list_pods(self, namespace: str, *, label_selector: str) -> list[dict[str, Any]]:
-        response = self._call(
-            "list",
-            f"pods {namespace} {label_selector}",
-            lambda: self._core.list_namespaced_pod(
-                namespace,
-                label_selector=label_selector,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-        )
-        items: list[dict[str, Any]] = _json(response).get("items", [])
-        return items
 
     # ----------------------------------------------------------------- service selectors
 

@@ -110,6 +110,8 @@ class Rollout:
     # When the approval was requested (the approval timeout counts from here).
     approval_requested_at: datetime | None = None
     approval_reminded: bool = False
+    # Messages decided on but not yet sent (see rollout/outbox.py).
+    outbox: tuple[dict[str, Any], ...] = ()
     # Consecutive failed attempts at the current cluster action (promotion or rollback).
     failures: int = 0
     # Free-form facts a router needs to restore what it changed (e.g. original annotations).

@@ -26,14 +26,15 @@ class SystemClock:
 
 
 class Notifier(Protocol):
-    """Tells the team. Every method is safe to call again with the same arguments."""
+    """Tells the team. Every post carries `key` in its metadata, so that after a crash the
+    bot can find out whether a post it was making had landed (`find_message`)."""
 
-    def show_card(self, rollout: Rollout) -> str:
+    def show_card(self, rollout: Rollout, *, key: str) -> str:
         """Post the status card (first call) or update it in place; returns the root `ts`."""
         ...
 
-    def post_event(self, rollout: Rollout, event: Event) -> None:
-        """A reply in the rollout's thread."""
+    def post_event(self, rollout: Rollout, event: Event, *, key: str) -> str:
+        """A reply in the rollout's thread; returns its `ts`."""
         ...
 
     def post_snapshot(
@@ -43,11 +44,12 @@ class Notifier(Protocol):
         *,
         title: str,
         history: Sequence[Measurement],
-    ) -> None:
+        key: str,
+    ) -> str:
         """Canary vs stable per metric with each rule's verdict, and a chart, in the thread."""
         ...
 
-    def request_approval(self, rollout: Rollout) -> str:
+    def request_approval(self, rollout: Rollout, *, key: str) -> str:
         """The approval message with buttons, in the thread; returns its `ts`."""
         ...
 
@@ -55,6 +57,10 @@ class Notifier(Protocol):
         """Replace the approval buttons with who decided (or why the question is moot)."""
         ...
 
-    def alert(self, rollout: Rollout, alert: Alert) -> None:
+    def alert(self, rollout: Rollout, alert: Alert, *, key: str) -> str:
         """Page on-call, top-level in the alert channel, linking the rollout's thread."""
+        ...
+
+    def find_message(self, rollout: Rollout, key: str) -> str | None:
+        """The `ts` of a message this rollout posted under `key`, if Slack has it."""
         ...

@@ -53,5 +53,6 @@ def rollout_from_dict(data: dict[str, Any]) -> Rollout:
     if raw.get("paused_from") is not None:
         raw["paused_from"] = Phase(raw["paused_from"])
     raw["approvals"] = tuple(raw.get("approvals", ()))
+    raw["outbox"] = tuple(raw.get("outbox", ()))
     target = TrafficTarget(**raw.pop("target", {}))
     return Rollout(plan=RolloutPlan(**plan_raw), target=target, **raw)

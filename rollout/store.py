@@ -61,7 +61,8 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 CREATE TABLE IF NOT EXISTS messages (
     rollout_id TEXT NOT NULL,
     key TEXT NOT NULL,
-    ts TEXT NOT NULL,
+    ts TEXT,
+    state TEXT NOT NULL,
     PRIMARY KEY (rollout_id, key)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -123,11 +124,17 @@ class SqliteStore:
         actor: str,
         action: str,
         detail: str | None = None,
+        audit: bool = True,
     ) -> None:
-        """Replace the stored rollout and log the change in the same transaction."""
+        """Replace the stored rollout and log the change in the same transaction.
+
+        `audit=False` is for bookkeeping that changes nothing a reader of the log cares about
+        (a queued message marked sent).
+        """
         with self._transaction() as db:
             _insert(db, "rollouts", _row(after), replace=True)
-            _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
+            if audit:
+                _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
 
     def get(self, rollout_id: str) -> Rollout | None:
         with self._lock:
@@ -188,18 +195,46 @@ class SqliteStore:
 
     # ----------------------------------------------------------------- idempotency
 
-    def message_ts(self, rollout_id: str, key: str) -> str | None:
+    def message(self, rollout_id: str, key: str) -> tuple[str | None, str | None]:
+        """(ts, state) of the message under `key`: state is None, `pending` or `sent`."""
         with self._lock:
             rows = list(
                 self._db.query(
-                    "SELECT ts FROM messages WHERE rollout_id = ? AND key = ?", [rollout_id, key]
+                    "SELECT ts, state FROM messages WHERE rollout_id = ? AND key = ?",
+                    [rollout_id, key],
                 )
             )
-        return str(rows[0]["ts"]) if rows else None
+        if not rows:
+            return None, None
+        return rows[0]["ts"], rows[0]["state"]
+
+    def mark_pending(self, rollout_id: str, key: str) -> None:
+        """About to post: if the bot dies now, a restart knows to look before posting again."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO messages (rollout_id, key, ts, state) "
+                "VALUES (?, ?, NULL, 'pending')",
+                [rollout_id, key],
+            )
 
     def remember_message(self, rollout_id: str, key: str, ts: str) -> None:
         with self._transaction() as db:
-            _insert(db, "messages", {"rollout_id": rollout_id, "key": key, "ts": ts}, replace=True)
+            _insert(
+                db,
+                "messages",
+                {"rollout_id": rollout_id, "key": key, "ts": ts, "state": "sent"},
+                replace=True,
+            )
+
+    def unsent(self) -> list[Rollout]:
+        """Rollouts, finished ones included, whose outbox still holds messages."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT data FROM rollouts WHERE json_array_length(data, '$.outbox') > 0"
+                )
+            )
+        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
 
     def first_delivery(self, key: str, *, at: datetime) -> bool:
         """True the first time `key` is seen: Slack may deliver one request several times."""

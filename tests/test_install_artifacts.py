@@ -28,7 +28,14 @@ from bot.config_loader import load_config, load_config_text
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CANARY_SHARED_DIR") or REPO.parent / "shared")
 DEPLOY = REPO / "deploy"
-BOT_SCOPES = {"commands", "chat:write", "files:write", "usergroups:read", "users:read"}
+BOT_SCOPES = {
+    "commands",
+    "chat:write",
+    "files:write",
+    "usergroups:read",
+    "channels:history",
+    "groups:history",
+}
 
 
 def load_yaml(path: Path) -> Any:

@@ -172,9 +172,10 @@ class ArgoRolloutController:
 
     def _settle(self, status: JSON, steps: list[JSON], current: str) -> None:
         """Stable runs the template: fully promoted, or rolled back by reverting the template."""
-        status.update(currentStepIndex=len(steps), phase="Healthy", message="", abort=False)
+        status.update(currentStepIndex=len(steps), phase="Healthy", abort=False)
         status.update(promoteFull=False, controllerPause=False)
         status.pop("pauseConditions", None)
+        status.pop("message", None)
         status.pop("abortedAt", None)
         status["canary"] = {"weights": _weights(0, canary=current, stable=current)}
 

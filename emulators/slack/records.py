@@ -51,6 +51,7 @@ class MessageVersion:
     attachments: list[JsonObject]
     edited_ts: str | None
     at: float
+    metadata: JsonObject | None = None
 
 
 @dataclass(kw_only=True)
@@ -59,7 +60,8 @@ class Message:
 
     `thread_ts` is None for a top-level message and the root's `ts` for a thread reply.
     `edited` counts the updates (so it is also truthy once the message was edited);
-    `history` holds every version, the current one last.
+    `history` holds every version, the current one last. `metadata` is the message metadata
+    (`{"event_type": ..., "event_payload": {...}}`) Slack keeps for apps, or None.
     """
 
     channel: str
@@ -74,6 +76,7 @@ class Message:
     edited: int = 0
     history: list[MessageVersion] = field(default_factory=list)
     deleted: bool = False
+    metadata: JsonObject | None = None
 
     @property
     def is_reply(self) -> bool:

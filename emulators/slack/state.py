@@ -119,6 +119,7 @@ class Workspace:
         thread_ts: str | None,
         reply_broadcast: bool = False,
         files: Sequence[UploadedFile] = (),
+        metadata: JsonObject | None = None,
     ) -> Message:
         with self.lock:
             root = self.root_of(channel, thread_ts) if thread_ts else None
@@ -134,7 +135,8 @@ class Workspace:
                 attachments=attachments,
                 files=list(files),
                 reply_broadcast=reply_broadcast,
-                history=[_version(text, blocks, attachments, edited_ts=None)],
+                history=[_version(text, blocks, attachments, metadata=metadata, edited_ts=None)],
+                metadata=copy.deepcopy(metadata),
             )
             self._messages.setdefault(channel, []).append(message)
             self._by_ts[(channel, ts)] = message
@@ -147,7 +149,9 @@ class Workspace:
         text: str,
         blocks: list[JsonObject],
         attachments: list[JsonObject] | None,
+        metadata: JsonObject | None = None,
     ) -> Message:
+        """`metadata` follows Slack's argument: None keeps the current metadata, `{}` removes it."""
         with self.lock:
             message.edited += 1
             message.text = text
@@ -156,8 +160,16 @@ class Workspace:
             )
             if attachments is not None:  # omitted attachments are kept, as Slack documents
                 message.attachments = attachments
+            if metadata is not None:
+                message.metadata = copy.deepcopy(metadata) or None
             message.history.append(
-                _version(text, message.blocks, message.attachments, edited_ts=self.clock.next())
+                _version(
+                    text,
+                    message.blocks,
+                    message.attachments,
+                    metadata=message.metadata,
+                    edited_ts=self.clock.next(),
+                )
             )
             return message
 
@@ -207,7 +219,9 @@ class Workspace:
 
     # -- rendering as the API returns it ------------------------------------------------------
 
-    def render(self, message: Message) -> JsonObject:
+    def render(self, message: Message, *, with_metadata: bool = True) -> JsonObject:
+        """The message as the API shows it. Reading methods leave `metadata` out unless asked
+        with `include_all_metadata`; post and update answers and interaction payloads carry it."""
         body: JsonObject = {
             "type": "message",
             "user": message.user,
@@ -238,6 +252,8 @@ class Workspace:
                 )
         if message.edited:
             body["edited"] = {"user": message.user, "ts": message.history[-1].edited_ts}
+        if with_metadata and message.metadata is not None:
+            body["metadata"] = copy.deepcopy(message.metadata)
         return body
 
     def render_file(self, upload: UploadedFile) -> JsonObject:
@@ -306,7 +322,12 @@ class Workspace:
 
 
 def _version(
-    text: str, blocks: list[JsonObject], attachments: list[JsonObject], *, edited_ts: str | None
+    text: str,
+    blocks: list[JsonObject],
+    attachments: list[JsonObject],
+    *,
+    metadata: JsonObject | None,
+    edited_ts: str | None,
 ) -> MessageVersion:
     return MessageVersion(
         text=text,
@@ -314,6 +335,7 @@ def _version(
         attachments=copy.deepcopy(attachments),
         edited_ts=edited_ts,
         at=time.monotonic(),
+        metadata=copy.deepcopy(metadata),
     )
 
 

@@ -23,6 +23,7 @@ METHODS: dict[str, Handler] = {
     "chat.postEphemeral": chat.post_ephemeral,
     "chat.getPermalink": chat.get_permalink,
     "conversations.info": directory.conversations_info,
+    "conversations.history": directory.conversations_history,
     "conversations.replies": directory.conversations_replies,
     "usergroups.users.list": directory.usergroup_users,
     "users.info": directory.users_info,

@@ -77,7 +77,7 @@ def fields(obj: dict[str, Any] | None) -> dict[str, Any]:
 
 class NginxCase:
     strategy = "nginx"
-    weights = (10, 50, 90)
+    weights: tuple[int, ...] = (10, 50, 90)
 
     def seed(self, kube: KubeEmulator) -> None:
         kube.seed(tracked_deployment())

@@ -19,7 +19,7 @@ from tests.conformance.cases.nginx import LABELS, fields, stable_service, tracke
 
 class ServiceCase:
     strategy = "service"
-    weights = (25, 50, 75)
+    weights: tuple[int, ...] = (25, 50, 75)
 
     def seed(self, kube: KubeEmulator) -> None:
         kube.seed(tracked_deployment())

@@ -1,0 +1,268 @@
+"""Strategy `gateway`: a Gateway API HTTPRoute weighs two Services, stable and canary.
+
+The canary pods run in `<deployment>-canary` behind `<service>-canary`, a ClusterIP Service
+with the stable Service's ports that selects only them (see `workloads`). Each rule of the
+HTTPRoute (config `http_route`) whose only backend is `<service>` gets two `backendRefs`:
+`<service>` with weight 100 - w and `<service>-canary` with weight w. The route's original spec
+is kept in `router_state` and put back exactly after promotion or rollback, before the canary
+Service and Deployment are deleted, so the route never names a Service that is gone.
+
+The weight is set at the route, so `<service>` must reach only the stable pods: its selector
+must ask for a label the canary pods do not share (e.g. `track: stable`), which
+`workloads.check_tracks_apart` verifies at start, as for `nginx`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from rollout.kube import CustomKind, KubeGateway
+from rollout.model import Rollout
+from rollout.traffic.base import TrafficStatus
+from rollout.traffic.workloads import (
+    RouterError,
+    canary_capacity,
+    canary_name,
+    canary_service_name,
+    check_tracks_apart,
+    container_image,
+    delete_canary,
+    delete_canary_service,
+    deployment_rolled_out,
+    ensure_canary,
+    ensure_canary_service,
+    read_canary,
+    read_service,
+    read_stable,
+    scale_canary,
+    set_stable_image,
+    stable_container,
+    target_service,
+)
+
+HTTP_ROUTE = CustomKind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+STATE = "gateway"  # router_state key: {"http_route": the route's original spec}
+
+
+def refers_to(ref: dict[str, Any], *, service: str, namespace: str) -> bool:
+    """Whether a backendRef names the core Service `service` of the route's namespace."""
+    return (
+        ref.get("group", "") == ""
+        and ref.get("kind", "Service") == "Service"
+        and ref.get("name") == service
+        and ref.get("namespace", namespace) == namespace
+    )
+
+
+def split_backends(
+    rules: list[dict[str, Any]], *, service: str, namespace: str, weight: int
+) -> list[dict[str, Any]]:
+    """`rules` with each rule whose only backend is the Service weighted between it and
+    `<service>-canary`. Raises if no rule can be split, or one already shares its traffic."""
+    result: list[dict[str, Any]] = []
+    split_any = False
+    for index, rule in enumerate(rules):
+        refs = rule.get("backendRefs") or []
+        if not any(refers_to(ref, service=service, namespace=namespace) for ref in refs):
+            result.append(copy.deepcopy(rule))
+            continue
+        if len(refs) > 1:
+            raise RouterError(
+                f"rule {rule.get('name') or index} of the HTTPRoute already divides its "
+                f"traffic between backends; the bot only splits a rule whose one backend is "
+                f"{service}"
+            )
+        stable = copy.deepcopy(refs[0])
+        canary = copy.deepcopy(refs[0])
+        stable["weight"] = 100 - weight
+        canary["name"] = canary_service_name(service)
+        canary["weight"] = weight
+        result.append({**copy.deepcopy(rule), "backendRefs": [stable, canary]})
+        split_any = True
+    if not split_any:
+        raise RouterError(f"no rule of the HTTPRoute sends its traffic to Service {service}")
+    return result
+
+
+def canary_weight(spec: dict[str, Any], *, service: str) -> float | None:
+    """The canary's share (percent) in the first split rule; None if no rule is split."""
+    for rule in spec.get("rules") or []:
+        weights = {
+            ref.get("name"): int(ref.get("weight", 1)) for ref in rule.get("backendRefs") or []
+        }
+        canary = canary_service_name(service)
+        if set(weights) == {service, canary}:
+            total = weights[service] + weights[canary]
+            return round(100 * weights[canary] / total, 1) if total else 0.0
+    return None
+
+
+class GatewayRouter:
+    def __init__(self, gateway: KubeGateway) -> None:
+        self._kube = gateway
+
+    def stable_image(self, rollout: Rollout) -> tuple[str, str]:
+        # Checked before anything is created, so `/canary start` refuses a setup the bot
+        # cannot split, with the reason.
+        stable = read_stable(self._kube, rollout)
+        self._original(rollout, stable)
+        return stable_container(stable, rollout)
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        stable = read_stable(self._kube, rollout)
+        saved = self._original(rollout, stable)
+        service = read_service(self._kube, rollout, name=target_service(rollout))
+        # Pods, then the Service that reaches them; the route names it only in set_weight.
+        ensure_canary(self._kube, rollout, stable=stable)
+        ensure_canary_service(self._kube, rollout, service=service)
+        if rollout.router_state.get(STATE) == saved:
+            return rollout
+        return replace(rollout, router_state={**rollout.router_state, STATE: saved})
+
+    def set_weight(self, rollout: Rollout, weight: int) -> bool:
+        saved = _saved(rollout)
+        stable = read_stable(self._kube, rollout)
+        canary = read_canary(self._kube, rollout)
+        count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
+        # Pods up before the share goes up, share down before pods go down.
+        raising = count > int(canary["spec"].get("replicas", 0))
+        changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
+        if self._route(rollout, saved, weight=weight):
+            self._kube.emit_event(
+                involved=stable,
+                reason="CanaryWeight",
+                message=(
+                    f"HTTPRoute {_route_name(rollout)}: "
+                    f"{canary_service_name(target_service(rollout))} weight {weight}% "
+                    f"(rollout {rollout.id})"
+                ),
+            )
+            changed = True
+        if not raising:
+            changed |= scale_canary(self._kube, rollout, canary=canary, count=count)
+        return changed
+
+    def status(self, rollout: Rollout) -> TrafficStatus:
+        route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
+        spec = (route or {}).get("spec") or {}
+        weight = canary_weight(spec, service=target_service(rollout))
+        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        wanted = int((canary or {}).get("spec", {}).get("replicas", 0))
+        ready_pods = int((canary or {}).get("status", {}).get("readyReplicas", 0) or 0)
+        split = "not split" if weight is None else f"canary backend {weight:g}%"
+        return TrafficStatus(
+            weight=weight or 0.0,
+            canary_ready=(
+                weight is not None
+                and canary is not None
+                and wanted > 0
+                and deployment_rolled_out(canary)
+            ),
+            detail=(
+                f"HTTPRoute {_route_name(rollout)} {split}; {ready_pods}/{wanted} canary pods ready"
+            ),
+        )
+
+    def promote(self, rollout: Rollout) -> bool:
+        stable = read_stable(self._kube, rollout)
+        if set_stable_image(self._kube, rollout, stable=stable, image=rollout.canary_image):
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoting",
+                message=f"canary-bot set {rollout.deployment} to {rollout.canary_image}",
+            )
+            return False
+        if not deployment_rolled_out(stable, image=rollout.canary_image):
+            return False
+        if self._remove_canary(rollout):
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoted",
+                message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
+            )
+        return True
+
+    def rollback(self, rollout: Rollout) -> None:
+        stable = read_stable(self._kube, rollout)
+        removed = self._remove_canary(rollout)
+        # A rollback during promotion finds stable already moved to the canary image.
+        container, _ = stable_container(stable, rollout)
+        restored = False
+        if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
+            restored = set_stable_image(
+                self._kube, rollout, stable=stable, image=rollout.stable_image
+            )
+        if removed or restored:
+            self._kube.emit_event(
+                involved=stable,
+                reason="RolledBack",
+                message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
+                warning=True,
+            )
+
+    # ----------------------------------------------------------------- helpers
+
+    def _original(self, rollout: Rollout, stable: dict[str, Any]) -> dict[str, Any]:
+        """What to restore: the saved spec once prepared, else the cluster's (checked)."""
+        if STATE in rollout.router_state:
+            saved: dict[str, Any] = rollout.router_state[STATE]
+            return saved
+        service = read_service(self._kube, rollout, name=target_service(rollout))
+        check_tracks_apart(service, stable)
+        route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
+        if route is None:
+            raise RouterError(
+                f"HTTPRoute {rollout.namespace}/{_route_name(rollout)} does not exist"
+            )
+        split_backends(
+            route["spec"].get("rules") or [],
+            service=target_service(rollout),
+            namespace=rollout.namespace,
+            weight=0,
+        )
+        return {"http_route": route["spec"]}
+
+    def _route(self, rollout: Rollout, saved: dict[str, Any], *, weight: int) -> bool:
+        original = saved["http_route"]
+        wanted = {
+            **original,
+            "rules": split_backends(
+                original.get("rules") or [],
+                service=target_service(rollout),
+                namespace=rollout.namespace,
+                weight=weight,
+            ),
+        }
+        return self._kube.set_custom_spec(
+            HTTP_ROUTE, rollout.namespace, _route_name(rollout), wanted
+        )
+
+    def _remove_canary(self, rollout: Rollout) -> bool:
+        """The route as it was (all traffic to `<service>`), then the canary Service and pods."""
+        saved = rollout.router_state.get(STATE)
+        changed = False
+        if saved is not None:
+            changed |= self._kube.set_custom_spec(
+                HTTP_ROUTE, rollout.namespace, _route_name(rollout), saved["http_route"]
+            )
+        if rollout.target.service:
+            changed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
+        changed |= delete_canary(self._kube, rollout)
+        return changed
+
+
+def _saved(rollout: Rollout) -> dict[str, Any]:
+    saved = rollout.router_state.get(STATE)
+    if saved is None:
+        raise RouterError("the rollout was not prepared (no saved HTTPRoute)")
+    return dict(saved)
+
+
+def _route_name(rollout: Rollout) -> str:
+    if not rollout.target.http_route:
+        raise RouterError(
+            f"strategy gateway needs `http_route:` in the config of {rollout.service}"
+        )
+    return rollout.target.http_route

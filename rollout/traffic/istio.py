@@ -1,0 +1,425 @@
+"""Strategy `istio`: the mesh splits requests between two subsets of the same Service's pods.
+
+The canary pods run in `<deployment>-canary` (see `workloads`). The DestinationRule (config
+`destination_rule`, default: the VirtualService's name) gets two subsets, `stable` with the
+stable pod template's labels and `canary` with the canary's (the same labels with
+`track: canary`); if there is no such DestinationRule the bot creates one and deletes it after.
+Each HTTP route of the VirtualService that sends everything to the Service is rewritten into
+two weighted destinations, `subset: stable` and `subset: canary`, summing to 100. With header
+routing (`router_state["header"]`, "name=value") a copy of each such route, matching that
+header as well, comes first and sends its requests to the canary whatever the weight.
+
+A subset selects pods whose labels include all of its labels, so the stable subset selects
+canary pods too unless the stable pods carry a `track` label other than `canary` (say
+`track: stable`): that is checked at start, as the other strategies check their Services,
+and it keeps the split right even when the stable pods are restarted mid-rollout. The original
+VirtualService and DestinationRule specs are kept in `router_state` and put back exactly after
+promotion or rollback, once all traffic is on stable and the canary is gone.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from rollout.kube import MANAGED_BY, CustomKind, KubeGateway
+from rollout.model import Rollout
+from rollout.traffic.base import TrafficStatus
+from rollout.traffic.workloads import (
+    ROLLOUT_ANNOTATION,
+    TRACK_LABEL,
+    RouterError,
+    canary_capacity,
+    canary_name,
+    canary_pod_labels,
+    container_image,
+    delete_canary,
+    deployment_rolled_out,
+    ensure_canary,
+    pod_labels,
+    read_canary,
+    read_stable,
+    scale_canary,
+    selects,
+    set_stable_image,
+    show_labels,
+    stable_container,
+    target_service,
+)
+
+VIRTUAL_SERVICE = CustomKind("networking.istio.io", "v1", "virtualservices", "VirtualService")
+DESTINATION_RULE = CustomKind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
+STABLE, CANARY = "stable", "canary"
+STATE = "istio"  # router_state key: {"virtual_service": spec, "destination_rule": spec | None}
+
+
+def names_service(host: str, *, service: str, namespace: str) -> bool:
+    """Whether a mesh host (`checkout`, `checkout.shop`, `checkout.shop.svc.cluster.local`)
+    names the Service `service` in `namespace`."""
+    parts = host.split(".")
+    if parts[0] != service:
+        return False
+    return len(parts) == 1 or (parts[1] == namespace and (len(parts) == 2 or parts[2] == "svc"))
+
+
+def parse_header(header: Any) -> tuple[str, str] | None:
+    """`"x-user-tier=premium"` -> ("x-user-tier", "premium"); Istio wants lower-case names."""
+    if not header:
+        return None
+    name, _, value = str(header).partition("=")
+    if not name.strip() or not value.strip():
+        raise RouterError(f"header routing {header!r} must be `name=value` for Istio")
+    return name.strip().lower(), value.strip()
+
+
+def split_routes(
+    http: list[dict[str, Any]],
+    *,
+    service: str,
+    namespace: str,
+    weight: int,
+    header: tuple[str, str] | None,
+) -> list[dict[str, Any]]:
+    """`http` with every route that sends everything to the Service split between the subsets
+    (and preceded by its header-matching copy). Raises if no route can be split, or if a route
+    to the Service already splits its traffic some other way."""
+    result: list[dict[str, Any]] = []
+    split_any = False
+    for index, route in enumerate(http):
+        targets = route.get("route") or []
+        ours = [t for t in targets if names_service(_host(t), service=service, namespace=namespace)]
+        if not ours:
+            result.append(copy.deepcopy(route))
+            continue
+        if len(targets) > 1 or ours[0]["destination"].get("subset"):
+            raise RouterError(
+                f"HTTP route {route.get('name') or index} already divides the traffic of "
+                f"{service} between destinations; the bot only splits a route with one "
+                "destination and no subset"
+            )
+        if header is not None:
+            result.append(_header_route(route, header))
+        split = copy.deepcopy(route)
+        split["route"] = [
+            _to_subset(ours[0], STABLE, 100 - weight),
+            _to_subset(ours[0], CANARY, weight),
+        ]
+        result.append(split)
+        split_any = True
+    if not split_any:
+        raise RouterError(f"no HTTP route sends all its traffic to Service {service}")
+    return result
+
+
+def canary_weight(spec: dict[str, Any]) -> float | None:
+    """The canary subset's weight in a split VirtualService spec; None if it is not split."""
+    for route in spec.get("http") or []:
+        targets = {t["destination"].get("subset"): t for t in route.get("route") or []}
+        if set(targets) == {STABLE, CANARY}:
+            return float(targets[CANARY].get("weight", 0))
+    return None
+
+
+def with_subsets(
+    original: dict[str, Any] | None, *, host: str, stable: dict[str, str], canary: dict[str, str]
+) -> dict[str, Any]:
+    """A DestinationRule spec: the original's, with subsets `stable` and `canary` (replacing
+    any of those names), or a new one for `host`."""
+    spec: dict[str, Any] = copy.deepcopy(original) if original is not None else {"host": host}
+    kept = [s for s in spec.get("subsets") or [] if s.get("name") not in (STABLE, CANARY)]
+    spec["subsets"] = [
+        *kept,
+        {"name": STABLE, "labels": stable},
+        {"name": CANARY, "labels": canary},
+    ]
+    return spec
+
+
+class IstioRouter:
+    def __init__(self, gateway: KubeGateway) -> None:
+        self._kube = gateway
+
+    def stable_image(self, rollout: Rollout) -> tuple[str, str]:
+        # Checked before anything is created, so `/canary start` refuses a setup the bot
+        # cannot split, with the reason.
+        stable = read_stable(self._kube, rollout)
+        self._originals(rollout, stable)
+        return stable_container(stable, rollout)
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        stable = read_stable(self._kube, rollout)
+        saved = self._originals(rollout, stable)
+        ensure_canary(self._kube, rollout, stable=stable)
+        if rollout.router_state.get(STATE) == saved:
+            return rollout
+        return replace(rollout, router_state={**rollout.router_state, STATE: saved})
+
+    def set_weight(self, rollout: Rollout, weight: int) -> bool:
+        saved = _saved(rollout)
+        stable = read_stable(self._kube, rollout)
+        canary = read_canary(self._kube, rollout)
+        count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
+        # Pods up before the share goes up, share down before pods go down.
+        raising = count > int(canary["spec"].get("replicas", 0))
+        changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
+        changed |= self._subsets(rollout, saved, stable)
+        header = parse_header(rollout.router_state.get("header"))
+        if self._route(rollout, saved, weight=weight, header=header):
+            self._kube.emit_event(
+                involved=stable,
+                reason="CanaryWeight",
+                message=(
+                    f"VirtualService {_vs_name(rollout)}: canary subset {weight}%"
+                    + (f", {header[0]}={header[1]} to canary" if header else "")
+                    + f" (rollout {rollout.id})"
+                ),
+            )
+            changed = True
+        if not raising:
+            changed |= scale_canary(self._kube, rollout, canary=canary, count=count)
+        return changed
+
+    def status(self, rollout: Rollout) -> TrafficStatus:
+        service = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
+        weight = canary_weight((service or {}).get("spec") or {})
+        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        wanted = int((canary or {}).get("spec", {}).get("replicas", 0))
+        ready_pods = int((canary or {}).get("status", {}).get("readyReplicas", 0) or 0)
+        split = "not split" if weight is None else f"canary subset {weight:g}%"
+        return TrafficStatus(
+            weight=weight or 0.0,
+            canary_ready=(
+                weight is not None
+                and canary is not None
+                and wanted > 0
+                and deployment_rolled_out(canary)
+            ),
+            detail=(
+                f"VirtualService {_vs_name(rollout)} {split}; "
+                f"{ready_pods}/{wanted} canary pods ready"
+            ),
+        )
+
+    def promote(self, rollout: Rollout) -> bool:
+        stable = read_stable(self._kube, rollout)
+        # The stable subset selects by label, so it follows the stable pods as they roll.
+        if set_stable_image(self._kube, rollout, stable=stable, image=rollout.canary_image):
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoting",
+                message=f"canary-bot set {rollout.deployment} to {rollout.canary_image}",
+            )
+            return False
+        if not deployment_rolled_out(stable, image=rollout.canary_image):
+            return False
+        if self._remove_canary(rollout):
+            self._kube.emit_event(
+                involved=stable,
+                reason="Promoted",
+                message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
+            )
+        return True
+
+    def rollback(self, rollout: Rollout) -> None:
+        stable = read_stable(self._kube, rollout)
+        removed = self._remove_canary(rollout)
+        # A rollback during promotion finds stable already moved to the canary image.
+        container, _ = stable_container(stable, rollout)
+        restored = False
+        if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
+            restored = set_stable_image(
+                self._kube, rollout, stable=stable, image=rollout.stable_image
+            )
+        if removed or restored:
+            self._kube.emit_event(
+                involved=stable,
+                reason="RolledBack",
+                message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
+                warning=True,
+            )
+
+    # ----------------------------------------------------------------- helpers
+
+    def _originals(self, rollout: Rollout, stable: dict[str, Any]) -> dict[str, Any]:
+        """What to restore: the saved specs once prepared, else the cluster's (checked)."""
+        if STATE in rollout.router_state:
+            saved: dict[str, Any] = rollout.router_state[STATE]
+            return saved
+        service = target_service(rollout)
+        if selects(pod_labels(stable), canary_pod_labels(stable)):
+            raise RouterError(
+                f"the stable pods of {rollout.deployment} ({show_labels(pod_labels(stable))}) "
+                f"would fall in the `stable` subset together with the canary pods (which add "
+                f"{TRACK_LABEL}=canary). Label the stable pod template {TRACK_LABEL}: stable, "
+                "then start again."
+            )
+        virtual = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
+        if virtual is None:
+            raise RouterError(
+                f"VirtualService {rollout.namespace}/{_vs_name(rollout)} does not exist"
+            )
+        split_routes(
+            virtual["spec"].get("http") or [],
+            service=service,
+            namespace=rollout.namespace,
+            weight=0,
+            header=parse_header(rollout.router_state.get("header")),
+        )
+        rule = self._kube.read_custom(DESTINATION_RULE, rollout.namespace, _dr_name(rollout))
+        if rule is not None:
+            host = rule["spec"]["host"]
+            if not names_service(host, service=service, namespace=rollout.namespace):
+                raise RouterError(
+                    f"DestinationRule {_dr_name(rollout)} is for host {host}, not Service "
+                    f"{service}; name the right one in `destination_rule:`"
+                )
+        return {
+            "virtual_service": virtual["spec"],
+            "destination_rule": None if rule is None else rule["spec"],
+        }
+
+    def _subsets(self, rollout: Rollout, saved: dict[str, Any], stable: dict[str, Any]) -> bool:
+        wanted = with_subsets(
+            saved["destination_rule"],
+            host=_service_host(rollout, saved),
+            stable=pod_labels(stable),
+            canary=canary_pod_labels(stable),
+        )
+        name = _dr_name(rollout)
+        if (
+            saved["destination_rule"] is None
+            and self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name) is None
+        ):
+            self._kube.create_custom(
+                DESTINATION_RULE,
+                rollout.namespace,
+                {
+                    "apiVersion": DESTINATION_RULE.api_version,
+                    "kind": DESTINATION_RULE.kind,
+                    "metadata": {
+                        "name": name,
+                        "namespace": rollout.namespace,
+                        "labels": dict(MANAGED_BY),
+                        "annotations": {ROLLOUT_ANNOTATION: rollout.id},
+                    },
+                    "spec": wanted,
+                },
+            )
+            return True
+        return self._kube.set_custom_spec(DESTINATION_RULE, rollout.namespace, name, wanted)
+
+    def _route(
+        self,
+        rollout: Rollout,
+        saved: dict[str, Any],
+        *,
+        weight: int,
+        header: tuple[str, str] | None,
+        only_if_split: bool = False,
+    ) -> bool:
+        original = saved["virtual_service"]
+        wanted = {
+            **original,
+            "http": split_routes(
+                original.get("http") or [],
+                service=target_service(rollout),
+                namespace=rollout.namespace,
+                weight=weight,
+                header=header,
+            ),
+        }
+        return self._kube.set_custom_spec(
+            VIRTUAL_SERVICE,
+            rollout.namespace,
+            _vs_name(rollout),
+            wanted,
+            unless=original if only_if_split else None,
+        )
+
+    def _remove_canary(self, rollout: Rollout) -> bool:
+        """All traffic to stable, canary deleted, then the VirtualService and the
+        DestinationRule as they were (a VirtualService never names a missing subset)."""
+        saved = rollout.router_state.get(STATE)
+        changed = False
+        if saved is not None and self._canary_exists(rollout):
+            changed |= self._route(rollout, saved, weight=0, header=None, only_if_split=True)
+        changed |= delete_canary(self._kube, rollout)
+        if saved is None:
+            return changed
+        changed |= self._kube.set_custom_spec(
+            VIRTUAL_SERVICE,
+            rollout.namespace,
+            _vs_name(rollout),
+            saved["virtual_service"],
+        )
+        name = _dr_name(rollout)
+        if saved["destination_rule"] is not None:
+            changed |= self._kube.set_custom_spec(
+                DESTINATION_RULE, rollout.namespace, name, saved["destination_rule"]
+            )
+        else:
+            rule = self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name)
+            labels = (rule or {}).get("metadata", {}).get("labels") or {}
+            if rule is not None and MANAGED_BY.items() <= labels.items():
+                self._kube.delete_custom(DESTINATION_RULE, rollout.namespace, name)
+                changed = True
+        return changed
+
+    def _canary_exists(self, rollout: Rollout) -> bool:
+        return self._kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None
+
+
+def _saved(rollout: Rollout) -> dict[str, Any]:
+    saved = rollout.router_state.get(STATE)
+    if saved is None:
+        raise RouterError("the rollout was not prepared (no saved VirtualService)")
+    return dict(saved)
+
+
+def _vs_name(rollout: Rollout) -> str:
+    if not rollout.target.virtual_service:
+        raise RouterError(
+            f"strategy istio needs `virtual_service:` in the config of {rollout.service}"
+        )
+    return rollout.target.virtual_service
+
+
+def _dr_name(rollout: Rollout) -> str:
+    return rollout.target.destination_rule or _vs_name(rollout)
+
+
+def _host(target: dict[str, Any]) -> str:
+    return str((target.get("destination") or {}).get("host", ""))
+
+
+def _service_host(rollout: Rollout, saved: dict[str, Any]) -> str:
+    """The host the VirtualService uses for the Service (a new DestinationRule uses it too)."""
+    service = target_service(rollout)
+    for route in saved["virtual_service"].get("http") or []:
+        for target in route.get("route") or []:
+            if names_service(_host(target), service=service, namespace=rollout.namespace):
+                return _host(target)
+    return service
+
+
+def _to_subset(target: dict[str, Any], subset: str, weight: int) -> dict[str, Any]:
+    moved = copy.deepcopy(target)
+    moved["destination"]["subset"] = subset
+    moved["weight"] = weight
+    return moved
+
+
+def _header_route(route: dict[str, Any], header: tuple[str, str]) -> dict[str, Any]:
+    """A copy of `route` that also requires the header and sends everything to the canary."""
+    name, value = header
+    first = copy.deepcopy(route)
+    if route.get("name"):
+        first["name"] = f"{route['name']}-canary-header"
+    matches = route.get("match") or [{}]
+    first["match"] = [
+        {**match, "headers": {**(match.get("headers") or {}), name: {"exact": value}}}
+        for match in copy.deepcopy(matches)
+    ]
+    first["route"] = [_to_subset(route["route"][0], CANARY, 100)]
+    return first
