@@ -35,7 +35,10 @@ from rollout.kube import KubeGateway
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.store import SqliteStore
+from rollout.traffic.argo import ArgoRouter
 from rollout.traffic.base import TrafficRouter
+from rollout.traffic.gateway import GatewayRouter
+from rollout.traffic.istio import IstioRouter
 from rollout.traffic.nginx import NginxRouter
 from rollout.traffic.replicas import ReplicasRouter
 from rollout.traffic.service import ServiceRouter
@@ -50,6 +53,9 @@ ROUTERS: Mapping[str, Callable[[KubeGateway], TrafficRouter]] = {
     "replicas": ReplicasRouter,
     "nginx": NginxRouter,
     "service": ServiceRouter,
+    "istio": IstioRouter,
+    "gateway": GatewayRouter,
+    "argo": ArgoRouter,
 }
 
 

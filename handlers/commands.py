@@ -120,6 +120,8 @@ def _start(
         steps=parsed.steps,
         interval=parsed.interval,
         approval=parsed.approval,
+        header=parsed.header,
+        cookie=parsed.cookie,
     )
     problem = services.engine.check_start(request)
     if problem:

@@ -25,6 +25,9 @@ class Start:
     interval: timedelta | None = None
     # None: the service's policy decides; False: `--no-approval`.
     approval: bool | None = None
+    # Header (`name=value`) or cookie routing to the canary, for strategies that support it.
+    header: str | None = None
+    cookie: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class UsageError:
 
 USAGE = {
     "start": "/canary start <service> <tag-or-image> [--steps 5,25,50] [--interval 30m] "
-    "[--no-approval]",
+    "[--no-approval] [--header name=value] [--cookie NAME]",
     "status": "/canary status [service]",
     "list": "/canary list",
     "pause": "/canary pause <service> [reason...]",
@@ -92,7 +95,9 @@ USAGE = {
     "help": "/canary help",
 }
 
-_FLAGS = ("--steps", "--interval", "--no-approval")
+_FLAGS = ("--steps", "--interval", "--no-approval", "--header", "--cookie")
+_HEADER = re.compile(r"^[A-Za-z0-9-]{1,100}=[^\s=]{1,200}$")
+_COOKIE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _STEPS_EXAMPLE = "Use canary weights in percent, rising, e.g. `--steps 5,25,50`."
 _INTERVAL_EXAMPLE = "Use a duration such as `--interval 30m` or `--interval 1h30m`."
 # Phones and macOS turn a typed `--` into a dash; read those as the flag the user meant.
@@ -233,7 +238,18 @@ def _start(args: list[str]) -> Command | UsageError:
     interval = _interval(values["--interval"]) if "--interval" in values else None
     if isinstance(interval, UsageError):
         return interval
-    return Start(positionals[0], positionals[1], steps, interval, approval)
+    header, cookie = values.get("--header"), values.get("--cookie")
+    if header is not None and not _HEADER.match(header):
+        return UsageError(
+            f"`{_show(header)}` is not a header match: write `--header name=value`, "
+            "e.g. `--header x-user-tier=premium`. " + _usage("start")
+        )
+    if cookie is not None and not _COOKIE.match(cookie):
+        return UsageError(
+            f"`{_show(cookie)}` is not a cookie name: write `--cookie NAME`, "
+            "e.g. `--cookie canary`. " + _usage("start")
+        )
+    return Start(positionals[0], positionals[1], steps, interval, approval, header, cookie)
 
 
 def _unknown_flag(name: str) -> UsageError:

@@ -59,6 +59,14 @@ class StartRequest:
     steps: tuple[int, ...] | None = None
     interval: timedelta | None = None
     approval: bool | None = None
+    header: str | None = None
+    cookie: str | None = None
+
+
+# Blue/green switches all traffic at once after approval: its only step is a preview.
+SINGLE_STEP_STRATEGIES = frozenset({"service"})
+HEADER_STRATEGIES = frozenset({"nginx", "istio"})
+COOKIE_STRATEGIES = frozenset({"nginx"})
 
 
 class StartRefused(Exception):
@@ -95,6 +103,16 @@ class Engine:
         if service is None:
             known = ", ".join(sorted(self.config.services)) or "none configured"
             return f"Unknown service `{request.service}`. Known services: {known}."
+        if request.header and service.strategy not in HEADER_STRATEGIES:
+            return (
+                f"`--header` needs a strategy that routes by header (nginx or istio); "
+                f"`{request.service}` uses {service.strategy}. Start it without `--header`."
+            )
+        if request.cookie and service.strategy not in COOKIE_STRATEGIES:
+            return (
+                f"`--cookie` needs the nginx strategy; `{request.service}` uses "
+                f"{service.strategy}. Start it without `--cookie`."
+            )
         active = self.store.active_for(request.service)
         if active is not None:
             return (
@@ -146,8 +164,12 @@ class Engine:
 
     def _draft(self, request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
         policy = service.policy
+        steps = request.steps or policy.steps
+        if service.strategy in SINGLE_STEP_STRATEGIES:
+            steps = (steps[-1],)
+        routing = {"header": request.header, "cookie": request.cookie}
         plan = RolloutPlan(
-            steps=request.steps or policy.steps,
+            steps=steps,
             step_interval=request.interval or policy.step_interval,
             analysis_interval=policy.analysis_interval,
             approval=policy.approval if request.approval is None else request.approval,
@@ -181,6 +203,7 @@ class Engine:
             started_by=request.by,
             created_at=now,
             updated_at=now,
+            router_state={key: value for key, value in routing.items() if value},
         )
 
     # ----------------------------------------------------------------- commands

@@ -201,3 +201,23 @@ def test_any_text_gives_a_command_or_a_short_usage_error(text: str) -> None:
             result,
             Start | Status | ListRollouts | Pause | Resume | Promote | Rollback | History | Help,
         )
+
+
+def test_header_and_cookie_routing_flags() -> None:
+    parsed = parse_command("start checkout v2 --header x-user-tier=premium --cookie canary")
+    assert isinstance(parsed, Start)
+    assert (parsed.header, parsed.cookie) == ("x-user-tier=premium", "canary")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("start checkout v2 --header premium", "--header name=value"),
+        ("start checkout v2 --header 'a b'=c", "--header name=value"),
+        ("start checkout v2 --cookie a;b", "--cookie NAME"),
+    ],
+)
+def test_malformed_routing_flags_say_how_to_write_them(text: str, expected: str) -> None:
+    parsed = parse_command(text)
+    assert isinstance(parsed, UsageError)
+    assert expected in parsed.message

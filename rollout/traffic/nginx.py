@@ -119,8 +119,13 @@ class NginxRouter:
             self._kube.patch_ingress(
                 rollout.namespace, _canary_ingress(rollout), {"metadata": {"annotations": patch}}
             )
+            # On the stable Ingress: it outlives the canary one, so `kubectl describe` on it
+            # keeps the rollout's weight history.
+            stable_ingress = None
+            if rollout.target.ingress:
+                stable_ingress = self._kube.read_ingress(rollout.namespace, rollout.target.ingress)
             self._kube.emit_event(
-                involved=ingress,
+                involved=stable_ingress or ingress,
                 reason="CanaryWeight",
                 message=f"canary weight {wanted[WEIGHT]}% (rollout {rollout.id})",
             )
@@ -220,7 +225,7 @@ class NginxRouter:
 
     def _remove_canary(self, rollout: Rollout) -> bool:
         removed = False
-        if self._canary_ingress(rollout) is not None:
+        if rollout.target.ingress and self._canary_ingress(rollout) is not None:
             self._kube.delete_ingress(rollout.namespace, _canary_ingress(rollout))
             removed = True
         if rollout.target.service:

@@ -78,17 +78,12 @@ class ServiceRouter:
         is ready; until then the call only scales it and may be repeated."""
         stable = read_stable(self._kube, rollout)
         canary = read_canary(self._kube, rollout)
-        total = int(stable["spec"].get("replicas", 1))
+        count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
         if weight < 100:
             # Live traffic off the canary before the preview may shrink under it.
-            changed = self._point_at(rollout, _original(rollout), reason="PreviewOnly")
-            return (
-                scale_canary(
-                    self._kube, rollout, canary=canary, count=canary_capacity(total, weight)
-                )
-                or changed
-            )
-        if scale_canary(self._kube, rollout, canary=canary, count=canary_capacity(total, 100)):
+            switched_back = self._point_at(rollout, _original(rollout), reason="PreviewOnly")
+            return scale_canary(self._kube, rollout, canary=canary, count=count) or switched_back
+        if scale_canary(self._kube, rollout, canary=canary, count=count):
             return True
         if not deployment_rolled_out(canary):
             return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -154,9 +155,10 @@ def test_history_is_newest_first_and_pages_through_every_message(
     first = client.conversations_history(channel=CHANNEL)
     assert len(first["messages"]) == 100 and first["has_more"]  # Slack's default limit
 
-    pages = list(
-        client.conversations_history(channel=CHANNEL, limit=100, include_all_metadata=True)
-    )
+    # The SDK follows next_cursor itself; each turn of its iterator swaps in the next page.
+    # At most five turns, so a cursor that leads nowhere fails here instead of looping.
+    responses = client.conversations_history(channel=CHANNEL, limit=100, include_all_metadata=True)
+    pages = [page.data for page in islice(responses, 5)]
     assert [len(p["messages"]) for p in pages] == [100, 100, 50]
     assert [p["has_more"] for p in pages] == [True, True, False]
     assert pages[-1]["response_metadata"]["next_cursor"] == ""
@@ -208,9 +210,10 @@ def test_replies_are_root_first_oldest_first_and_page_with_metadata(
         )["ts"]
         for i in range(5)
     ]
-    pages = list(
-        client.conversations_replies(channel=CHANNEL, ts=root, limit=2, include_all_metadata=True)
+    responses = client.conversations_replies(
+        channel=CHANNEL, ts=root, limit=2, include_all_metadata=True
     )
+    pages = [page.data for page in islice(responses, 5)]
     assert [[m["ts"] for m in p["messages"]] for p in pages] == [
         [root, replies[0]],
         replies[1:3],

@@ -132,6 +132,9 @@ def test_nginx_start_sets_the_canary_ingress_weight_and_rollback_removes_it(
     assert deployment is not None and deployment["spec"]["replicas"] == 1  # ceil(4 x 25 %)
     assert only_rollout(nginx_box).weight == 25.0
     assert any("Step 1 of 3" in m.text for m in thread_replies(nginx_box))
+    weight_events = [e for e in kube.list("v1", "Event", "shop") if e["reason"] == "CanaryWeight"]
+    assert [e["involvedObject"]["kind"] for e in weight_events] == ["Ingress"]
+    assert weight_events[0]["involvedObject"]["name"] == "shop"  # the stable Ingress
     assert stable_objects(kube) == before
 
     nginx_box.driver.command("rollback checkout smoke test", user=BOB, channel=RELEASE_CHANNEL)

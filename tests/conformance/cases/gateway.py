@@ -55,7 +55,7 @@ def http_route() -> dict[str, Any]:
 
 class GatewayCase:
     strategy = "gateway"
-    weights = (5, 30, 60)
+    weights: tuple[int, ...] = (5, 30, 60)
 
     def seed(self, kube: KubeEmulator) -> None:
         for obj in (tracked_deployment(), stable_service(), http_route()):

@@ -82,7 +82,7 @@ def seed_istio(kube: KubeEmulator) -> None:
 
 class IstioCase:
     strategy = "istio"
-    weights = (10, 50, 90)
+    weights: tuple[int, ...] = (10, 50, 90)
 
     def seed(self, kube: KubeEmulator) -> None:
         seed_istio(kube)
