@@ -127,7 +127,7 @@ class _Page:
         return self.latest is None or ts < self.latest or (ts == self.latest and self.inclusive)
 
     def _reached(self, ts: Decimal, *, start: Decimal) -> bool:
-        return True
+        return ts <= start if self.newest_first else ts >= start
 
 
 def _limit(args: Args) -> int:
