@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from itertools import islice
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
 
 from handlers.blocks import (
     Message,
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Slack message metadata marks what the bot posted, so a restarted bot can recognise it.
 METADATA_EVENT = "canary_bot_message"
+# How far back a restarted bot looks for a message it may have posted (pages of 200).
+SEARCH_PAGES = 5
 
 
 class SlackNotifier:
@@ -104,11 +108,11 @@ class SlackNotifier:
         return self._post(self._alert_channel(rollout), message, rollout=rollout, key=key)
 
     def find_message(self, rollout: Rollout, key: str) -> str | None:
-        """Search where a message under `key` would be: the thread, else the channels' recent
-        top-level messages (the card; alerts)."""
-        pages = []
+        """Search where a message under `key` would be: the thread, then the channels' recent
+        top-level messages (the card; alerts), following Slack's cursors a few pages deep."""
+        searches: list[SlackResponse] = []
         if rollout.thread_ts is not None:
-            pages.append(
+            searches.append(
                 self._client.conversations_replies(
                     channel=rollout.channel,
                     ts=rollout.thread_ts,
@@ -117,16 +121,18 @@ class SlackNotifier:
                 )
             )
         for channel in dict.fromkeys((rollout.channel, self._alert_channel(rollout))):
-            pages.append(
+            searches.append(
                 self._client.conversations_history(
                     channel=channel, include_all_metadata=True, limit=200
                 )
             )
-        for page in pages:
-            for message in page.get("messages") or []:
-                payload = (message.get("metadata") or {}).get("event_payload") or {}
-                if payload.get("rollout") == rollout.id and payload.get("key") == key:
-                    return str(message["ts"])
+        for first_page in searches:
+            # Iterating a SlackResponse fetches the following pages by `next_cursor`.
+            for page in islice(first_page, SEARCH_PAGES):
+                for message in page.get("messages") or []:
+                    payload = (message.get("metadata") or {}).get("event_payload") or {}
+                    if payload.get("rollout") == rollout.id and payload.get("key") == key:
+                        return str(message["ts"])
         return None
 
     def _post_in_thread(self, rollout: Rollout, message: Message, *, key: str) -> str:

@@ -6,8 +6,9 @@ stable pod template's labels and `canary` with the canary's (the same labels wit
 `track: canary`); if there is no such DestinationRule the bot creates one and deletes it after.
 Each HTTP route of the VirtualService that sends everything to the Service is rewritten into
 two weighted destinations, `subset: stable` and `subset: canary`, summing to 100. With header
-routing (`router_state["header"]`, "name=value") a copy of each such route, matching that
-header as well, comes first and sends its requests to the canary whatever the weight.
+routing (`/canary start ... --header name=value`, kept in `router_state["header"]`) a copy of
+each such route, matching that header as well, comes first and sends its requests to the canary
+whatever the weight.
 
 A subset selects pods whose labels include all of its labels, so the stable subset selects
 canary pods too unless the stable pods carry a `track` label other than `canary` (say

@@ -3,8 +3,8 @@
 Each test runs the real bot in a sandbox whose config uses one strategy, with the cluster
 seeded (CRDs installed) before the bot starts, and checks that the first step's weight is set
 in the object that carries it for that strategy; a rollback over Slack then leaves the stable
-objects exactly as they were. One more test drives the Istio router directly to check header
-routing, which `/canary start` cannot ask for yet.
+objects exactly as they were. One more test drives the Istio router directly, for a
+DestinationRule the bot must create (and header routing on a route that has matches).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tests.conformance.cases.istio import (
 from tests.conformance.cases.istio import (
     destination_rule,
     seed_istio,
+    service,
     tracked_deployment,
     virtual_service,
 )
@@ -101,8 +102,9 @@ def sandbox_for(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
             box.stop()
 
 
-def start_and_reach_first_step(box: Sandbox) -> Rollout:
-    reply = box.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
+def start_and_reach_first_step(box: Sandbox, *, options: str = "") -> Rollout:
+    command = f"start checkout v2.3.5 {options}".strip()
+    reply = box.driver.command(command, user=BOB, channel=RELEASE_CHANNEL)
     assert reply.status == 200
     wait_until(lambda: first_step_reached(box), what="the first step")
     rollout = the_rollout(box)
@@ -117,15 +119,25 @@ def roll_back(box: Sandbox) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_istio_first_step_sets_the_virtual_service_weight(
+def test_istio_first_step_sets_the_virtual_service_weights_and_header_route(
     sandbox_for: Callable[..., Sandbox],
 ) -> None:
     box = sandbox_for(
         config("istio", service="checkout", virtual_service="checkout"), seed=seed_istio
     )
-    start_and_reach_first_step(box)
+    start_and_reach_first_step(box, options="--header x-user-tier=premium")
 
     routes = spec_of(box.kube, VIRTUAL_SERVICE.api_version, VIRTUAL_SERVICE.kind)["http"]
+    # Requests with the header reach the canary first: a copy of each route, before it.
+    assert [r["name"] for r in routes] == [
+        "api-canary-header",
+        "api",
+        "payments",
+        "default-canary-header",
+        "default",
+    ]
+    assert routes[3]["match"] == [{"headers": {"x-user-tier": {"exact": "premium"}}}]
+    assert [t["destination"]["subset"] for t in routes[3]["route"]] == ["canary"]
     split = [r["route"] for r in routes if len(r["route"]) == 2]
     assert split and all(
         [(t["destination"]["subset"], t["weight"]) for t in route]
@@ -216,9 +228,12 @@ def test_argo_first_step_is_read_from_the_rollout_status(
 
 
 @pytest.mark.timeout(30)
-def test_istio_header_route_sends_matching_requests_to_the_canary_first() -> None:
+def test_istio_header_route_and_a_destination_rule_the_bot_creates() -> None:
+    """Header routing sends matching requests to the canary first; without a DestinationRule
+    the bot creates one for the subsets and deletes it at the end."""
     with KubeEmulator(crd_dir=CRD_DIR, ready_delay=0.05) as kube:
-        seed_istio(kube)
+        for obj in (tracked_deployment(), service(), virtual_service()):
+            kube.seed(obj)
         router = IstioRouter(KubeGateway(kube.api_client()))
         asked = replace(rollout_for(ISTIO_CASE), router_state={"header": "X-User-Tier=premium"})
         rollout = router.prepare(asked)
@@ -240,9 +255,17 @@ def test_istio_header_route_sends_matching_requests_to_the_canary_first() -> Non
         assert [t["destination"]["subset"] for t in api_header["route"]] == ["canary"]
         assert routes[3]["match"] == [{"headers": {"x-user-tier": {"exact": "premium"}}}]
         assert [t["weight"] for t in api["route"]] == [90, 10]
+        created = kube.get(
+            DESTINATION_RULE.api_version, DESTINATION_RULE.kind, NAMESPACE, "checkout"
+        )
+        assert created is not None
+        assert created["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "canary-bot"}
+        assert created["spec"]["host"] == "checkout"
+        assert [s["name"] for s in created["spec"]["subsets"]] == ["stable", "canary"]
 
         router.rollback(rollout)
         assert (
             spec_of(kube, VIRTUAL_SERVICE.api_version, VIRTUAL_SERVICE.kind)
             == (virtual_service()["spec"])
         )
+        assert spec_of(kube, DESTINATION_RULE.api_version, DESTINATION_RULE.kind) is None
