@@ -62,7 +62,8 @@ def only_problem(text: str) -> ConfigProblem:
 def test_the_example_loads_and_is_summarised_in_one_line() -> None:
     config = load_config(EXAMPLE)
     assert describe_config(config) == (
-        "valid: 2 services (checkout: replicas, cart: replicas), 1 release channel, cluster prod-eu-1"
+        "valid: 2 services (checkout: replicas, cart: replicas), 1 release channel, "
+        "cluster prod-eu-1"
     )
     assert config.services["checkout"].policy.steps == (10, 50)
     assert config.services["cart"].policy.approval is False
