@@ -46,7 +46,10 @@ class SlackNotifier:
 
     def show_card(self, rollout: Rollout, *, key: str) -> str:
         message = status_card(
-            rollout, cluster_name=self._config.cluster_name, next_step_at=rollout.next_step_at
+            rollout,
+            cluster_name=self._config.cluster_name,
+            next_step_at=rollout.next_step_at,
+            verdict=rollout.verdict,
         )
         if rollout.thread_ts is None:
             return self._post(rollout.channel, message, rollout=rollout, key=key)

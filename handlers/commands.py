@@ -47,6 +47,8 @@ def register(app: App, *, services: HandlerServices) -> None:
         reply = _read_only(parsed, services)
         if reply is not None:
             ack(response_type="ephemeral", **reply.payload())
+            if isinstance(parsed, parse.Status) and parsed.service:
+                _snapshot_on_demand(parsed.service, services, user=user)
             return
         why = _permission_problem(parsed, services, user=user, channel=channel)
         if why:
@@ -86,6 +88,13 @@ def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | No
                 )
             return status_message(rollout, cluster_name=cluster, next_step_at=rollout.next_step_at)
     return None
+
+
+def _snapshot_on_demand(service: str, services: HandlerServices, *, user: str) -> None:
+    """After the ack: the active rollout's snapshot and chart go into its thread."""
+    rollout = services.engine.store.active_for(service)
+    if rollout is not None:
+        services.engine.snapshot_now(rollout.id, by=user)
 
 
 def _permission_problem(

@@ -13,12 +13,12 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
 from rollout.commands import Command
-from rollout.config import Config, ServiceConfig
+from rollout.config import Config, Rule, ServiceConfig
 from rollout.events import Alert, StepReached
 from rollout.images import image_problem, resolve_image
 from rollout.machine import (
@@ -277,6 +277,16 @@ class Engine:
             after = self._carry_out(rollout, decision)
             if analysis is not None:
                 self._snapshot(rollout, after, decision, analysis, breached=observation.breach)
+                self._show_verdict(after, analysis)
+
+    def _show_verdict(self, rollout: Rollout, analysis: Analysis) -> None:
+        """Keep the card's verdict current; it changes rarely, so this is rarely a write."""
+        verdict = analysis.verdict.value
+        if rollout.phase.is_terminal or rollout.verdict == verdict:
+            return
+        judged = replace(rollout, verdict=verdict)
+        self.store.save(rollout, judged, actor=BOT, action="verdict", audit=False)
+        self._messages.ensure(judged, before=rollout)
 
     def _snapshot(
         self,
@@ -377,7 +387,7 @@ class Engine:
             custom_metrics=service.metrics,
         )
 
-    def _rules(self, rollout: Rollout) -> tuple[object, ...]:
+    def _rules(self, rollout: Rollout) -> tuple[Rule, ...]:
         service = self.config.services.get(rollout.service)
         return service.policy.rules if service else ()
 
@@ -388,20 +398,11 @@ class Engine:
                 traffic = self._router_for(rollout).status(rollout)
             except Exception as error:
                 log.warning("cannot read traffic of %s: %s", rollout.id, error)
-        service = self.config.services.get(rollout.service)
-        rules = service.policy.rules if service else ()
-        if not rules:
+        if not self._rules(rollout):
             return Observation(traffic=traffic), None
-        if self._analyzer is None:
+        analysis = self._analyse(rollout, now=now)
+        if analysis is None:
             return Observation(traffic=traffic, verdict=Verdict.NO_DATA), None
-        longest = max(rule.for_ for rule in rules)
-        history = self._history(rollout, since=now - longest - 3 * rollout.plan.analysis_interval)
-        analysis = judge(
-            rules=rules,
-            history=history,
-            now=now,
-            analysis_interval=rollout.plan.analysis_interval,
-        )
         breach = analysis.breached
         observation = Observation(
             traffic=traffic,
@@ -410,6 +411,37 @@ class Engine:
             pending=bool(analysis.pending),
         )
         return observation, analysis
+
+    def _analyse(self, rollout: Rollout, *, now: datetime) -> Analysis | None:
+        """Judge the rules on the stored measurements (None: no analyzer to measure with)."""
+        rules = self._rules(rollout)
+        if self._analyzer is None or not rules:
+            return None
+        longest = max(rule.for_ for rule in rules)
+        history = self._history(rollout, since=now - longest - 3 * rollout.plan.analysis_interval)
+        return judge(
+            rules=rules, history=history, now=now, analysis_interval=rollout.plan.analysis_interval
+        )
+
+    def snapshot_now(self, rollout_id: str, *, by: str) -> bool:
+        """`/canary status <service>`: a snapshot with chart in the thread, on demand."""
+        with self._lock(rollout_id):
+            rollout = self.store.get(rollout_id)
+            if rollout is None or rollout.thread_ts is None:
+                return False
+            now = self._clock.now()
+            analysis = self._analyse(rollout, now=now)
+            if analysis is None:
+                return False
+            self.store.audit(at=now, actor=by, action="snapshot", rollout_id=rollout.id)
+            self._messages.snapshot(
+                rollout,
+                analysis,
+                title="Snapshot on request",
+                key=f"snapshot:asked:{now.isoformat()}",
+                history=lambda: self._history(rollout, since=rollout.created_at),
+            )
+            return True
 
     # ----------------------------------------------------------------- carrying out
 

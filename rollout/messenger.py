@@ -220,4 +220,5 @@ def card_view(rollout: Rollout) -> tuple[object, ...]:
         rollout.next_step_at,
         rollout.approvals,
         rollout.reason,
+        rollout.verdict,
     )

@@ -110,6 +110,8 @@ class Rollout:
     # When the approval was requested (the approval timeout counts from here).
     approval_requested_at: datetime | None = None
     approval_reminded: bool = False
+    # The latest analysis verdict (healthy / breached / no_data), shown on the status card.
+    verdict: str | None = None
     # Messages decided on but not yet sent (see rollout/outbox.py).
     outbox: tuple[dict[str, Any], ...] = ()
     # Consecutive failed attempts at the current cluster action (promotion or rollback).

@@ -312,6 +312,7 @@ def test_healthy_canary_goes_through_every_step_to_approval(sandbox: Sandbox) ->
     )
 
     assert steps_announced(sandbox) == [1, 2, 3]
+    ms = measurements(sandbox); print("\nfirst sample", ms[0].at.time(), "first canary data", next(m.at.time() for m in ms if m.get("error_rate").canary is not None), "rollout created", the_rollout(sandbox).created_at.time())
     announced = [
         posted_at(sandbox, m) for m in replies(sandbox) if re.search(r"Step \d of 3: ", m.text)
     ]
