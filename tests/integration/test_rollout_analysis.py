@@ -312,7 +312,6 @@ def test_healthy_canary_goes_through_every_step_to_approval(sandbox: Sandbox) ->
     )
 
     assert steps_announced(sandbox) == [1, 2, 3]
-    ms = measurements(sandbox); print("\nfirst sample", ms[0].at.time(), "first canary data", next(m.at.time() for m in ms if m.get("error_rate").canary is not None), "rollout created", the_rollout(sandbox).created_at.time())
     announced = [
         posted_at(sandbox, m) for m in replies(sandbox) if re.search(r"Step \d of 3: ", m.text)
     ]
@@ -455,14 +454,18 @@ def test_breach_while_awaiting_approval_rolls_back_and_closes_the_approval(
     rollout = the_rollout(sandbox)
     assert rollout.reason is not None and "error_rate" in rollout.reason
 
-    closed = sandbox.slack.message(RELEASE_CHANNEL, approval.ts)
-    assert closed is not None
-    assert not any(block.get("type") == "actions" for block in closed.blocks)
+    def approval_closed() -> Message | None:
+        message = sandbox.slack.message(RELEASE_CHANNEL, approval.ts)
+        assert message is not None
+        return None if any(b.get("type") == "actions" for b in message.blocks) else message
+
+    closed = wait_until(approval_closed, timeout=5, what="the approval buttons to go")
     assert find_button(closed.blocks, "approve") is None
     assert "no longer needed" in shown(closed)
     assert re.search(r"roll(ing|ed) back", shown(closed), re.IGNORECASE)
     paged = wait_until(lambda: alerts(sandbox), timeout=5, what="the on-call alert")
-    assert len(paged) == 1 and ONCALL in shown(paged[0])
+    assert len(paged) == 1
+    assert ONCALL in shown(paged[0]) and "error_rate" in shown(paged[0])
 
     sandbox.kube.clear_writes()
     status, response_url = click_as_displayed(sandbox, displayed, action_id="approve", user=CAROL)
