@@ -33,7 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from bot.demo import run_demo  # the emulators load only for the demo
 
-        return run_demo(out=sys.stdout)
+        return run_demo(
+            out=sys.stdout,
+            scripted=args.scripted,
+            port=args.port,
+            open_browser=not args.no_browser,
+        )
     try:
         return _serve(args)
     except (StartupError, ClusterConfigError) as error:
@@ -85,7 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--socket-mode", action="store_true", help="development: Socket Mode")
-    sub.add_parser("demo", help="play a scripted rollout against local emulators")
+    demo = sub.add_parser(
+        "demo",
+        help="try it locally: a Slack-like page on 127.0.0.1 with an emulated cluster",
+    )
+    demo.add_argument(
+        "--scripted",
+        action="store_true",
+        help="no browser: play a promotion and a rollback, print them, exit non-zero on failure",
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the page's port (0: any free one)")
+    demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
     return parser

@@ -1,86 +1,193 @@
-"""`canary-bot demo`: a scripted rollout in a sandbox, printed as the Slack conversation.
+"""`canary-bot demo`: the whole product on loopback, in a Slack-like page or as a script.
 
-No Slack, cluster or credentials: the sandbox's emulators stand in for them, and the bot is the
-production runtime talking to them over HTTP. The script starts a canary, shows a refused
-approval (the starter may not approve alone), lets an approver approve, and checks that the
-cluster ends as it should. It exits non-zero if any of that does not happen.
+No Slack, cluster or credentials: `DemoWorld` runs the emulators, live synthetic traffic, its
+metrics and the production bot. By default a local chat page (`bot/demo_web`) lets a person use
+the bot as in Slack. `--scripted` plays two rollouts without a browser instead, printing the
+conversation: one promoted after refused approvals, and one whose canary breaks and is rolled
+back with an on-call alert. It exits non-zero if the cluster or the channel ends up wrong, so CI
+runs it as an end-to-end check.
 """
 
 from __future__ import annotations
 
+import re
+import signal
 import tempfile
+import threading
 import time
+import webbrowser
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import TextIO, TypeVar
 
-from bot.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox
+from bot.demo_web.server import DemoWebServer
+from bot.demo_web.world import (
+    CHANNEL_NAMES,
+    GROUP_HANDLES,
+    ONCALL_GROUP,
+    PEOPLE,
+    SERVICE,
+    DemoWorld,
+)
+from bot.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL
 from emulators.slack import Message, ResponseUrlPost, SlackEmulator
 from rollout.model import Phase, Rollout
+from rollout.store import SqliteStore
 
 T = TypeVar("T")
 
+DEFAULT_PORT = 8080
 TIMEOUT = 60.0
+Say = Callable[[str], None]
 
 
 class DemoFailed(Exception):
     pass
 
 
-def run_demo(*, out: TextIO) -> int:
+def run_demo(
+    *, out: TextIO, scripted: bool = False, port: int = DEFAULT_PORT, open_browser: bool = True
+) -> int:
+    say = _narrator(out)
     with tempfile.TemporaryDirectory(prefix="canary-bot-demo-") as tmp:
-        sandbox = Sandbox(workdir=Path(tmp))
+        world = DemoWorld(workdir=Path(tmp))
+        web: DemoWebServer | None = None
+        if not scripted:
+            try:  # bind first, so a busy port fails before anything starts
+                web = DemoWebServer(world, port=port)
+            except OSError as error:
+                say(f"canary-bot demo: cannot listen on 127.0.0.1:{port} ({error.strerror});")
+                say("pass another port with --port, or --port 0 for any free one")
+                return 2
+        say("Starting: emulated cluster (shop/checkout, 4 replicas), Slack, traffic, the bot…")
         try:
-            sandbox.start()
-            sandbox.start_bot()
-            _play(sandbox, out=out)
-        except DemoFailed as failure:
-            print(f"\ndemo FAILED: {failure}", file=out)
-            return 1
+            world.start()
+            say(f"Metrics: {world.metrics_backend}.")
+            if web is not None:
+                return _serve(world, web, open_browser=open_browser, say=say)
+            return _scripted(world, say=say)
         finally:
-            sandbox.stop()
+            if web is not None:
+                web.stop()
+            world.stop()
+
+
+def _serve(world: DemoWorld, web: DemoWebServer, *, open_browser: bool, say: Say) -> int:
+    web.start()
+    say("")
+    say(f"  The demo workspace is at {web.url}  (Ctrl-C stops it)")
+    say("")
+    say("  Type /canary start checkout v2.3.5, open the thread, act as Bob or Carol to approve,")
+    say("  or press 'Break the canary' to watch the bot roll back and page on-call.")
+    if open_browser:
+        webbrowser.open(web.url)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    stopping.wait()
+    say("Stopping the demo.")
     return 0
 
 
-def _play(sandbox: Sandbox, *, out: TextIO) -> None:
-    driver, slack = sandbox.driver, sandbox.slack
-    say = _narrator(out)
-    say("A sandbox cluster runs shop/checkout (4 replicas of checkout:v2.3.4).")
-    say(f"<@{BOB}> types in #releases:  /canary start checkout v2.3.5 --interval 2s")
-    driver.command("start checkout v2.3.5 --interval 2s", user=BOB, channel=RELEASE_CHANNEL)
-    approval = _wait(lambda: _approval_message(sandbox), "the approval request")
-    say("The canary went through 25% -> 50% -> 75%; the bot asks the SRE group to approve.")
-    for clicker, who in ((MALLORY, "not an approver"), (BOB, "the starter")):
-        say(f"<@{clicker}> ({who}) clicks Approve; the bot refuses, privately:")
+# ------------------------------------------------------------------------ the scripted scenario
+
+
+def _scripted(world: DemoWorld, *, say: Say) -> int:
+    try:
+        _promotion(world, say=say)
+        _breach(world, say=say)
+    except DemoFailed as failure:
+        say(f"\ndemo FAILED: {failure}")
+        say("\nThe channel so far:\n" + transcript(world.slack))
+        return 1
+    say("")
+    say("=" * 78)
+    say("#releases, as Slack shows it:")
+    say("=" * 78)
+    say(transcript(world.slack))
+    say("=" * 78)
+    say("demo OK: one promotion, one automatic rollback with an on-call alert.")
+    return 0
+
+
+def _promotion(world: DemoWorld, *, say: Say) -> None:
+    driver, slack = world.driver, world.slack
+    say("\n1. A release that goes well")
+    rollout = _start(world, "v2.3.5", by=BOB, say=say)
+    approval = _wait(partial(_approval_message, world, rollout.id), "the approval request")
+    say("   The canary went 25% -> 50% -> 75% with healthy metrics; the bot asks @sre.")
+    for clicker, who in ((MALLORY, "not an approver"), (BOB, "the one who started it")):
+        say(f"   {_name(clicker)} ({who}) clicks Approve; the bot refuses, to them only:")
         seen = len(slack.responses)
         driver.click(message=approval, action_id="approve", user=clicker)
         refusal = _wait(partial(_response_after, slack, seen), "the refusal")
-        say(f"    (only they see) {refusal.body.get('text')}")
-    say(f"<@{CAROL}> (an approver) clicks Approve.")
+        say(f"     (only {_name(clicker)} sees) {_plain(refusal.text)}")
+    say(f"   {_name(CAROL)} (an SRE approver) clicks Approve.")
     driver.click(message=approval, action_id="approve", user=CAROL)
-    rollout = _wait(lambda: _finished(sandbox), "the promotion")
-    say("")
-    say("=" * 72)
-    say("The release channel, as Slack would show it:")
-    say("=" * 72)
-    say(slack.transcript(RELEASE_CHANNEL))
-    stable = sandbox.kube.get("apps/v1", "Deployment", "shop", "checkout")
-    canary = sandbox.kube.get("apps/v1", "Deployment", "shop", "checkout-canary")
-    image = stable["spec"]["template"]["spec"]["containers"][0]["image"] if stable else None
-    if rollout.phase != Phase.SUCCEEDED or canary is not None or not str(image).endswith(":v2.3.5"):
-        raise DemoFailed(f"cluster not promoted: phase {rollout.phase}, stable image {image}")
-    say(f"Cluster now: shop/checkout runs {image}; checkout-canary is gone. Phase: succeeded.")
+    done = _wait(partial(_finished, world, rollout.id), "the promotion")
+    image, replicas, canary = _cluster(world)
+    if done.phase != Phase.SUCCEEDED or canary or not image.endswith(":v2.3.5"):
+        raise DemoFailed(f"not promoted: phase {done.phase}, stable image {image}")
+    say(f"OK promotion: shop/checkout runs {image} on {replicas} pods; the canary is gone.")
 
 
-def _approval_message(sandbox: Sandbox) -> Message | None:
-    for root in sandbox.slack.messages(RELEASE_CHANNEL):
-        for reply in sandbox.slack.thread(RELEASE_CHANNEL, root.ts):
-            if any(
-                element.get("action_id") == "approve"
-                for block in reply.blocks
-                for element in block.get("elements", [])
-            ):
+def _breach(world: DemoWorld, *, say: Say) -> None:
+    say("\n2. A release whose canary breaks")
+    rollout = _start(world, "v2.3.6", by=ALICE, say=say)
+    _wait(lambda: world.canary_weight() or None, "the canary to get traffic")
+    say(f"   The canary serves {world.canary_weight():g}% of requests. Now it breaks:")
+    world.break_canary()
+    say(f"   its error rate jumps to {world.canary_error_rate():.0%} (rule: above 5% for 5s).")
+    try:
+        done = _wait(partial(_finished, world, rollout.id), "the automatic rollback")
+    finally:
+        world.break_canary(False)
+    image, replicas, canary = _cluster(world)
+    if done.phase != Phase.ROLLED_BACK or canary or not image.endswith(":v2.3.5"):
+        raise DemoFailed(f"not rolled back: phase {done.phase}, stable image {image}")
+    say(f"OK rollback: {done.reason}; shop/checkout is back on {image}, {replicas} pods.")
+    alert = _wait(partial(_alert, world.slack, rollout.id), "the on-call alert")
+    say(f"OK alert: on-call paged in #releases: {_plain(alert.text)}")
+
+
+def _start(world: DemoWorld, tag: str, *, by: str, say: Say) -> Rollout:
+    say(f"   {_name(by)} types in #releases:  /canary start {SERVICE} {tag}")
+    reply = world.driver.command(f"start {SERVICE} {tag}", user=by, channel=RELEASE_CHANNEL)
+    answer = reply.json.get("text") if isinstance(reply.json, dict) else None
+    if reply.status != 200:
+        raise DemoFailed(f"the bot answered the command with HTTP {reply.status}")
+    if answer:
+        say(f"     (only {_name(by)} sees) {_plain(answer)}")
+    return _wait(partial(_active, world), f"the rollout to start (the bot said: {answer})")
+
+
+def _store(world: DemoWorld) -> SqliteStore:
+    assert world.sandbox.runtime is not None
+    return world.sandbox.runtime.store
+
+
+def _active(world: DemoWorld) -> Rollout | None:
+    return _store(world).active_for(SERVICE)
+
+
+def _finished(world: DemoWorld, rollout_id: str) -> Rollout | None:
+    rollout = _store(world).get(rollout_id)
+    return rollout if rollout is not None and rollout.phase.is_terminal else None
+
+
+def _approval_message(world: DemoWorld, rollout_id: str) -> Message | None:
+    rollout = _store(world).get(rollout_id)
+    if rollout is None or rollout.thread_ts is None:  # the card is not posted yet
+        return None
+    for reply in world.slack.thread(RELEASE_CHANNEL, rollout.thread_ts):
+        for block in reply.blocks:
+            if any(e.get("action_id") == "approve" for e in block.get("elements", [])):
                 return reply
     return None
 
@@ -90,25 +197,79 @@ def _response_after(slack: SlackEmulator, seen: int) -> ResponseUrlPost | None:
     return responses[seen] if len(responses) > seen else None
 
 
-def _finished(sandbox: Sandbox) -> Rollout | None:
-    assert sandbox.runtime is not None
-    rollouts = sandbox.runtime.store.history("checkout", limit=1)
-    if rollouts and rollouts[0].phase.is_terminal:
-        return rollouts[0]
+def _alert(slack: SlackEmulator, rollout_id: str) -> Message | None:
+    """The top-level page for this rollout: on-call mentioned, the breached rule named."""
+    for message in slack.messages(RELEASE_CHANNEL):
+        blocks = str(message.blocks)
+        if f"<!subteam^{ONCALL_GROUP}>" in message.text and rollout_id in blocks:
+            return message if "error_rate" in blocks else None
     return None
+
+
+def _cluster(world: DemoWorld) -> tuple[str, int, bool]:
+    """The stable image and replica count, and whether a canary Deployment is left."""
+    kube = world.sandbox.kube
+    stable = kube.get("apps/v1", "Deployment", "shop", SERVICE) or {}
+    spec = stable.get("spec", {})
+    image = str(spec.get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image"))
+    canary = kube.get("apps/v1", "Deployment", "shop", f"{SERVICE}-canary") is not None
+    return image, int(spec.get("replicas", 0)), canary
 
 
 def _wait(probe: Callable[[], T | None], what: str) -> T:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         found = probe()
-        if found is not None:
+        if found:
             return found
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise DemoFailed(f"timed out after {TIMEOUT:.0f}s waiting for {what}")
 
 
-def _narrator(out: TextIO) -> Callable[[str], None]:
+# ------------------------------------------------------------------------ printing
+
+
+def transcript(slack: SlackEmulator) -> str:
+    """The channel and its threads as plain text, mentions and dates resolved."""
+    lines: list[str] = []
+    for root in slack.messages(RELEASE_CHANNEL):
+        lines.append(
+            f"{_clock(root.ts)} {_plain(root.text)}" + (" (edited)" if root.edited else "")
+        )
+        for reply in slack.thread(RELEASE_CHANNEL, root.ts):
+            files = "".join(f" [chart {f.filename}]" for f in reply.files)
+            text = _plain(reply.text).replace("\n", "\n" + " " * 14)
+            lines.append(f"    {_clock(reply.ts)} {text}{files}")
+    return "\n".join(lines)
+
+
+_ENTITY = re.compile(r"<([^<>]+)>")
+
+
+def _plain(text: str) -> str:
+    def entity(found: re.Match[str]) -> str:
+        target, _, label = found.group(1).partition("|")
+        if target.startswith("@"):
+            return "@" + _name(target[1:])
+        if target.startswith("!subteam^"):
+            return "@" + GROUP_HANDLES.get(target.split("^", 1)[1], label or target)
+        if target.startswith("#"):
+            return "#" + CHANNEL_NAMES.get(target[1:], label or target[1:])
+        return label or target
+
+    plain = _ENTITY.sub(entity, str(text))
+    return plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _name(user: str) -> str:
+    return PEOPLE[user][1] if user in PEOPLE else user
+
+
+def _clock(ts: str) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(float(ts)))
+
+
+def _narrator(out: TextIO) -> Say:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 

@@ -59,7 +59,17 @@ class HttpServer:
         )
         assert isinstance(server, BaseWSGIServer)  # one host and port: never a multi-socket one
         self._server = server
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            # Closing the listening socket from another thread wakes the loop on a dead file
+            # descriptor; that is the expected way out once stop() was called.
+            if not self._stopping.is_set():
+                raise
 
     @property
     def url(self) -> str:
@@ -75,5 +85,6 @@ class HttpServer:
         self._thread.join()
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.close()
         self._thread.join(timeout=5)

@@ -106,14 +106,18 @@ def advance(rollout: Rollout, observation: Observation, *, now: datetime) -> Dec
     if rollout.phase == Phase.PENDING:
         return _enter_step(rollout, 0, now=now)
     if rollout.phase == Phase.PROGRESSING:
-        return _progress(rollout, observation, now=now)
-    if rollout.phase == Phase.AWAITING_APPROVAL:
-        return _await_approval(rollout, now=now)
-    if rollout.phase == Phase.PROMOTING:
+        decision = _progress(rollout, observation, now=now)
+    elif rollout.phase == Phase.AWAITING_APPROVAL:
+        decision = _await_approval(rollout, now=now)
+    elif rollout.phase == Phase.PROMOTING:
         return Decision(rollout, (PromoteStable(),))
-    if rollout.phase == Phase.ROLLING_BACK:
+    elif rollout.phase == Phase.ROLLING_BACK:
         return Decision(rollout, (RollBackCanary(),))
-    return Decision(rollout, _no_data_page(rollout, observation, now=now))
+    else:
+        decision = Decision(rollout)
+    if decision.rollout.phase not in WATCHED_PHASES:
+        return decision
+    return _on_long_no_data(decision, observation, now=now)
 
 
 def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
@@ -157,7 +161,11 @@ def _account_no_data(rollout: Rollout, observation: Observation, *, now: datetim
             now=now, no_data_since=None, no_data_seen_at=None, no_data_alerted=False
         )
     held = rollout.step_held
-    if rollout.phase == Phase.PROGRESSING and rollout.step_ready:
+    if (
+        rollout.phase == Phase.PROGRESSING
+        and rollout.step_ready
+        and rollout.plan.on_no_data == "hold"
+    ):
         held += max(now - (rollout.no_data_seen_at or now), timedelta(0))
     return rollout.evolve(
         now=now,
@@ -167,36 +175,37 @@ def _account_no_data(rollout: Rollout, observation: Observation, *, now: datetim
     )
 
 
-def _no_data_page(
-    rollout: Rollout, observation: Observation, *, now: datetime
-) -> tuple[Action, ...]:
-    """Page on-call once when a rollout has been held for missing data too long."""
+def _on_long_no_data(decision: Decision, observation: Observation, *, now: datetime) -> Decision:
+    """Once metrics have been missing for `no_data_alert_after`: page on-call once (hold,
+    ignore), or roll back (on_no_data: rollback)."""
+    rollout = decision.rollout
     if (
         observation.verdict != Verdict.NO_DATA
         or rollout.no_data_since is None
         or rollout.no_data_alerted
         or now - rollout.no_data_since < rollout.plan.no_data_alert_after
     ):
-        return ()
-    return (
-        Page(
-            Alert(
-                title=f"{rollout.service}: rollout held, no metrics",
-                detail=(
-                    f"No data from Prometheus since {rollout.no_data_since:%H:%M:%S} UTC; "
-                    "the canary keeps its weight and will not advance until data returns."
-                ),
-                traffic_on_stable=False,
-                at=now,
-            )
-        ),
+        return decision
+    since = f"{rollout.no_data_since:%H:%M:%S} UTC"
+    if rollout.plan.on_no_data == "rollback":
+        reason = f"no metrics from Prometheus since {since} (on_no_data: rollback)"
+        alert = Alert(
+            title=f"{rollout.service}: no metrics", detail=reason, traffic_on_stable=True, at=now
+        )
+        return _start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
+    held = (
+        "the canary keeps its weight and will not advance until data returns"
+        if rollout.plan.on_no_data == "hold"
+        else "steps go on (on_no_data: ignore) but the canary will not be promoted without data"
     )
-
-
-def _mark_no_data_paged(decision: Decision, *, now: datetime) -> Decision:
-    if any(isinstance(action, Page) for action in decision.actions):
-        return Decision(decision.rollout.evolve(now=now, no_data_alerted=True), decision.actions)
-    return decision
+    alert = Alert(
+        title=f"{rollout.service}: rollout without metrics",
+        detail=f"No data from Prometheus since {since}; {held}.",
+        traffic_on_stable=False,
+        at=now,
+    )
+    paged = rollout.evolve(now=now, no_data_alerted=True)
+    return Decision(paged, (*decision.actions, Page(alert)))
 
 
 def _enter_step(rollout: Rollout, index: int, *, now: datetime) -> Decision:
@@ -245,31 +254,17 @@ def _progress(rollout: Rollout, observation: Observation, *, now: datetime) -> D
         rollout = rollout.evolve(now=now, weight=traffic.weight)
     due = rollout.next_step_at
     if due is None or now < due:
-        return _mark_no_data_paged(
-            Decision(rollout, _no_data_page(rollout, observation, now=now)), now=now
-        )
+        return Decision(rollout)
+    # Missing data never advances a step (unless on_no_data: ignore) and never promotes.
     if observation.verdict == Verdict.NO_DATA and not (
         rollout.plan.on_no_data == "ignore" and not rollout.is_last_step
     ):
-        return _on_no_data_at_gate(rollout, observation, now=now)
+        return Decision(rollout)
     if observation.pending:
         return Decision(rollout)
     if not rollout.is_last_step:
         return _enter_step(rollout, rollout.step_index + 1, now=now)
     return _finish_steps(rollout, by=None, now=now)
-
-
-def _on_no_data_at_gate(rollout: Rollout, observation: Observation, *, now: datetime) -> Decision:
-    """Missing data never advances a step or promotes: hold, or roll back if configured."""
-    if rollout.plan.on_no_data == "rollback":
-        reason = "no metrics from Prometheus (on_no_data: rollback)"
-        alert = Alert(
-            title=f"{rollout.service}: no metrics", detail=reason, traffic_on_stable=True, at=now
-        )
-        return _start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
-    return _mark_no_data_paged(
-        Decision(rollout, _no_data_page(rollout, observation, now=now)), now=now
-    )
 
 
 def _finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decision:

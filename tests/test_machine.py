@@ -277,3 +277,48 @@ def test_a_pending_rule_holds_the_step_without_rolling_back() -> None:
     held = advance(r, pending, now=T0 + 11 * 60 * SEC)
     assert held.rollout.step_index == 0 and held.rollout.phase == Phase.PROGRESSING
     assert held.actions == ()
+
+
+def _no_data(weight: float) -> Observation:
+    return Observation(traffic=ready(weight).traffic, verdict=Verdict.NO_DATA)
+
+
+def test_on_no_data_ignore_goes_on_with_steps_but_never_promotes() -> None:
+    r = advance(new_rollout(on_no_data="ignore"), NOT_READY, now=T0).rollout
+    r = advance(r, ready(10), now=T0).rollout
+    r = advance(r, _no_data(10), now=T0 + 5 * 60 * SEC).rollout
+    moved = advance(r, _no_data(10), now=T0 + 10 * 60 * SEC)
+    assert moved.rollout.step_index == 1  # not held, not lengthened
+    last = advance(moved.rollout, _no_data(50), now=T0 + 11 * 60 * SEC).rollout
+    for minute in (22, 40):
+        last = advance(last, _no_data(50), now=T0 + minute * 60 * SEC).rollout
+        assert last.phase == Phase.PROGRESSING  # no approval request without data
+
+
+def test_on_no_data_rollback_rolls_back_once_data_has_been_missing_long_enough() -> None:
+    r = advance(new_rollout(on_no_data="rollback"), NOT_READY, now=T0).rollout
+    r = advance(r, ready(10), now=T0).rollout
+    r = advance(r, _no_data(10), now=T0 + 60 * SEC).rollout
+    assert r.phase == Phase.PROGRESSING
+    decision = advance(r, _no_data(10), now=T0 + 6 * 60 * SEC + SEC)  # default 5m later
+    assert decision.rollout.phase == Phase.ROLLING_BACK
+    assert "on_no_data: rollback" in (decision.rollout.reason or "")
+    assert any(isinstance(a, Page) for a in decision.actions)
+
+
+def test_no_data_pages_once_in_every_watched_phase() -> None:
+    for start in (awaiting(no_data_alert_after=timedelta(minutes=2)),):
+        r, pages = start, 0
+        for minute in range(40, 60):
+            decision = advance(r, _no_data(50), now=T0 + minute * 60 * SEC)
+            r = decision.rollout
+            pages += sum(isinstance(a, Page) for a in decision.actions)
+        assert pages == 1
+    paused = apply_command(at_last_step_ready(), Pause(by="UBOB"), now=T0 + 20 * 60 * SEC)
+    assert isinstance(paused, Decision)
+    r, pages = paused.rollout, 0
+    for minute in range(21, 40):
+        decision = advance(r, _no_data(50), now=T0 + minute * 60 * SEC)
+        r = decision.rollout
+        pages += sum(isinstance(a, Page) for a in decision.actions)
+    assert pages == 1 and r.phase == Phase.PAUSED
