@@ -237,9 +237,9 @@ def transcript(slack: SlackEmulator) -> str:
             f"{_clock(root.ts)} {_plain(root.text)}" + (" (edited)" if root.edited else "")
         )
         for reply in slack.thread(RELEASE_CHANNEL, root.ts):
-            files = "".join(f" [chart {f.filename}]" for f in reply.files)
-            text = _plain(reply.text).replace("\n", "\n" + " " * 14)
-            lines.append(f"    {_clock(reply.ts)} {text}{files}")
+            parts = [_plain(reply.text), *(f"[chart {f.filename}]" for f in reply.files)]
+            text = " ".join(part for part in parts if part).replace("\n", "\n" + " " * 14)
+            lines.append(f"    {_clock(reply.ts)} {text}")
     return "\n".join(lines)
 
 

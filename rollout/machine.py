@@ -196,10 +196,11 @@ def _on_long_no_data(decision: Decision, observation: Observation, *, now: datet
     held = (
         "the canary keeps its weight and will not advance until data returns"
         if rollout.plan.on_no_data == "hold"
-        else "steps go on (on_no_data: ignore) but the canary will not be promoted without data"
+        else "steps go on (on_no_data: ignore), but it will not be promoted without data"
     )
     alert = Alert(
-        title=f"{rollout.service}: rollout without metrics",
+        title=f"{rollout.service}: no metrics"
+        + (", rollout held" if rollout.plan.on_no_data == "hold" else ""),
         detail=f"No data from Prometheus since {since}; {held}.",
         traffic_on_stable=False,
         at=now,

@@ -125,4 +125,5 @@ class DemoWebServer:
 
     def stop(self) -> None:
         self._server.close()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)

@@ -48,7 +48,7 @@ DEMO_CONFIG = textwrap.dedent(
     cluster_name: {CLUSTER_NAME}
     defaults:
       steps: [25, 50, 75]
-      step_interval: 4s
+      step_interval: 3s
       analysis_interval: 1s
       analysis_window: 10s
       progress_deadline: 30s
@@ -155,7 +155,7 @@ class DemoWorld:
     def metrics_backend(self) -> str:
         if self.prometheus is not None:
             return f"Prometheus at {self.prometheus.url}"
-        return "read directly from the traffic generator (no prometheus binary found)"
+        return "read directly from the traffic generator (no Prometheus)"
 
     @property
     def slack(self) -> SlackEmulator:

@@ -22,14 +22,17 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import requests
 
 from bot.sandbox import RELEASE_CHANNEL, Sandbox
-from emulators.slack import Message
+from emulators.slack import Message, payloads
+from emulators.slack.blocks import find_button
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+FORM = "application/x-www-form-urlencoded"
 
 # Imports the bot once, then forks a `canary-bot serve` per line read: "<port> <log path>".
 # SIGCHLD is ignored so the kernel reaps killed children (no zombies keep their pid alive).
@@ -256,6 +259,34 @@ def open_approval(sandbox: Sandbox, thread_ts: str | None) -> Message | None:
         return None
     replies = sandbox.slack.thread(RELEASE_CHANNEL, thread_ts)
     return next((m for m in replies if has_button(m.blocks, "approve")), None)
+
+
+def click_body(sandbox: Sandbox, *, message: Any, action_id: str, user: str) -> bytes:
+    """The exact bytes of one click, so the same delivery can be sent again (a retry)."""
+    current = sandbox.slack.as_slack_json(message)
+    found = find_button(current.get("blocks", []), action_id)
+    assert found is not None
+    block_id, button = found
+    app = payloads.AppIdentity(
+        team_id=sandbox.slack.team_id,
+        team_domain=sandbox.slack.team_domain,
+        api_app_id="A0CANARY",
+        verification_token="canary-verification-token",
+    )
+    payload = payloads.block_actions(
+        app,
+        user=payloads.user_object(app, user=user, user_name=sandbox.slack.user_name(user)),
+        channel=message.channel,
+        channel_name=sandbox.slack.channel_name(message.channel),
+        message=current,
+        block_id=block_id,
+        button=button,
+        response_url=sandbox.slack.new_response_url(
+            channel=message.channel, user=user, message_ts=message.ts
+        ),
+        trigger=payloads.trigger_id(),
+    )
+    return urlencode({"payload": json.dumps(payload)}).encode()
 
 
 def texts(messages: Sequence[Message]) -> list[str]:

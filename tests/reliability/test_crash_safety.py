@@ -23,21 +23,20 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from bot.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
-from emulators.slack import payloads
-from emulators.slack.blocks import find_button
 from rollout.store import SqliteStore
 from rollout.traffic.replicas import split_replicas
 from tests.reliability.support import (
+    FORM,
     BotProcess,
-    audit_rows,
     card_of,
+    click_body,
     first_blocks,
     has_button,
     logged_errors,
@@ -57,8 +56,8 @@ REPLICAS = 10
 STEPS = (10, 30, 60, 90)
 PLANNED_CANARY = [split_replicas(REPLICAS, weight)[0] for weight in STEPS]  # 1, 3, 6, 9
 RECONCILED_PHASES = ("progressing", "paused", "awaiting_approval")
+ENDED = ("succeeded", "rolled_back")
 STEP_TEXT = re.compile(r"Step (\d+) of (\d+)")
-FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass
@@ -228,18 +227,22 @@ def start_wave(world: CrashWorld, wave: list[Planned]) -> None:
         # A start is acknowledged before it is stored (see the xfail test below), so the kills
         # wait until it is; everything after that point is fair game.
         found = wait_for(
-            lambda p=planned: next(
-                (
-                    r
-                    for r in stored_rollouts(world.sandbox.db_path)
-                    if r["service"] == p.service and r["canary_image"].endswith(":" + p.tag)
-                ),
-                None,
-            ),
+            partial(stored_start, world.sandbox, planned),
             what=f"the {planned.service} rollout to be stored",
             timeout=10,
         )
         planned.rollout_id = found["id"]
+
+
+def stored_start(sandbox: Sandbox, planned: Planned) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in stored_rollouts(sandbox.db_path)
+            if r["service"] == planned.service and r["canary_image"].endswith(":" + planned.tag)
+        ),
+        None,
+    )
 
 
 def act(world: CrashWorld, planned: Planned, rollout: dict[str, Any]) -> None:
@@ -272,8 +275,7 @@ def test_fifty_sigkills_lose_nothing_and_repeat_nothing(world: CrashWorld) -> No
         assert time.monotonic() < deadline, f"not done after {len(world.kills)} kills"
         current = by_id(world)
         finished = all(
-            p.rollout_id in current and current[p.rollout_id]["phase"] in ("succeeded", "rolled_back")
-            for p in rollouts
+            p.rollout_id in current and current[p.rollout_id]["phase"] in ENDED for p in rollouts
         )
         if finished and len(world.kills) >= KILLS:
             break
@@ -290,18 +292,17 @@ def test_fifty_sigkills_lose_nothing_and_repeat_nothing(world: CrashWorld) -> No
             states = ", ".join(
                 f"{r['service']}:{r['phase']}/{r['step_index'] + 1}{'r' if r['step_ready'] else ''}"
                 for r in by_id(world).values()
-                if r["phase"] not in ("succeeded", "rolled_back")
+                if r["phase"] not in ENDED
             )
             world.kill_and_restart(f"#{len(world.kills) + 1} [{states}]")
             next_kill = time.monotonic() + world.rng.uniform(0.2, 2.0)
         time.sleep(0.02)
 
     # Let the last outcome messages go out, then stop for good.
-    for planned in rollouts:
-        wait_for(
-            lambda p=planned: not (by_id(world)[p.rollout_id]["outbox"]),
-            what=f"{planned.service}'s outbox to drain",
-        )
+    wait_for(
+        lambda: not any(by_id(world)[p.rollout_id or ""]["outbox"] for p in rollouts),
+        what="every outbox to drain",
+    )
     world.bot.stop()
     world.sampler.stop()
 
@@ -373,8 +374,10 @@ def slack_problems(world: CrashWorld, rollouts: list[Planned]) -> Iterator[str]:
         want = [(n, len(STEPS)) for n in range(1, reached + 1)]
         if steps != want or reached < (planned.rollback_at or 0):
             yield f"{planned.rollout_id}: steps announced {steps}, want {want}"
-        outcome = "Released" if planned.rollback_at is None else "Rolled back after"
-        for text in (outcome, "Promotion started" if planned.rollback_at is None else "Rolling back"):
+        once = ("Released", "Promotion started")
+        if planned.rollback_at is not None:
+            once = ("Rolled back after", "Rolling back")
+        for text in once:
             found = sum(1 for r in replies if text in r.text)
             if found != 1:
                 yield f"{planned.rollout_id}: {found} replies with {text!r}, want one"
@@ -438,34 +441,6 @@ def cluster_problems(world: CrashWorld) -> Iterator[str]:
 # --------------------------------------------------------------------------- known gaps
 
 
-def click_body(sandbox: Sandbox, *, message: Any, action_id: str, user: str) -> bytes:
-    """The exact bytes of one click, so the same delivery can be sent again (a retry)."""
-    current = sandbox.slack.as_slack_json(message)
-    found = find_button(current.get("blocks", []), action_id)
-    assert found is not None
-    block_id, button = found
-    app = payloads.AppIdentity(
-        team_id=sandbox.slack.team_id,
-        team_domain=sandbox.slack.team_domain,
-        api_app_id="A0CANARY",
-        verification_token="canary-verification-token",
-    )
-    payload = payloads.block_actions(
-        app,
-        user=payloads.user_object(app, user=user, user_name=sandbox.slack.user_name(user)),
-        channel=message.channel,
-        channel_name=sandbox.slack.channel_name(message.channel),
-        message=current,
-        block_id=block_id,
-        button=button,
-        response_url=sandbox.slack.new_response_url(
-            channel=message.channel, user=user, message_ts=message.ts
-        ),
-        trigger=payloads.trigger_id(),
-    )
-    return urlencode({"payload": json.dumps(payload)}).encode()
-
-
 @pytest.fixture
 def one_service(tmp_path: Path) -> Iterator[tuple[Sandbox, BotProcess]]:
     sandbox = Sandbox(
@@ -500,8 +475,10 @@ def test_an_acknowledged_start_survives_a_kill(one_service: tuple[Sandbox, BotPr
     bot.start()
     # The person was told it is starting: either it is stored, or they are told it is not.
     wait_for(
-        lambda: stored_rollouts(sandbox.db_path)
-        or any("checkout" in r.text for r in sandbox.slack.responses[1:]),
+        lambda: (
+            stored_rollouts(sandbox.db_path)
+            or any("checkout" in r.text for r in sandbox.slack.responses[1:])
+        ),
         what="the acknowledged start to be kept (or its failure reported)",
         timeout=8,
     )
@@ -520,10 +497,7 @@ def test_a_click_the_bot_died_on_counts_when_slack_retries_it(
     sandbox, bot = one_service
     driver = sandbox.driver_for(bot.url)
     assert driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL).status == 200
-    approval = wait_for(
-        lambda: open_approval(sandbox, (stored_rollouts(sandbox.db_path) or [{}])[0].get("thread_ts")),
-        what="the approval request",
-    )
+    approval = wait_for(lambda: open_approval(sandbox, thread_ts(sandbox)), what="the approval")
     bot.kill()
     bot.start()  # a fresh process: approver group membership is not cached yet
     body = click_body(sandbox, message=approval, action_id="approve", user=CAROL)
@@ -554,6 +528,11 @@ def test_a_click_the_bot_died_on_counts_when_slack_retries_it(
         what="the retried approval to be recorded",
         timeout=5,
     )
+
+
+def thread_ts(sandbox: Sandbox) -> str | None:
+    found = stored_rollouts(sandbox.db_path)
+    return found[0]["thread_ts"] if found else None
 
 
 def _send_quietly(driver: Any, body: bytes) -> None:

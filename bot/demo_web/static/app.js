@@ -101,18 +101,24 @@ function clock(ts) {
   });
 }
 
-function drawMessage(message, { ephemeral = false, inThread = false } = {}) {
-  const node = el("div", `message${ephemeral ? " ephemeral" : ""}`);
-  const author = page.dir.users[message.user ?? message.sender] ?? { real_name: message.user };
-  node.append(avatar(message.user ?? message.sender));
-  const body = el("div", "message-body");
-  const meta = el("div", "meta");
-  meta.append(el("span", "author", escapeHtml(author.real_name)));
-  if (author.role === "app") meta.append(el("span", "app-badge", "APP"));
+// `compact`: a follow-up from the same author shortly after, drawn without name and avatar.
+function drawMessage(message, { ephemeral = false, inThread = false, compact = false } = {}) {
+  const node = el("div", `message${ephemeral ? " ephemeral" : ""}${compact ? " compact" : ""}`);
+  const sender = author(message);
+  const person = page.dir.users[sender] ?? { real_name: sender };
   const time = el("time", "", clock(message.ts));
   time.title = new Date(Number(message.ts) * 1000).toString();
-  meta.append(time);
-  body.append(meta);
+  const body = el("div", "message-body");
+  if (compact) {
+    node.append(el("span", "gutter", clock(message.ts).replace(/\s*[AP]M$/i, "")));
+  } else {
+    node.append(avatar(sender));
+    const meta = el("div", "meta");
+    meta.append(el("span", "author", escapeHtml(person.real_name)));
+    if (person.role === "app") meta.append(el("span", "app-badge", "APP"));
+    meta.append(time);
+    body.append(meta);
+  }
   const ctx = {
     dir: page.dir,
     onButton: (item, button) => press(message, item, button, ephemeral),
@@ -122,7 +128,7 @@ function drawMessage(message, { ephemeral = false, inThread = false } = {}) {
   } else {
     body.append(el("div", "mrkdwn", mrkdwn(message.text, page.dir)));
   }
-  if (message.edited) body.append(el("span", "edited", "(edited)"));
+  if (message.edited) (body.querySelector(".meta") ?? body).append(el("span", "edited", "(edited)"));
   for (const file of message.files ?? []) body.append(drawFile(file));
   if (ephemeral) body.append(el("div", "only-you", "👁 Only visible to you"));
   if (!inThread && message.reply_count) body.append(threadLink(message));
@@ -173,20 +179,33 @@ function sync(container, items) {
   for (const node of old.values()) node.remove();
 }
 
+// An ephemeral's `user` is who may see it; its author is the `sender`.
+function author(message) {
+  return message.sender ?? message.user;
+}
+
 function items(messages, ephemerals, options) {
   const all = [
     ...messages.map((m) => ({ m, ephemeral: false })),
     ...ephemerals.map((m) => ({ m, ephemeral: true })),
   ].sort((a, b) => Number(a.m.ts) - Number(b.m.ts));
-  return all.map(({ m, ephemeral }) => ({
-    key: `${ephemeral ? "e" : "m"}${m.ts}`,
-    sig: `${page.me}|${JSON.stringify(m)}`,
-    draw: () => drawMessage(m, { ...options, ephemeral }),
-  }));
+  return all.map(({ m, ephemeral }, i) => {
+    const before = all[i - 1];
+    const compact = Boolean(
+      before && !ephemeral && !before.ephemeral && !m.reply_count && !before.m.reply_count &&
+        author(before.m) === author(m) && Number(m.ts) - Number(before.m.ts) < 300,
+    );
+    return {
+      key: `${ephemeral ? "e" : "m"}${m.ts}`,
+      sig: `${page.me}|${compact}|${JSON.stringify(m)}`,
+      draw: () => drawMessage(m, { ...options, ephemeral, compact }),
+    };
+  });
 }
 
 function keepAtBottom(scroller, change) {
-  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  const fresh = scroller.querySelector("[data-key]") === null;
+  const atBottom = fresh || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   change();
   if (atBottom) scroller.scrollTop = scroller.scrollHeight;
 }
