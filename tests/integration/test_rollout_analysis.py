@@ -14,6 +14,7 @@ the query window, so a breach in one test cannot leak into the next.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import PIL.Image
 import pytest
 import yaml
 
@@ -337,6 +339,27 @@ def test_healthy_canary_goes_through_every_step_to_approval(sandbox: Sandbox) ->
     rate = measured[-1].get("request_rate")
     assert rate.canary is not None and rate.stable is not None
     assert 100 * rate.canary / (rate.canary + rate.stable) > 50  # past step 2's 50 %
+
+    # Issue 4: a snapshot (canary vs stable, each rule's verdict) and a chart at every step.
+    snapshots = [m for m in replies(sandbox) if re.search(r"Step \d of 3 reached", m.text)]
+    assert len(snapshots) == 3
+    assert all("error_rate" in shown(m) and "Healthy" in shown(m) for m in snapshots)
+    charts = [f for f in sandbox.slack.files if f.thread_ts == rollout.thread_ts]
+    assert len(charts) == 3
+    for chart in charts:
+        image = PIL.Image.open(io.BytesIO(chart.content))
+        assert image.format == "PNG" and image.width >= 600 and image.height >= 300
+    uploads = {c.method for c in sandbox.slack.calls}
+    assert {"files.getUploadURLExternal", "files.completeUploadExternal"} <= uploads
+
+    # The card is updated in place, once per change it shows: never twice with the same look.
+    card = root(sandbox)
+    assert card is not None
+    versions = [(v.text, json.dumps(v.blocks, sort_keys=True)) for v in card.history]
+    assert all(a != b for a, b in itertools.pairwise(versions))
+    assert card.edited == len(sandbox.slack.calls_to("chat.update")) - sum(
+        1 for c in sandbox.slack.calls_to("chat.update") if c.args.get("ts") != card.ts
+    )
 
 
 @pytest.mark.timeout(60)
