@@ -232,7 +232,8 @@ class Engine:
                 )
                 return outcome
             decided, _ = self._messages.enqueue(outcome.rollout, outcome.actions)
-            self._save(rollout, decided, actor=command.by, action=action)
+            reason = getattr(command, "reason", None)  # pause, rollback and reject carry one
+            self._save(rollout, decided, actor=command.by, action=action, detail=reason)
             return decided
 
     def carry_on(self, rollout_id: str) -> None:

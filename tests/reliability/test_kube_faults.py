@@ -41,7 +41,7 @@ from tests.reliability.support import (
 
 SERVICES = ("checkout", "cart", "search")
 REPLICAS = 10
-STEPS = (20, 50, 80)
+STEPS = (10, 20, 40, 60, 80)
 STEP_TEXT = re.compile(r"Step (\d+) of \d+: the canary now gets \*([\d.]+)%\*")
 ONCALL = "<!subteam^S0ONCALL>"
 
@@ -150,7 +150,7 @@ def test_rollouts_reach_their_end_and_no_step_is_announced_early_under_faults(
     faults.error_rate, faults.conflict_rate = 0.1, 0.1
     faults.latency, faults.timeout_rate, faults.timeout_sleep = 0.02, 0.03, 0.8
 
-    rollback_at = {"cart": 2}
+    rollback_at = {"cart": 3}
     for service in SERVICES:
         reply = sandbox.driver.command(f"start {service} v2.4.0", user=BOB, channel=RELEASE_CHANNEL)
         assert reply.status == 200 and "Starting" in reply.body, reply.body
@@ -199,7 +199,7 @@ def test_rollouts_reach_their_end_and_no_step_is_announced_early_under_faults(
             problems.append(f"{service} has {replicas(sandbox, service)} replicas")
     assert not problems, "\n".join(problems) + f"\nfaults: {dict(counts)}"
     # The faults really happened, each kind several times.
-    assert counts["errors (500)"] >= 5 and counts["conflicts (409)"] >= 3, counts
+    assert counts["errors (500)"] >= 5 and counts["conflicts (409)"] >= 2, counts
     assert counts["timeouts"] >= 2, counts
 
 
@@ -281,7 +281,7 @@ def failed_rollback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Failed
         sandbox.server.start()
         driver = sandbox.driver_for(sandbox.server.url)
         driver.command("start checkout v2.4.0", user=BOB, channel=RELEASE_CHANNEL)
-        rollout = wait_for(
+        rollout: Rollout = wait_for(
             lambda: (r := latest(sandbox, "checkout")) and r.step_ready and r,
             what="the first step",
         )
