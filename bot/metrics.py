@@ -2,13 +2,61 @@
 
 A private registry (not the process-global default) so several bots in one test process, or
 the demo beside the tests, never share counters.
+
+Transitions, rollbacks and refusals are read from the audit table at scrape time rather than
+counted where they happen: every one of them is already an audit row, written in the same
+transaction as the change, so the numbers cannot drift from the record, survive restarts, and
+need no hook in the engine. The table is append-only (triggers refuse UPDATE and DELETE), so
+each scrape reads only the rows added since the last one.
+
+Errors by dependency are counted where the bot already reports them: each module that talks to
+Kubernetes, Slack or Prometheus logs a failed call at WARNING or above, so a logging handler
+maps the module to its dependency. Listener failures are counted by the runtime's error handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import sqlite3
+import threading
+import weakref
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+BOT_ACTOR = "canary-bot"
+
+# Which dependency a module's failure reports are about. `rollout.engine` logs only cluster
+# operations below ERROR; its errors carry the exception, which names the dependency itself.
+DEPENDENCY_OF_LOGGER: Mapping[str, str] = {
+    "rollout.kube": "kubernetes",
+    "rollout.traffic": "kubernetes",
+    "rollout.engine": "kubernetes",
+    "rollout.messenger": "slack",
+    "bot.notifier": "slack",
+    "handlers.auth": "slack",
+    "rollout.analysis": "prometheus",
+}
+DEPENDENCY_OF_MODULE: Mapping[str, str] = {
+    "kubernetes": "kubernetes",
+    "urllib3": "kubernetes",
+    "slack_sdk": "slack",
+    "slack_bolt": "slack",
+    "prometheus_api_client": "prometheus",
+    "requests": "prometheus",
+    "sqlite3": "store",
+    "sqlite_utils": "store",
+}
+
+
+def dependency_of(error: BaseException) -> str:
+    """`kubernetes`, `slack`, `prometheus`, `store`, or `bot` for the bot's own faults."""
+    return DEPENDENCY_OF_MODULE.get(type(error).__module__.split(".")[0], "bot")
 
 
 class BotMetrics:
@@ -28,11 +76,134 @@ class BotMetrics:
         )
         self.errors = Counter(
             "canary_bot_errors",
-            "Errors by dependency",
+            "Failed calls to a dependency (kubernetes, slack, prometheus, store) and bot faults",
             ["dependency"],
             registry=self.registry,
         )
+        for dependency in ("kubernetes", "slack", "prometheus"):
+            self.errors.labels(dependency=dependency)  # present (at 0) before the first error
         active = Gauge(
             "canary_bot_active_rollouts", "Rollouts not yet finished", registry=self.registry
         )
         active.set_function(lambda: float(active_rollouts()))
+        self._audit: AuditCollector | None = None
+        self._audit_lock = threading.Lock()
+        _ErrorLogCounter.attach(self)
+
+    def count_error(self, dependency: str) -> None:
+        self.errors.labels(dependency=dependency).inc()
+
+    def watch_audit(self, database: Path) -> None:
+        """Serve transition, rollback and refusal counts from the store's audit table."""
+        with self._audit_lock:
+            if self._audit is None:
+                self._audit = AuditCollector(database)
+                self.registry.register(self._audit)
+
+
+class AuditCollector(Collector):
+    """Counts read from the append-only audit table, incrementally, at scrape time."""
+
+    def __init__(self, database: Path) -> None:
+        self._database = database
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._entered: Tally[str] = Tally()
+        self._rollbacks: Tally[str] = Tally()
+        self._refusals: Tally[str] = Tally()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            self._catch_up()
+            entered, rollbacks, refusals = (
+                dict(self._entered),
+                dict(self._rollbacks),
+                dict(self._refusals),
+            )
+        yield _family(
+            "canary_bot_transitions",
+            "Rollout phase changes, by the phase entered",
+            "phase",
+            entered,
+        )
+        yield _family(
+            "canary_bot_rollbacks",
+            "Rollbacks started, by who started them (a person, or the bot on a breach)",
+            "started_by",
+            rollbacks,
+        )
+        yield _family(
+            "canary_bot_refusals",
+            "Commands and clicks refused (permission, policy, state), by action",
+            "action",
+            refusals,
+        )
+
+    def _catch_up(self) -> None:
+        if not self._database.exists():
+            return
+        uri = f"file:{self._database}?mode=ro"
+        try:
+            with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+                rows = db.execute(
+                    "SELECT id, actor, action, json_extract(before, '$.phase'), "
+                    "json_extract(after, '$.phase') FROM audit WHERE id > ? ORDER BY id",
+                    [self._last_id],
+                ).fetchall()
+        except sqlite3.OperationalError:  # no audit table yet: nothing has happened
+            return
+        for row_id, actor, action, before, after in rows:
+            self._last_id = row_id
+            if action.startswith("refused:"):
+                self._refusals[action.removeprefix("refused:").strip()] += 1
+            if after is None or after == before:
+                continue
+            self._entered[after] += 1
+            if after == "rolling_back":
+                self._rollbacks["bot" if actor == BOT_ACTOR else "person"] += 1
+
+
+def _family(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
+class _ErrorLogCounter(logging.Handler):
+    """Counts WARNING+ records of the modules that talk to a dependency, for every live
+    `BotMetrics` in the process (weakly held: a stopped bot's metrics simply go away)."""
+
+    _instance: _ErrorLogCounter | None = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self._targets: weakref.WeakSet[BotMetrics] = weakref.WeakSet()
+
+    @classmethod
+    def attach(cls, metrics: BotMetrics) -> None:
+        with cls._guard:
+            if cls._instance is None:
+                cls._instance = cls()
+                for name in DEPENDENCY_OF_LOGGER:
+                    logging.getLogger(name).addHandler(cls._instance)
+            cls._instance._targets.add(metrics)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        dependency = _record_dependency(record)
+        if dependency is None:
+            return
+        for metrics in list(self._targets):
+            metrics.count_error(dependency)
+
+
+def _record_dependency(record: logging.LogRecord) -> str | None:
+    if record.exc_info and record.exc_info[1] is not None:
+        return dependency_of(record.exc_info[1])
+    name = record.name
+    while name:
+        if name in DEPENDENCY_OF_LOGGER:
+            return DEPENDENCY_OF_LOGGER[name]
+        name = name.rpartition(".")[0]
+    return None

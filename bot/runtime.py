@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.kube import load_api_client
+from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics
 from bot.notifier import SlackNotifier
 from handlers import actions, commands
@@ -109,6 +110,7 @@ class Runtime:
         api_client: k8s.ApiClient | None = None,
         metrics_provider: MetricsProvider | None = None,
     ) -> None:
+        install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
         self.config = config
         self.clock = clock or SystemClock()
         self.store = SqliteStore(config.store.path)

@@ -283,7 +283,8 @@ class Engine:
     def _show_verdict(self, rollout: Rollout, analysis: Analysis) -> None:
         """Keep the card's verdict current; it changes rarely, so this is rarely a write."""
         verdict = analysis.verdict.value
-        if rollout.phase.is_terminal or rollout.verdict == verdict:
+        # Terminal too: a breach that rolled back in this very tick must not leave "healthy".
+        if rollout.verdict == verdict:
             return
         judged = replace(rollout, verdict=verdict)
         self.store.save(rollout, judged, actor=BOT, action="verdict", audit=False)

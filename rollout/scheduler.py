@@ -65,5 +65,7 @@ class BeatScheduler:
     def stop(self) -> None:
         global _beat
         if self._scheduler.running:
+            # Pause first so no beat is submitted to an executor that is shutting down.
+            self._scheduler.pause()
             self._scheduler.shutdown(wait=True)
         _beat = None

@@ -228,7 +228,8 @@ def test_card_shows_why_it_stopped_escaped_and_clipped(phase: Phase) -> None:
         make_rollout(phase=phase, reason=NASTY), cluster_name="prod", next_step_at=None
     )
     text = all_text(card)
-    assert "&lt;!channel&gt; &amp; &lt;@U999&gt;" in text
+    # A broadcast in a reason is shown, never sent; a user mention stays a mention.
+    assert "&lt;!channel&gt; &amp; <@U999>" in text
     assert "<!channel>" not in text
     assert "…" in text
 
@@ -351,7 +352,7 @@ def test_approval_closed_names_every_approver_and_when() -> None:
     )
     message = approval_closed(rollout)
     assert buttons(message) == {}
-    assert f"Approved by <@U02BOB> <@U03CAROL> at {slack_date(NOW)}" in all_text(message)
+    assert f"Approved by <@U02BOB> <@U03CAROL>, {slack_date(NOW)}" in all_text(message)
 
 
 def test_approval_closed_after_a_rejection_keeps_the_reason() -> None:
@@ -359,7 +360,7 @@ def test_approval_closed_after_a_rejection_keeps_the_reason() -> None:
         phase=Phase.ROLLING_BACK, rejected_by="U02BOB", decided_at=NOW, reason="not on a Friday"
     )
     text = all_text(approval_closed(rollout))
-    assert f"Rejected by <@U02BOB> at {slack_date(NOW)}: not on a Friday" in text
+    assert f"Rejected by <@U02BOB>, {slack_date(NOW)}: not on a Friday" in text
 
 
 @pytest.mark.parametrize("phase", [Phase.ROLLED_BACK, Phase.FAILED, Phase.PAUSED])

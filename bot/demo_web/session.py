@@ -69,6 +69,8 @@ class DemoSession:
         if command != "/canary":
             self._note(user, f"`{command or text}` is not a command here. Try `/canary help`.")
             return
+        # The answer is shown where the command was sent, before what the bot posts after it.
+        sent = time.time()
         reply = self._world.driver.command(rest.strip(), user=user, channel=self._channel)
         if reply.response_url is not None:
             with self._lock:
@@ -76,7 +78,7 @@ class DemoSession:
         if reply.status != 200:
             self._note(user, f"/canary failed with the error `http_status_{reply.status}`")
         elif isinstance(reply.json, dict) and (reply.json.get("text") or reply.json.get("blocks")):
-            self._keep_ack(user, reply.json, sender=self._world.slack.bot_user_id)
+            self._keep_ack(user, reply.json, sender=self._world.slack.bot_user_id, at=sent)
 
     def click(self, *, user: str, channel: str, ts: str, action_id: str, value: str | None) -> None:
         _check_user(user)
@@ -228,12 +230,14 @@ class DemoSession:
         if reply.status != 200:
             self._note(user, f"The bot answered HTTP {reply.status} to that click.")
 
-    def _keep_ack(self, user: str, body: JsonObject, *, sender: str) -> None:
+    def _keep_ack(
+        self, user: str, body: JsonObject, *, sender: str, at: float | None = None
+    ) -> None:
         with self._lock:
             self._acks.append(
                 Ephemeral(
                     user=user,
-                    ts=f"{time.time():.6f}",
+                    ts=f"{time.time() if at is None else at:.6f}",
                     thread_ts=None,
                     text=str(body.get("text") or ""),
                     blocks=list(body.get("blocks") or []),

@@ -9,6 +9,7 @@ ones, so breaking the canary (a higher error rate) makes the bot roll back and p
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,8 @@ from emulators.direct_metrics import DirectMetrics
 from emulators.prometheus import PrometheusServer, find_prometheus_binary
 from emulators.slack import SlackDriver, SlackEmulator
 from emulators.traffic import TrafficExporter
+
+log = logging.getLogger(__name__)
 
 NAMESPACE, SERVICE = "shop", "checkout"
 ONCALL_GROUP = "S0ONCALL"
@@ -77,6 +80,7 @@ class DemoWorld:
         }
         self.weight_of = canary_weight_from_cluster(self.sandbox.kube)
         self.exporter = TrafficExporter(weight_of=self.weight_of)
+        self._require_prometheus = bool(prometheus)
         self._binary = find_prometheus_binary() if prometheus is not False else None
         if prometheus and self._binary is None:
             raise FileNotFoundError("no prometheus binary: apt-get install prometheus")
@@ -97,21 +101,34 @@ class DemoWorld:
         self.exporter.add_service(NAMESPACE, SERVICE, deployment=SERVICE, rps=40.0)
         self.break_canary(False)
         address = self.exporter.start()
-        if self._binary is not None:
-            self.prometheus = PrometheusServer(
-                targets=[address], scrape_interval="1s", binary=self._binary
-            )
-            url = self.prometheus.start()
+        url = self._start_prometheus(address) if self._binary is not None else None
+        if url is not None:
             self.sandbox.config_text = DEMO_CONFIG + f"prometheus:\n  url: {url}\n"
         else:
             self.direct = DirectMetrics(self.exporter)
             self.direct.start()
             self.sandbox.metrics_provider = self.direct
         self.sandbox.start()
-        if self.prometheus is not None:
+        self.sandbox.start_bot()
+
+    def _start_prometheus(self, target: str) -> str | None:
+        """Prometheus scraping the traffic; None (read directly) if it will not start."""
+        assert self._binary is not None
+        self.prometheus = PrometheusServer(
+            targets=[target], scrape_interval="1s", binary=self._binary
+        )
+        try:
+            url = self.prometheus.start()
             # Until the first scrape every metric is "no data" and the first step would wait.
             self.prometheus.wait_until_scraped()
-        self.sandbox.start_bot()
+        except (RuntimeError, TimeoutError, OSError) as error:
+            if self._require_prometheus:
+                raise
+            log.warning("Prometheus did not start, reading the traffic directly: %s", error)
+            self.prometheus.close()
+            self.prometheus = None
+            return None
+        return url
 
     def stop(self) -> None:
         self.sandbox.stop()

@@ -29,6 +29,7 @@ from handlers.blocks.common import (
     mentions,
     percent,
     plain,
+    reason_text,
     section,
     slack_date,
 )
@@ -99,9 +100,12 @@ def approval_closed(rollout: Rollout) -> Message:
 
 
 def _outcome(rollout: Rollout) -> str:
-    when = f" at {slack_date(rollout.decided_at)}" if rollout.decided_at else ""
+    when = f", {slack_date(rollout.decided_at)}" if rollout.decided_at else ""
     if rollout.rejected_by:
-        why = f": {plain(rollout.reason, 2000)}" if rollout.reason else ""
+        # The stored reason starts "rejected by <@U…>", which this line already says.
+        given = (rollout.reason or "").removeprefix(f"rejected by <@{rollout.rejected_by}>")
+        given = given.removeprefix(":").strip()
+        why = f": {reason_text(given, 2000)}" if given else ""
         return f":no_entry: Rejected by {mention(rollout.rejected_by)}{when}{why}"
     if rollout.approvals and rollout.approved:
         return (
@@ -109,5 +113,5 @@ def _outcome(rollout: Rollout) -> str:
             f"{when}"
         )
     moved_on = PHASE_LABEL[rollout.phase].lower()
-    why = f" — {plain(rollout.reason, 2000)}" if rollout.reason else ""
+    why = f" — {reason_text(rollout.reason, 2000)}" if rollout.reason else ""
     return f"{PHASE_SYMBOL[rollout.phase]} Approval no longer needed: {moved_on}{why}"

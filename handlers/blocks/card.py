@@ -34,6 +34,7 @@ from handlers.blocks.common import (
     phase_text,
     plain,
     progress_bar,
+    reason_text,
     section,
     slack_date,
 )
@@ -112,7 +113,7 @@ def _body(
         cells.append(("Approved by", mentions(rollout.approvals, limit=1500)))
     blocks.append(fields(cells))
     if rollout.phase in _REASON_SHOWN and rollout.reason:
-        blocks.append(section(f"*Reason:* {plain(rollout.reason, 2500)}"))
+        blocks.append(section(f"*Reason:* {reason_text(rollout.reason, 2500)}"))
     if rollout.phase is Phase.FAILED:
         blocks.append(
             section(

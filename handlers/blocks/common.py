@@ -107,6 +107,12 @@ def plain(text: str, limit: int) -> str:
     return clip(escape(text.strip()), limit)
 
 
+def reason_text(text: str, limit: int) -> str:
+    """A reason for mrkdwn: escaped like `plain`, but the mentions the bot wrote (`<@U…>` in
+    "rolled back by <@U…>") stay mentions."""
+    return clip(escape_keeping_entities(text.strip()), limit)
+
+
 def one_line(text: str, limit: int) -> str:
     """Like `plain`, with line breaks folded, for texts that share a line with others."""
     return plain(" ".join(text.split()), limit)

@@ -25,9 +25,9 @@ from handlers.blocks.common import (
     human_duration,
     mention,
     mentions,
-    one_line,
     plain,
     progress_bar,
+    reason_text,
     section,
     slack_date,
 )
@@ -144,5 +144,5 @@ def _history_entry(rollout: Rollout) -> str:
     if rollout.rejected_by:
         lines.append(f"Rejected by {mention(rollout.rejected_by)}")
     if rollout.reason and rollout.phase in (Phase.ROLLED_BACK, Phase.FAILED, Phase.PAUSED):
-        lines.append(f"> {one_line(rollout.reason, 1000)}")
+        lines.append(f"> {reason_text(' '.join(rollout.reason.split()), 1000)}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from handlers.blocks.common import (
     percent,
     plain,
     progress_bar,
+    reason_text,
     section,
 )
 from rollout.events import (
@@ -49,7 +50,7 @@ def _describe(rollout: Rollout, event: Event) -> str:
                 f"*{percent(event.weight)}* of traffic  `{progress_bar(event.weight)}`"
             )
         case Paused():
-            why = f": {plain(event.reason, REASON_MAX)}" if event.reason else ""
+            why = f": {reason_text(event.reason, REASON_MAX)}" if event.reason else ""
             return (
                 f"{PHASE_SYMBOL[Phase.PAUSED]} Paused by {mention(event.by)}{why}\n"
                 f"The canary keeps {percent(rollout.weight)} of traffic until "
@@ -72,7 +73,7 @@ def _describe(rollout: Rollout, event: Event) -> str:
             who = f" by {mention(event.by)}" if event.by else ""
             return (
                 f"{PHASE_SYMBOL[Phase.ROLLING_BACK]} Rolling back{who}: "
-                f"{plain(event.reason, REASON_MAX)}\nAll traffic goes back to "
+                f"{reason_text(event.reason, REASON_MAX)}\nAll traffic goes back to "
                 f"{code(rollout.stable_image)}."
             )
         case Finished():
@@ -82,7 +83,7 @@ def _describe(rollout: Rollout, event: Event) -> str:
 
 def _finished(rollout: Rollout, event: Finished) -> str:
     took = human_duration(event.duration)
-    why = f": {plain(event.reason, REASON_MAX)}" if event.reason else "."
+    why = f": {reason_text(event.reason, REASON_MAX)}" if event.reason else "."
     if event.phase == Phase.SUCCEEDED:
         return (
             f"{PHASE_SYMBOL[Phase.SUCCEEDED]} Released {code(rollout.canary_image)} in {took}: "

@@ -112,6 +112,7 @@ def test_typing_a_command_and_approving_in_the_page_promotes(
                 "[...document.querySelectorAll('#thread img')]"
                 ".every(img => img.complete && img.naturalWidth > 0)"
             )
+            page.mouse.move(0, 0)  # no hover highlight in the picture
             page.screenshot(path=str(tmp_path / "demo.png"))
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tmp_path / "demo.png", SCREENSHOT)

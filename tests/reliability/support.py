@@ -29,6 +29,7 @@ import requests
 from bot.sandbox import RELEASE_CHANNEL, Sandbox
 from emulators.slack import Message, payloads
 from emulators.slack.blocks import find_button
+from rollout.model import Rollout
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -200,6 +201,15 @@ def audit_rows(db_path: Path, *, since_id: int = 0) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+def active_rollout(
+    sandbox: Sandbox, service: str, *, where: Callable[[Rollout], object] = bool
+) -> Rollout | None:
+    """The service's active rollout in an in-process bot, if it passes `where`."""
+    assert sandbox.runtime is not None, "the bot runs in this process"
+    rollout: Rollout | None = sandbox.runtime.store.active_for(service)
+    return rollout if rollout is not None and where(rollout) else None
+
+
 # --------------------------------------------------------------------------- the cluster
 
 
@@ -261,8 +271,11 @@ def open_approval(sandbox: Sandbox, thread_ts: str | None) -> Message | None:
     return next((m for m in replies if has_button(m.blocks, "approve")), None)
 
 
-def click_body(sandbox: Sandbox, *, message: Any, action_id: str, user: str) -> bytes:
-    """The exact bytes of one click, so the same delivery can be sent again (a retry)."""
+def click_body(
+    sandbox: Sandbox, *, message: Any, action_id: str, user: str, channel: str | None = None
+) -> bytes:
+    """The exact bytes of one click, so the same delivery can be sent again (a retry);
+    `channel` forges the channel the click claims to come from."""
     current = sandbox.slack.as_slack_json(message)
     found = find_button(current.get("blocks", []), action_id)
     assert found is not None
@@ -276,8 +289,8 @@ def click_body(sandbox: Sandbox, *, message: Any, action_id: str, user: str) -> 
     payload = payloads.block_actions(
         app,
         user=payloads.user_object(app, user=user, user_name=sandbox.slack.user_name(user)),
-        channel=message.channel,
-        channel_name=sandbox.slack.channel_name(message.channel),
+        channel=channel or message.channel,
+        channel_name=sandbox.slack.channel_name(channel or message.channel),
         message=current,
         block_id=block_id,
         button=button,
@@ -302,16 +315,17 @@ def sandbox_config(
     approvers: str = "[S0SRE]",
     rules: str = "[]",
     progress_deadline: str = "30s",
-    environment: str = "production",
+    staging: Sequence[str] = (),
 ) -> str:
-    """A sandbox config with one `replicas` service per name (Deployment of the same name)."""
+    """A sandbox config with one `replicas` service per name (Deployment of the same name);
+    production unless named in `staging`."""
     blocks = "".join(
         f"  {name}:\n"
         f"    namespace: shop\n"
         f"    deployment: {name}\n"
         f"    container: app\n"
         f"    strategy: replicas\n"
-        f"    environment: {environment}\n"
+        f"    environment: {'staging' if name in staging else 'production'}\n"
         for name in services
     )
     return (

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,11 @@ def flaky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[San
     finally:
         sampler.stop()
         sandbox.stop()
+
+
+def step_ready(sandbox: Sandbox, service: str) -> Rollout | None:
+    rollout = latest(sandbox, service)
+    return rollout if rollout is not None and rollout.step_ready else None
 
 
 def latest(sandbox: Sandbox, service: str) -> Rollout | None:
@@ -281,10 +287,7 @@ def failed_rollback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Failed
         sandbox.server.start()
         driver = sandbox.driver_for(sandbox.server.url)
         driver.command("start checkout v2.4.0", user=BOB, channel=RELEASE_CHANNEL)
-        rollout: Rollout = wait_for(
-            lambda: (r := latest(sandbox, "checkout")) and r.step_ready and r,
-            what="the first step",
-        )
+        rollout = wait_for(partial(step_ready, sandbox, "checkout"), what="the first step")
         sandbox.kube.faults.error_rate = 1.0
         reply = driver.command("rollback checkout", user=ALICE, channel=RELEASE_CHANNEL)
         assert reply.status == 200, reply.body

@@ -1,0 +1,66 @@
+"""`bot.logging_setup`: a secret never survives into a log line, however it was logged."""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from bot.logging_setup import REDACTED, RedactingFilter, install_redaction
+
+
+@pytest.fixture
+def secret() -> str:
+    return f"xoxb-{secrets.token_hex(12)}"
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"redaction-test-{secrets.token_hex(4)}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def log_every_way(logger: logging.Logger, secret: str) -> None:
+    logger.info("as an argument: %s", secret)
+    logger.info(f"in the message: {secret}")
+    logger.info("in a mapping: %(token)s", {"token": secret})
+    logger.info("too few arguments for the format %s %s", secret)
+    try:
+        raise PermissionError(f"invalid_auth for {secret}")
+    except PermissionError:
+        logger.exception("with a traceback")
+    logger.info("with the stack", stack_info=True, extra={"unrelated": secret})
+
+
+def test_install_redaction_covers_records_from_any_logger(
+    secret: str, captured: tuple[logging.Logger, io.StringIO]
+) -> None:
+    logger, stream = captured
+    install_redaction(secret, None, "short")
+    log_every_way(logger, secret)
+    output = stream.getvalue()
+    assert secret not in output
+    assert output.count(REDACTED) >= 5
+    logger.info("a short word stays: short")  # too short to be a secret: never redacted
+    assert "a short word stays: short" in stream.getvalue()
+
+
+def test_a_filter_redacts_for_one_handler(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = captured
+    other = f"signing-{secrets.token_hex(12)}"
+    logger.handlers[0].addFilter(RedactingFilter([other]))
+    logger.warning("secret %s in %s", other, "args")
+    assert other not in stream.getvalue()
+    assert f"secret {REDACTED} in args" in stream.getvalue()
