@@ -28,7 +28,7 @@ def register(app: App, *, services: HandlerServices) -> None:
     @app.action("approve")
     def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         user, rollout_id = _who_and_what(body)
-        if not _first(services, body):
+        if services.already_handled(_delivery(body)):
             ack()
             return
         approvers = services.engine.config.slack.approvers
@@ -37,7 +37,15 @@ def register(app: App, *, services: HandlerServices) -> None:
             why = f"Only approvers may approve: {describe_principals(approvers)}."
             _refuse(services, respond, user=user, action="approve", why=why, rollout_id=rollout_id)
             return
-        _apply(services, ack, respond, rollout_id, commands.Approve(by=user), action="approve")
+        _apply(
+            services,
+            ack,
+            respond,
+            rollout_id,
+            commands.Approve(by=user),
+            action="approve",
+            delivery=_delivery(body),
+        )
 
     @app.action("reject")
     def reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
@@ -82,7 +90,7 @@ def _register_card_button(app: App, action_id: str, *, services: HandlerServices
     @app.action(action_id)
     def card_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         user, rollout_id = _who_and_what(body)
-        if not _first(services, body):
+        if services.already_handled(_delivery(body)):
             ack()
             return
         slack = services.engine.config.slack
@@ -101,7 +109,15 @@ def _register_card_button(app: App, action_id: str, *, services: HandlerServices
             command = commands.Resume(by=user)
         else:
             command = commands.Rollback(by=user, reason="from the status card")
-        _apply(services, ack, respond, rollout_id, command, action=action_id)
+        _apply(
+            services,
+            ack,
+            respond,
+            rollout_id,
+            command,
+            action=action_id,
+            delivery=_delivery(body),
+        )
 
 
 def _apply(
@@ -112,9 +128,11 @@ def _apply(
     command: commands.Command,
     *,
     action: str,
+    delivery: str,
 ) -> None:
     """Record the decision, then acknowledge: an acknowledged click is never lost."""
     outcome = services.engine.command(rollout_id, command, action=action)
+    services.handled(delivery)
     ack()
     if isinstance(outcome, Refusal):
         respond(response_type="ephemeral", replace_original=False, text=outcome.message)
@@ -140,12 +158,10 @@ def _who_and_what(body: dict[str, Any]) -> tuple[str, str]:
     return body["user"]["id"], str(action.get("value") or "")
 
 
-def _first(services: HandlerServices, body: dict[str, Any]) -> bool:
-    """A retried delivery of the same click (same action_ts, same user) acts once."""
+def _delivery(body: dict[str, Any]) -> str:
+    """One click, however often Slack delivers it: same action, same action_ts, same user."""
     action = body["actions"][0]
-    return services.first_delivery(
-        f"click:{action.get('action_id')}:{action.get('action_ts')}:{body['user']['id']}"
-    )
+    return f"click:{action.get('action_id')}:{action.get('action_ts')}:{body['user']['id']}"
 
 
 def _reject_view(rollout_id: str, body: dict[str, Any]) -> dict[str, Any]:

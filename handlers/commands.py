@@ -37,7 +37,8 @@ def register(app: App, *, services: HandlerServices) -> None:
     def canary(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         user, channel = command["user_id"], command["channel_id"]
         trigger = command.get("trigger_id")
-        if trigger and not services.first_delivery(f"command:{trigger}"):
+        delivery = f"command:{trigger}" if trigger else None
+        if services.already_handled(delivery):
             ack()
             return
         parsed = parse.parse_command(command.get("text") or "")
@@ -55,9 +56,17 @@ def register(app: App, *, services: HandlerServices) -> None:
             _refuse(ack, services, user=user, action=type(parsed).__name__.lower(), why=why)
             return
         if isinstance(parsed, parse.Start):
-            _start(parsed, services, ack=ack, respond=respond, user=user, channel=channel)
+            _start(
+                parsed,
+                services,
+                ack=ack,
+                respond=respond,
+                user=user,
+                channel=channel,
+                delivery=delivery,
+            )
         else:
-            _change(parsed, services, ack=ack, respond=respond, user=user)
+            _change(parsed, services, ack=ack, respond=respond, user=user, delivery=delivery)
 
 
 def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | None:
@@ -120,6 +129,7 @@ def _start(
     respond: Respond,
     user: str,
     channel: str,
+    delivery: str | None,
 ) -> None:
     request = StartRequest(
         service=parsed.service,
@@ -132,20 +142,19 @@ def _start(
         header=parsed.header,
         cookie=parsed.cookie,
     )
-    problem = services.engine.check_start(request)
-    if problem:
-        _refuse(ack, services, user=user, action="start", why=problem)
+    try:
+        rollout = services.engine.accept(request)
+    except StartRefused as refusal:
+        _refuse(ack, services, user=user, action="start", why=str(refusal))
         return
+    services.handled(delivery)
     ack(response_type="ephemeral", text=f"Starting a canary of `{parsed.service}`…")
     try:
-        services.engine.start(request)
+        services.engine.begin(rollout.id)
     except StartRefused as refusal:
         services.refused(user=user, action="start", why=str(refusal))
-        respond(
-            response_type="ephemeral",
-            replace_original=True,
-            **error_message(str(refusal)).payload(),
-        )
+        message = error_message(str(refusal)).payload()
+        respond(response_type="ephemeral", replace_original=True, **message)
 
 
 _COMMANDS: dict[type, Callable[[Any, str], commands.Command]] = {
@@ -157,7 +166,13 @@ _COMMANDS: dict[type, Callable[[Any, str], commands.Command]] = {
 
 
 def _change(
-    parsed: parse.Command, services: HandlerServices, *, ack: Ack, respond: Respond, user: str
+    parsed: parse.Command,
+    services: HandlerServices,
+    *,
+    ack: Ack,
+    respond: Respond,
+    user: str,
+    delivery: str | None,
 ) -> None:
     service: str = getattr(parsed, "service")  # noqa: B009 - every changing command names one
     verb = type(parsed).__name__.lower()
@@ -175,6 +190,7 @@ def _change(
     outcome = services.engine.command(
         rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb
     )
+    services.handled(delivery)
     if isinstance(outcome, Refusal):
         ack(response_type="ephemeral", **error_message(outcome.message).payload())
         return

@@ -127,40 +127,65 @@ class Engine:
             )
         return image_problem(request.image, production=service.is_production)
 
-    def start(self, request: StartRequest) -> Rollout:
+    def accept(self, request: StartRequest) -> Rollout:
+        """Record a start (config and database only: safe before Slack's acknowledgement).
+
+        Once this returns, the start survives a crash: the first tick reads the stable
+        workload, resolves the image and creates the canary, whoever runs it.
+        """
         problem = self.check_start(request)
         if problem:
             raise StartRefused(problem)
         service = self.config.services[request.service]
-        router = self._router(service)
-        now = self._clock.now()
-        draft = self._draft(request, service, now=now)
+        rollout = self._draft(request, service, now=self._clock.now())
         try:
-            container, stable_image = router.stable_image(draft)
-        except Exception as error:
-            raise StartRefused(f"Cannot read the stable workload: {error}") from error
-        canary_image = resolve_image(stable_image, request.image)
-        problem = image_problem(canary_image, production=service.is_production)
-        if problem:
-            raise StartRefused(problem)
-        if canary_image == stable_image:
-            raise StartRefused(
-                f"`{request.service}` already runs {stable_image}; name a different tag or image."
-            )
-        rollout = draft.evolve(
-            now=now, container=container, stable_image=stable_image, canary_image=canary_image
-        )
-        with self._lock(rollout.id):
-            try:
-                self.store.create(rollout, actor=request.by, detail=f"image {canary_image}")
-            except ActiveRolloutExists as error:
-                raise StartRefused(str(error)) from error
-            self._messages.ensure(rollout, before=None)
-            self.tick(rollout.id)
-        started = self.store.get(rollout.id) or rollout
-        if started.phase == Phase.ROLLING_BACK or started.phase.is_terminal:
-            raise StartRefused(f"Rollout of `{request.service}` stopped: {started.reason}")
+            self.store.create(rollout, actor=request.by, detail=f"image {request.image}")
+        except ActiveRolloutExists as error:
+            raise StartRefused(str(error)) from error
+        return rollout
+
+    def begin(self, rollout_id: str) -> Rollout:
+        """The cluster part of a start, right after the acknowledgement."""
+        self.tick(rollout_id)
+        started = self.store.get(rollout_id)
+        assert started is not None
+        if started.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
+            raise StartRefused(f"Rollout of `{started.service}` stopped: {started.reason}")
         return started
+
+    def start(self, request: StartRequest) -> Rollout:
+        return self.begin(self.accept(request).id)
+
+    def _resolve(self, rollout: Rollout) -> Rollout:
+        """Read the stable image and work out the canary's; a problem ends the start cleanly
+        (nothing was created yet, so there is nothing to roll back)."""
+        service = self.config.services[rollout.service]
+        try:
+            container, stable_image = self._router_for(rollout).stable_image(rollout)
+        except Exception as error:
+            return self._refuse_start(rollout, f"cannot read the stable workload: {error}")
+        canary_image = resolve_image(stable_image, rollout.canary_image)
+        problem = image_problem(canary_image, production=service.is_production)
+        if problem is None and canary_image == stable_image:
+            problem = f"`{rollout.service}` already runs {stable_image}; name another tag or image"
+        if problem:
+            return self._refuse_start(rollout, problem)
+        resolved = rollout.evolve(
+            now=self._clock.now(),
+            container=container,
+            stable_image=stable_image,
+            canary_image=canary_image,
+        )
+        self._save(rollout, resolved, actor=BOT, action="resolve image", detail=canary_image)
+        return resolved
+
+    def _refuse_start(self, rollout: Rollout, reason: str) -> Rollout:
+        now = self._clock.now()
+        ended = rollout.evolve(
+            now=now, phase=Phase.ROLLED_BACK, reason=f"could not start: {reason}", finished_at=now
+        )
+        self._save(rollout, ended, actor=BOT, action="start refused", detail=reason)
+        return ended
 
     def _draft(self, request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
         policy = service.policy
@@ -188,8 +213,9 @@ class Engine:
             deployment=service.deployment,
             container=service.container or "",
             strategy=service.strategy,
+            # Resolved against the stable workload by the first tick (see _resolve).
             stable_image="",
-            canary_image="",
+            canary_image=request.image,
             plan=plan,
             target=TrafficTarget(
                 service=service.service,
@@ -270,6 +296,10 @@ class Engine:
             if rollout.phase.is_terminal:
                 self._last_tick.pop(rollout_id, None)
                 return
+            if rollout.phase == Phase.PENDING and not rollout.stable_image:
+                rollout = self._resolve(rollout)
+                if rollout.phase.is_terminal:
+                    return
             if rollout.phase == Phase.PENDING:
                 rollout = self._prepare(rollout)
             now = self._clock.now()

@@ -236,6 +236,10 @@ class SqliteStore:
             )
         return [rollout_from_dict(json.loads(row["data"])) for row in rows]
 
+    def delivery_seen(self, key: str) -> bool:
+        with self._lock:
+            return bool(list(self._db.query("SELECT 1 FROM deliveries WHERE key = ?", [key])))
+
     def first_delivery(self, key: str, *, at: datetime) -> bool:
         """True the first time `key` is seen: Slack may deliver one request several times."""
         with self._transaction() as db:
