@@ -142,6 +142,8 @@ def _slack_answer(slack: SlackRequestHandler) -> Response:
     """
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return _refusal(413, "request body too large")
+    if not request.headers.get("X-Slack-Request-Timestamp", "").isdigit():
+        return _refusal(401, "invalid request")  # Bolt would fail on int() of it: a 500
     try:
         body = request.get_data(as_text=True)
     except RequestEntityTooLarge:  # no Content-Length (chunked): found out while reading

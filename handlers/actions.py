@@ -131,9 +131,10 @@ def _apply(
     delivery: str,
 ) -> None:
     """Record the decision, then acknowledge: an acknowledged click is never lost."""
-    outcome = services.engine.command(rollout_id, command, action=action)
-    services.handled(delivery)
+    outcome = services.engine.command(rollout_id, command, action=action, delivery=delivery)
     ack()
+    if outcome is None:  # a retry of a click already handled
+        return
     if isinstance(outcome, Refusal):
         respond(response_type="ephemeral", replace_original=False, text=outcome.message)
         return

@@ -143,11 +143,13 @@ def _start(
         cookie=parsed.cookie,
     )
     try:
-        rollout = services.engine.accept(request)
+        rollout = services.engine.accept(request, delivery=delivery)
     except StartRefused as refusal:
         _refuse(ack, services, user=user, action="start", why=str(refusal))
         return
-    services.handled(delivery)
+    if rollout is None:  # a retry of a start already recorded
+        ack()
+        return
     ack(response_type="ephemeral", text=f"Starting a canary of `{parsed.service}`…")
     try:
         services.engine.begin(rollout.id)
@@ -188,9 +190,11 @@ def _change(
         _refuse(ack, services, user=user, action=verb, why=why)
         return
     outcome = services.engine.command(
-        rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb
+        rollout.id, _COMMANDS[type(parsed)](parsed, user), action=verb, delivery=delivery
     )
-    services.handled(delivery)
+    if outcome is None:  # a retry of a command already handled
+        ack()
+        return
     if isinstance(outcome, Refusal):
         ack(response_type="ephemeral", **error_message(outcome.message).payload())
         return

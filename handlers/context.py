@@ -16,16 +16,8 @@ class HandlerServices:
     clock: Clock
 
     def already_handled(self, key: str | None) -> bool:
-        """Slack may deliver a request again (retries); one that was handled acts no more.
-
-        A request is marked handled only once its decision is stored (`handled`), so a retry of
-        a request the bot died on is still acted on.
-        """
+        """A cheap early answer for Slack's retries; the engine re-checks under its lock."""
         return key is not None and self.engine.store.delivery_seen(key)
-
-    def handled(self, key: str | None) -> None:
-        if key is not None:
-            self.engine.store.first_delivery(key, at=self.clock.now())
 
     def refused(self, *, user: str, action: str, why: str, rollout_id: str | None = None) -> None:
         self.engine.store.audit(

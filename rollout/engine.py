@@ -93,6 +93,7 @@ class Engine:
         self._messages = Messenger(store=store, notifier=notifier, clock=clock)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        self._start_lock = threading.Lock()
         self._last_tick: dict[str, datetime] = {}
 
     # ----------------------------------------------------------------- starting
@@ -127,12 +128,22 @@ class Engine:
             )
         return image_problem(request.image, production=service.is_production)
 
-    def accept(self, request: StartRequest) -> Rollout:
+    def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
         """Record a start (config and database only: safe before Slack's acknowledgement).
 
         Once this returns, the start survives a crash: the first tick reads the stable
-        workload, resolves the image and creates the canary, whoever runs it.
+        workload, resolves the image and creates the canary, whoever runs it. A `delivery`
+        already handled returns None (Slack's retry of the same command).
         """
+        with self._start_lock:
+            if delivery is not None and self.store.delivery_seen(delivery):
+                return None
+            rollout = self._accept(request)
+            if delivery is not None:
+                self.store.first_delivery(delivery, at=self._clock.now())
+            return rollout
+
+    def _accept(self, request: StartRequest) -> Rollout:
         problem = self.check_start(request)
         if problem:
             raise StartRefused(problem)
@@ -154,7 +165,7 @@ class Engine:
         return started
 
     def start(self, request: StartRequest) -> Rollout:
-        return self.begin(self.accept(request).id)
+        return self.begin(self._accept(request).id)
 
     def _resolve(self, rollout: Rollout) -> Rollout:
         """Read the stable image and work out the canary's; a problem ends the start cleanly
@@ -234,14 +245,27 @@ class Engine:
 
     # ----------------------------------------------------------------- commands
 
-    def command(self, rollout_id: str, command: Command, *, action: str) -> Rollout | Refusal:
+    def command(
+        self, rollout_id: str, command: Command, *, action: str, delivery: str | None = None
+    ) -> Rollout | Refusal | None:
         """Decide on a person's command and save the decision (with its messages queued).
 
         Fast enough to run before Slack's acknowledgement, so an acknowledged click is a
         recorded click even if the bot dies right after; `carry_on` then does the work (every
         cluster action a command leads to follows from the saved phase). Refusals change
-        nothing.
+        nothing. `delivery` names the Slack request: one already handled returns None, and the
+        check and the decision share the rollout's lock, so a retry racing its original acts
+        once.
         """
+        with self._lock(rollout_id):
+            if delivery is not None and self.store.delivery_seen(delivery):
+                return None
+            outcome = self._decide(rollout_id, command, action=action)
+            if delivery is not None:
+                self.store.first_delivery(delivery, at=self._clock.now())
+            return outcome
+
+    def _decide(self, rollout_id: str, command: Command, *, action: str) -> Rollout | Refusal:
         with self._lock(rollout_id):
             rollout = self.store.get(rollout_id)
             if rollout is None:

@@ -182,6 +182,27 @@ def test_any_command_text_gets_a_clear_answer(
     check_answer(bare_bot.driver.command(text, user=user, channel=channel))
 
 
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+
+
+@pytest.mark.timeout(60)
+@settings(FUZZ, max_examples=100)
+@given(timestamp=st.one_of(HEADER_TEXT, st.integers().map(str)), signature=HEADER_TEXT)
+def test_any_forged_signature_headers_get_401(
+    bare_bot: Sandbox, timestamp: str, signature: str
+) -> None:
+    TRIED["signature headers"] += 1
+    answer = bare_bot.driver.post_raw(
+        urlencode(
+            {"command": "/canary", "text": "help", "user_id": BOB, "channel_id": RELEASE_CHANNEL}
+        ).encode(),
+        content_type=FORM,
+        sign=False,
+        headers={"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature},
+    )
+    assert answer.status == 401, (answer.status, answer.body[:300])
+
+
 # --------------------------------------------------------------------------- the config
 
 

@@ -12,6 +12,7 @@ goes to `failed` and on-call is paged, and (DESIGN.md) paged again until someone
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -25,11 +26,14 @@ from typing import Any
 
 import pytest
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
 from bot.runtime import Runtime, Secrets
 from bot.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
 from bot.server import HttpServer
+from emulators.kube import KubeEmulator
 from emulators.slack import SlackDriver
+from rollout.kube import KubeGateway
 from rollout.model import Phase, Rollout
 from rollout.traffic.replicas import split_replicas
 from tests.reliability.support import (
@@ -368,3 +372,27 @@ def test_someone_can_act_on_a_failed_rollback(failed_rollback: FailedRollback) -
         what="the retried rollback to finish",
         timeout=20,
     )
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_write_is_retried_with_growing_jittered_backoff() -> None:
+    """Six attempts, each wait drawn at random below a cap that doubles (tenacity's
+    `wait_random_exponential`): bounded, really waiting, and never in lockstep."""
+    caps = [0.05 * 2**k for k in range(5)]
+    gaps: list[tuple[float, float]] = []  # (gap, its cap)
+    with KubeEmulator() as kube:
+        kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+        kube.seed(stable_deployment())
+        gateway = KubeGateway(kube.api_client())
+        kube.faults.error_rate = 1.0
+        for _ in range(3):
+            kube.clear_writes()
+            with pytest.raises(ApiException):
+                gateway.scale_deployment("shop", "checkout", 3)
+            attempts = [w.at for w in kube.writes_snapshot()]
+            assert len(attempts) == 6
+            waited = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+            gaps += list(zip(waited, caps, strict=True))
+    assert all(gap <= cap + 0.15 for gap, cap in gaps), gaps  # + the time to answer
+    assert sum(gap for gap, _ in gaps) > 0.5, gaps  # it does back off
+    assert any(gap < cap / 2 for gap, cap in gaps), gaps  # drawn at random, not fixed

@@ -149,6 +149,15 @@ def test_requests_without_a_fresh_valid_signature_get_401(sandbox: Sandbox) -> N
         "5 min 1 s old": send_signed(sandbox, body, timestamp=now - 301),
         "5 min 1 s ahead": send_signed(sandbox, body, timestamp=now + 301),
         "an hour ahead": send_signed(sandbox, body, timestamp=now + 3600),
+        "timestamp not a number": sandbox.driver.post_raw(
+            body,
+            content_type=FORM,
+            sign=False,
+            headers={
+                "X-Slack-Request-Timestamp": "soon",
+                "X-Slack-Signature": sandbox.driver.signature(body, timestamp="soon"),
+            },
+        ),
         "body changed after signing": sandbox.driver.post_raw(
             body.replace(b"v2.3.5", b"v6.6.6"),
             content_type=FORM,
