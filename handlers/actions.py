@@ -67,18 +67,28 @@ def register(app: App, *, services: HandlerServices) -> None:
         ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
         user = body["user"]["id"]
-        meta = json.loads(view.get("private_metadata") or "{}")
-        reason = (
-            view.get("state", {}).get("values", {}).get("reason", {}).get("text", {}).get("value")
-        )
-        rollout_id = meta.get("rollout_id", "")
+        meta = _view_metadata(view)
+        rollout_id, channel = str(meta.get("rollout_id") or ""), meta.get("channel")
+        rollout = services.engine.store.get(rollout_id)
+        approvers = services.engine.config.slack.approvers
+        # The modal can be submitted by anyone who can forge one: check again here.
+        if rollout is None or not (
+            services.directory.is_among(user, approvers) or rollout.started_by == user
+        ):
+            ack()
+            why = f"Only approvers may reject: {describe_principals(approvers)}."
+            services.refused(user=user, action="reject", why=why, rollout_id=rollout_id or None)
+            return
+        reason = view.get("state", {}).get("values", {}).get("reason", {}).get("text", {})
         outcome = services.engine.command(
-            rollout_id, commands.Reject(by=user, reason=reason or None), action="reject"
+            rollout_id,
+            commands.Reject(by=user, reason=str(reason.get("value") or "") or None),
+            action="reject",
         )
         ack()
         if isinstance(outcome, Refusal):
-            if meta.get("channel"):
-                client.chat_postEphemeral(channel=meta["channel"], user=user, text=outcome.message)
+            if isinstance(channel, str):
+                client.chat_postEphemeral(channel=channel, user=user, text=outcome.message)
             return
         services.engine.carry_on(rollout_id)
 
@@ -157,6 +167,15 @@ def _refuse(
 def _who_and_what(body: dict[str, Any]) -> tuple[str, str]:
     action = body["actions"][0]
     return body["user"]["id"], str(action.get("value") or "")
+
+
+def _view_metadata(view: dict[str, Any]) -> dict[str, Any]:
+    """The modal's private_metadata, which we wrote, but which arrives from outside."""
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _delivery(body: dict[str, Any]) -> str:

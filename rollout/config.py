@@ -114,6 +114,11 @@ class Policy(_Frozen):
     on_no_data: Literal["hold", "rollback", "ignore"] = "hold"
     no_data_alert_after: Duration = timedelta(minutes=5)
     on_failure: Literal["rollback", "pause"] = "rollback"
+    repage_interval: Duration = timedelta(minutes=15)
+    # Image policy: canary images must come from one of these prefixes (empty: any registry),
+    # and be pinned by digest when required.
+    allowed_registries: tuple[str, ...] = ()
+    require_digest: bool = False
     progress_deadline: Duration = timedelta(minutes=10)
     rules: tuple[Rule, ...] = Field(default_factory=_default_rules)
 

@@ -20,7 +20,7 @@ from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Ve
 from rollout.commands import Command
 from rollout.config import Config, Rule, ServiceConfig
 from rollout.events import Alert, StepReached
-from rollout.images import image_problem, resolve_image
+from rollout.images import image_problem, policy_problem, resolve_image
 from rollout.machine import (
     Announce,
     CloseApproval,
@@ -115,18 +115,35 @@ class Engine:
                 f"{service.strategy}. Start it without `--cookie`."
             )
         active = self.store.active_for(request.service)
+        if active is not None and active.phase == Phase.FAILED:
+            return (
+                f"The last rollback of `{request.service}` failed and the cluster may still send "
+                f"traffic to {active.canary_image}. Fix it, then `/canary rollback "
+                f"{request.service}` to finish the rollback before starting again."
+            )
         if active is not None:
             return (
                 f"`{request.service}` already has an active rollout "
                 f"({active.canary_image}, {active.phase.value.replace('_', ' ')}). "
                 f"Finish it or `/canary rollback {request.service}` first."
             )
+        policy = service.policy
         if "/" not in request.image and ":" not in request.image and "@" not in request.image:
-            # A bare tag: the policy can be judged before the stable image is known.
+            # A bare tag: the tag rules can be judged before the stable image is known.
+            if policy.require_digest:
+                return policy_problem(request.image, allowed_registries=(), require_digest=True)
             return image_problem(
                 f"registry.invalid/image:{request.image}", production=service.is_production
             )
-        return image_problem(request.image, production=service.is_production)
+        return image_problem(request.image, production=service.is_production) or (
+            None
+            if request.image.startswith("sha256:")
+            else policy_problem(
+                request.image,
+                allowed_registries=policy.allowed_registries,
+                require_digest=policy.require_digest,
+            )
+        )
 
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
         """Record a start (config and database only: safe before Slack's acknowledgement).
@@ -176,7 +193,11 @@ class Engine:
         except Exception as error:
             return self._refuse_start(rollout, f"cannot read the stable workload: {error}")
         canary_image = resolve_image(stable_image, rollout.canary_image)
-        problem = image_problem(canary_image, production=service.is_production)
+        problem = image_problem(canary_image, production=service.is_production) or policy_problem(
+            canary_image,
+            allowed_registries=service.policy.allowed_registries,
+            require_digest=service.policy.require_digest,
+        )
         if problem is None and canary_image == stable_image:
             problem = f"`{rollout.service}` already runs {stable_image}; name another tag or image"
         if problem:
@@ -216,6 +237,7 @@ class Engine:
             on_failure=policy.on_failure,
             on_no_data=policy.on_no_data,
             no_data_alert_after=policy.no_data_alert_after,
+            repage_interval=policy.repage_interval,
         )
         return Rollout(
             id=f"{request.service}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
@@ -554,6 +576,8 @@ class Engine:
             router.rollback(rollout)
         except Exception as error:
             log.warning("rolling back %s: %s", rollout.id, error)
+            if rollout.phase == Phase.FAILED:
+                return rollout  # still failing; the machine pages again when it is time
             self._audit_cluster(rollout, f"rollback attempt failed: {error}")
             failures = rollout.failures + 1
             if failures < MAX_ROLLBACK_ATTEMPTS:
@@ -562,11 +586,15 @@ class Engine:
                 return retried
             reason = f"rollback could not be completed: {error}"
             failed = rollout.evolve(
-                now=now, phase=Phase.FAILED, failures=failures, finished_at=now, reason=reason
+                now=now, phase=Phase.FAILED, failures=failures, reason=reason, paged_at=now
             )
             page = Alert(
                 title=f"{rollout.service}: ROLLBACK FAILED — act now",
-                detail=f"{reason}. Traffic may still reach the canary {rollout.canary_image}.",
+                detail=(
+                    f"{reason}. Traffic may still reach the canary {rollout.canary_image}. "
+                    f"The bot keeps retrying; `/canary rollback {rollout.service}` retries now, "
+                    f"`/canary pause {rollout.service}` acknowledges and stops the pages."
+                ),
                 traffic_on_stable=False,
                 at=now,
             )

@@ -114,3 +114,21 @@ def _name_problem(name: str) -> str | None:
 def _clip(text: str, limit: int = 120) -> str:
     flat = text.replace("`", "'")
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def policy_problem(
+    image: str, *, allowed_registries: tuple[str, ...], require_digest: bool
+) -> str | None:
+    """The optional policies (config `allowed_registries`, `require_digest`) for a full image
+    reference; a bare tag is judged after it is resolved against the stable image."""
+    if allowed_registries and not any(image.startswith(prefix) for prefix in allowed_registries):
+        allowed = ", ".join(f"`{prefix}`" for prefix in allowed_registries)
+        return (
+            f"`{_clip(image)}` is not from an allowed registry; images must start with {allowed}."
+        )
+    if require_digest and "@sha256:" not in image:
+        return (
+            f"`{_clip(image)}` is not pinned by digest, which this service requires: use "
+            "`registry/app@sha256:<64 hex digits>` (or `sha256:<digest>` alone)."
+        )
+    return None

@@ -113,11 +113,40 @@ def advance(rollout: Rollout, observation: Observation, *, now: datetime) -> Dec
         return Decision(rollout, (PromoteStable(),))
     elif rollout.phase == Phase.ROLLING_BACK:
         return Decision(rollout, (RollBackCanary(),))
+    elif rollout.phase == Phase.FAILED:
+        return _keep_failing_loudly(rollout, now=now)
     else:
         decision = Decision(rollout)
     if decision.rollout.phase not in WATCHED_PHASES:
         return decision
     return _on_long_no_data(decision, observation, now=now)
+
+
+def _keep_failing_loudly(rollout: Rollout, *, now: datetime) -> Decision:
+    """A failed rollback is retried on every tick, and on-call is paged again every
+    `repage_interval` until someone acknowledges (`/canary pause`) or it succeeds."""
+    actions: list[Action] = [RollBackCanary()]
+    last = rollout.paged_at
+    if rollout.acknowledged_by is None and (
+        last is None or now - last >= rollout.plan.repage_interval
+    ):
+        actions.append(
+            Page(
+                Alert(
+                    title=f"{rollout.service}: rollback STILL FAILING",
+                    detail=(
+                        f"{rollout.reason or 'the rollback could not be completed'}. Traffic may "
+                        f"still reach {rollout.canary_image}. `/canary rollback "
+                        f"{rollout.service}` retries now; `/canary pause {rollout.service}` "
+                        "acknowledges and stops these pages."
+                    ),
+                    traffic_on_stable=False,
+                    at=now,
+                )
+            )
+        )
+        rollout = rollout.evolve(now=now, paged_at=now)
+    return Decision(rollout, tuple(actions))
 
 
 def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
@@ -314,6 +343,8 @@ def apply_command(rollout: Rollout, command: Command, *, now: datetime) -> Decis
             f"The {rollout.service} rollout has already ended ({rollout.phase.value}); "
             "nothing was changed."
         )
+    if rollout.phase == Phase.FAILED:
+        return _act_on_failed(rollout, command, now=now)
     match command:
         case Pause(by=by, reason=reason):
             return _pause(rollout, by=by, reason=reason, now=now)
@@ -338,6 +369,28 @@ def apply_command(rollout: Rollout, command: Command, *, now: datetime) -> Decis
             decided = rollout.evolve(now=now, rejected_by=by, decided_at=now)
             return _start_rollback(decided, reason=why, by=by, now=now)
     raise AssertionError(f"unhandled command {command!r}")
+
+
+def _act_on_failed(rollout: Rollout, command: Command, *, now: datetime) -> Decision | Refusal:
+    """After a failed rollback a person may retry it, or acknowledge the pages."""
+    match command:
+        case Rollback(by=by):
+            retry = rollout.evolve(now=now, phase=Phase.ROLLING_BACK, failures=0)
+            event = RollbackStarted(by=by, reason=f"retried by <@{by}>: {rollout.reason}")
+            return Decision(retry, (Announce(event), RollBackCanary()))
+        case Pause(by=by):
+            if rollout.acknowledged_by is not None:
+                return Refusal(f"<@{rollout.acknowledged_by}> already acknowledged this failure.")
+            acknowledged = rollout.evolve(now=now, acknowledged_by=by)
+            return Decision(
+                acknowledged,
+                (Announce(Paused(by=by, reason="acknowledged the failed rollback")),),
+            )
+    return Refusal(
+        f"The rollback of {rollout.service} failed. Fix the cluster, then `/canary rollback "
+        f"{rollout.service}` to retry it, or `/canary pause {rollout.service}` to acknowledge "
+        "and stop the pages. Nothing was changed."
+    )
 
 
 def _pause(rollout: Rollout, *, by: str, reason: str | None, now: datetime) -> Decision | Refusal:

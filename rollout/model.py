@@ -33,7 +33,9 @@ class Phase(StrEnum):
         return self in TERMINAL_PHASES
 
 
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+# `failed` is not terminal: a rollback that could not finish leaves the cluster half-split, so
+# the bot keeps retrying it, keeps paging on-call, and refuses new starts until someone acts.
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +53,7 @@ class RolloutPlan:
     on_failure: str = "rollback"
     on_no_data: str = "hold"
     no_data_alert_after: timedelta = timedelta(minutes=5)
+    repage_interval: timedelta = timedelta(minutes=15)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +117,9 @@ class Rollout:
     verdict: str | None = None
     # Messages decided on but not yet sent (see rollout/outbox.py).
     outbox: tuple[dict[str, Any], ...] = ()
+    # Paging while a rollback is failing: when last paged, and who acknowledged the pages.
+    paged_at: datetime | None = None
+    acknowledged_by: str | None = None
     # Consecutive failed attempts at the current cluster action (promotion or rollback).
     failures: int = 0
     # Free-form facts a router needs to restore what it changed (e.g. original annotations).

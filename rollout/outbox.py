@@ -42,8 +42,8 @@ def message_key(action: MessageAction, *, decided_at: datetime, index: int) -> s
     match action:
         case Announce(event=events.StepReached(step=step)):
             return f"step:{step}"
-        case Announce(event=events.Finished()):
-            return "finished"
+        case Announce(event=events.Finished(phase=phase)):
+            return f"finished:{phase}"
         case RequestApproval():
             return "approval"
         case CloseApproval():

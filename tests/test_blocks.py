@@ -200,7 +200,7 @@ def test_card_tells_the_whole_story() -> None:
         (Phase.ROLLING_BACK, set()),
         (Phase.SUCCEEDED, set()),
         (Phase.ROLLED_BACK, set()),
-        (Phase.FAILED, set()),
+        (Phase.FAILED, {"rollback"}),  # retries a rollback that failed
     ],
 )
 def test_card_buttons_follow_the_phase(phase: Phase, expected: set[str]) -> None:

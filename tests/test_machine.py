@@ -322,3 +322,37 @@ def test_no_data_pages_once_in_every_watched_phase() -> None:
         r = decision.rollout
         pages += sum(isinstance(a, Page) for a in decision.actions)
     assert pages == 1 and r.phase == Phase.PAUSED
+
+
+def failed_rollout(**plan_changes: object) -> Rollout:
+    return replace(
+        new_rollout(**plan_changes),
+        phase=Phase.FAILED,
+        reason="rollback could not be completed: 500",
+        paged_at=T0,
+    )
+
+
+def test_a_failed_rollback_is_retried_and_paged_again_until_acknowledged() -> None:
+    r = failed_rollout(repage_interval=timedelta(minutes=15))
+    assert r.phase.is_active and not r.phase.is_terminal  # blocks new starts, keeps ticking
+    early = advance(r, NOT_READY, now=T0 + 10 * 60 * SEC)
+    assert early.actions == (RollBackCanary(),)
+    due = advance(r, NOT_READY, now=T0 + 15 * 60 * SEC)
+    assert RollBackCanary() in due.actions and any(isinstance(a, Page) for a in due.actions)
+    assert due.rollout.paged_at == T0 + 15 * 60 * SEC
+    acknowledged = apply_command(due.rollout, Pause(by="UCAROL"), now=T0 + 16 * 60 * SEC)
+    assert isinstance(acknowledged, Decision)
+    assert acknowledged.rollout.phase == Phase.FAILED
+    later = advance(acknowledged.rollout, NOT_READY, now=T0 + 5 * 60 * 60 * SEC)
+    assert later.actions == (RollBackCanary(),)  # still retried, no more pages
+
+
+def test_someone_can_retry_a_failed_rollback_but_not_move_it_on() -> None:
+    r = failed_rollout()
+    retried = apply_command(r, Rollback(by="UBOB"), now=T0)
+    assert isinstance(retried, Decision)
+    assert retried.rollout.phase == Phase.ROLLING_BACK and retried.rollout.failures == 0
+    for command in (Resume(by="U"), Promote(by="U"), Approve(by="U")):
+        refusal = apply_command(r, command, now=T0)
+        assert isinstance(refusal, Refusal) and "/canary rollback" in refusal.message

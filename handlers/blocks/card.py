@@ -44,7 +44,7 @@ HEADER_MAX = 150
 _REASON_SHOWN = {Phase.PAUSED, Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED}
 _PAUSABLE = {Phase.PENDING, Phase.PROGRESSING, Phase.AWAITING_APPROVAL}
 # Rolling back again while a rollback runs, or pausing a promotion, would only be refused.
-_ROLLBACKABLE = {*_PAUSABLE, Phase.PAUSED, Phase.PROMOTING}
+_ROLLBACKABLE = {*_PAUSABLE, Phase.PAUSED, Phase.PROMOTING, Phase.FAILED}
 
 
 def status_card(

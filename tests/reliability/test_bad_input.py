@@ -182,7 +182,10 @@ def test_any_command_text_gets_a_clear_answer(
     check_answer(bare_bot.driver.command(text, user=user, channel=channel))
 
 
-HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+# What an HTTP client can send as a header value (no surrounding blanks, no line breaks).
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80).map(
+    str.strip
+)
 
 
 @pytest.mark.timeout(60)
@@ -403,11 +406,6 @@ def test_the_bot_still_works_after_the_fuzzing(live_bot: tuple[Sandbox, dict[str
     assert reply.status == 200 and "checkout" in reply.body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: handlers/actions.py reject_reason json.loads()es the view's private_metadata "
-    "and calls .get on it unchecked: a submission whose metadata is not a JSON object is a 500",
-)
 @pytest.mark.parametrize("metadata", ["not json", "[1]"])
 def test_a_reject_reason_with_broken_metadata_gets_a_4xx(
     live_bot: tuple[Sandbox, dict[str, Any]], metadata: str

@@ -12,6 +12,10 @@ At every restart the cluster must already hold the stored weight when the bot an
 At the end every rollout ends where it should, with one status card, each step announced once
 and in order, no message posted twice under one key, the audit log entering each step once, and
 the cluster's canary replica counts only ever at planned values, in order.
+
+Two moments random kills rarely hit are arranged on purpose: the bot dies right after
+acknowledging `/canary start` while it is still reading the cluster (the start must go on after
+the restart), and it dies while deciding a click (Slack's retry of that click must count).
 """
 
 from __future__ import annotations
@@ -113,7 +117,8 @@ class CrashWorld:
     reconcile_checks: int = 0
     reconcile_skipped: int = 0
     tampered: int = 0
-    tamper_windows: list[tuple[float, float]] = field(default_factory=list)
+    # (service, from, to): while its hand-scaled canary is being put right.
+    tamper_windows: list[tuple[str, float, float]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -124,15 +129,13 @@ class CrashWorld:
         self.bot.kill()
         at_kill = {r["id"]: r for r in stored_rollouts(self.sandbox.db_path)}
         self.kills.append(moment)
-        tamper_started = None
-        if self.rng.random() < 0.3:
-            tamper_started = self._tamper(at_kill)
+        tampered = self._tamper(at_kill) if self.rng.random() < 0.3 else None
         self.bot.start()
-        if tamper_started is not None:
-            self.tamper_windows.append((tamper_started, time.monotonic()))
+        if tampered is not None:
+            self.tamper_windows.append((*tampered, time.monotonic()))
         self._check_reconciled(at_kill)
 
-    def _tamper(self, at_kill: dict[str, dict[str, Any]]) -> float | None:
+    def _tamper(self, at_kill: dict[str, dict[str, Any]]) -> tuple[str, float] | None:
         """Someone scales a settled canary by hand while the bot is down."""
         settled = [
             r
@@ -150,7 +153,7 @@ class CrashWorld:
         wrong = canary + 1 if canary < REPLICAS - 1 else canary - 1
         scale_behind_the_bots_back(self.sandbox, f"{victim['service']}-canary", wrong)
         self.tampered += 1
-        return started
+        return victim["service"], started
 
     def _check_reconciled(self, at_kill: dict[str, dict[str, Any]]) -> None:
         """Right after start-up, the cluster holds each stored weight the bot had not moved on
@@ -404,11 +407,11 @@ def audit_problems(world: CrashWorld, rollouts: list[Planned]) -> Iterator[str]:
 
 
 def cluster_problems(world: CrashWorld) -> Iterator[str]:
-    def tampered(at: float) -> bool:
-        return any(start <= at <= end for start, end in world.tamper_windows)
+    def tampered(service: str, at: float) -> bool:
+        return any(s == service and start <= at <= end for s, start, end in world.tamper_windows)
 
     for service, history in world.sampler.samples.items():
-        kept = [(c, s) for at, c, s in history if not tampered(at)]
+        kept = [(c, s) for at, c, s in history if not tampered(service, at)]
         low = [(c, s) for c, s in kept if c is not None and s is not None and c + s < REPLICAS]
         if low:
             yield f"{service}: capacity below {REPLICAS} replicas at {low[:5]}"

@@ -334,11 +334,6 @@ def test_a_rollback_that_cannot_complete_fails_and_pages_on_call(
     assert replicas(sandbox, "checkout-canary") == split_replicas(REPLICAS, 20)[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: `failed` is terminal (rollout/model.py TERMINAL_PHASES) and the engine "
-    "pages once (rollout/engine.py _roll_back); nothing pages on-call again while it stays failed",
-)
 @pytest.mark.timeout(60)
 def test_a_failed_rollback_pages_again_until_someone_acts(failed_rollback: FailedRollback) -> None:
     sandbox, clock = failed_rollback.sandbox, failed_rollback.clock
@@ -352,13 +347,6 @@ def test_a_failed_rollback_pages_again_until_someone_acts(failed_rollback: Faile
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: a failed rollout cannot be acted on — `/canary rollback` is refused "
-    "(rollout/machine.py apply_command: terminal phases), and a new `/canary start` of the "
-    "service is accepted on top of the half-split cluster (engine.check_start: failed is not "
-    "active)",
-)
 @pytest.mark.timeout(60)
 def test_someone_can_act_on_a_failed_rollback(failed_rollback: FailedRollback) -> None:
     sandbox, driver = failed_rollback.sandbox, failed_rollback.driver

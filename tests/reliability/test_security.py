@@ -265,11 +265,6 @@ def test_every_command_and_click_checks_channel_and_person(sandbox: Sandbox) -> 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: handlers/actions.py reject_reason acts on any view submission without checking "
-    "that its sender may reject (only the Reject button checks), and audits no refusal",
-)
 @pytest.mark.timeout(60)
 def test_a_reject_submitted_by_someone_not_allowed_is_refused(sandbox: Sandbox) -> None:
     rollout = step_one(sandbox)
@@ -329,11 +324,6 @@ def test_pinned_images_and_staging_services_may_start(
     assert refusals(sandbox) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: no `allowed_registries` / `require_digest` policy keys (rollout/config.py, "
-    "rollout/images.py image_problem); issue 6 asks for both as options",
-)
 @pytest.mark.parametrize(
     ("policy", "image", "why"),
     [
