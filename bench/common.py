@@ -157,8 +157,11 @@ def report(
 
 def header(title: str, started: Mapping[str, Any]) -> None:
     load = ", ".join(f"{x:g}" for x in started["load_average"])
-    print(f"{title}\nmachine: {started['nproc']} cores, {started['cpu_model']}, ")
-    print(f"         {started['ram_gib']} GiB RAM, Python {started['python']}; load average {load}")
+    print(title)
+    print(
+        f"machine: {started['nproc']} cores ({started['cpu_model']}), {started['ram_gib']} GiB RAM,"
+        f" Python {started['python']}; load average {load} (1, 5, 15 min)"
+    )
 
 
 # --------------------------------------------------------------------------- emulators

@@ -122,7 +122,7 @@ def one_run(
 ) -> dict[str, Any]:
     metrics = CanaryErrorRate(prometheus_url, service)
     exporter.set_track(NAMESPACE, service, "canary", error_rate=0.0, latency_ms=50.0)
-    top_level = len(box.slack.messages(RELEASE_CHANNEL))
+    seen = {message.ts for message in box.slack.messages(RELEASE_CHANNEL)}
     reply = box.driver_for(bot_url).command(
         f"start {service} v2.3.5", user=ALICE, channel=RELEASE_CHANNEL
     )
@@ -154,10 +154,11 @@ def one_run(
     ready_at = common.wait_until(
         lambda: stable_ready(box, service) and time.time(), timeout=30, what="stable pods ready"
     )
+    # The run's new top-level messages: its status card, then the alert.
     alert = common.wait_until(
         lambda: [
-            m for m in box.slack.messages(RELEASE_CHANNEL)[top_level:] if "rolled back" in m.text
-        ],
+            m for m in box.slack.messages(RELEASE_CHANNEL) if m.ts not in seen and not m.is_reply
+        ][1:],
         timeout=30,
         what=f"the on-call alert for {service}",
     )[0]

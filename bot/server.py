@@ -142,7 +142,8 @@ def _slack_answer(slack: SlackRequestHandler) -> Response:
     """
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return _refusal(413, "request body too large")
-    if not request.headers.get("X-Slack-Request-Timestamp", "").isdigit():
+    stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    if not (stamp.isascii() and stamp.isdigit()):
         return _refusal(401, "invalid request")  # Bolt would fail on int() of it: a 500
     try:
         body = request.get_data(as_text=True)
@@ -167,7 +168,7 @@ def envelope_problem(body: str, *, content_type: str) -> str | None:
         return "malformed request body"
     if not isinstance(data, dict):
         return "the request body is not an object"
-    if "payload" in body and "type" in data:  # an interaction payload
+    if "type" in data:  # an interaction payload (or an Events API body: same envelope)
         errors = sorted(_PAYLOAD.iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
             where = "/".join(map(str, errors[0].absolute_path)) or "payload"

@@ -22,6 +22,7 @@ from bot.demo_web.world import DemoWorld
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "images" / "demo.png"
+APPROVAL_SCREENSHOT = SCREENSHOT.with_name("approval.png")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -96,6 +97,15 @@ def test_typing_a_command_and_approving_in_the_page_promotes(
             approve = thread.locator("button", has_text="Approve")
             expect(approve).to_be_visible(timeout=45_000)
             expect(thread).to_contain_text("Approval needed @sre")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#thread img')]"
+                ".every(img => img.complete && img.naturalWidth > 0)"
+            )
+            approve.scroll_into_view_if_needed()
+            page.mouse.move(0, 0)
+            page.screenshot(path=str(tmp_path / "approval.png"))  # the README's approval view
+            APPROVAL_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp_path / "approval.png", APPROVAL_SCREENSHOT)
 
             page.click(f"[data-user={CAROL}]")
             expect(page.locator("#me")).to_contain_text("Carol")

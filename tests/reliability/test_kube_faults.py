@@ -349,17 +349,31 @@ def test_a_failed_rollback_pages_again_until_someone_acts(failed_rollback: Faile
 
 @pytest.mark.timeout(60)
 def test_someone_can_act_on_a_failed_rollback(failed_rollback: FailedRollback) -> None:
-    sandbox, driver = failed_rollback.sandbox, failed_rollback.driver
-    sandbox.kube.faults.reset()  # the API server is healthy again
+    """While it is failed, nothing new starts on the half-split service; a deployer can stop
+    the pages (`/canary pause` acknowledges) and retry the rollback (`/canary rollback`)."""
+    sandbox, driver, clock = failed_rollback.sandbox, failed_rollback.driver, failed_rollback.clock
     refused = driver.command("start checkout v2.4.1", user=BOB, channel=RELEASE_CHANNEL)
     assert "failed" in refused.body.lower(), refused.body
+
+    acknowledged = driver.command("pause checkout", user=ALICE, channel=RELEASE_CHANNEL)
+    assert acknowledged.status == 200 and not acknowledged.body, acknowledged.body
+    paged = len(alerts(sandbox))
+    clock.offset += timedelta(hours=4)
+    time.sleep(2.5)  # two beats: a page would be due on the first
+    assert len(alerts(sandbox)) == paged, "paged again after someone acknowledged"
+
+    # The cluster is still refusing writes when the retry is asked for, so the bot's own
+    # retries cannot finish first and make this command moot.
     retried = driver.command("rollback checkout", user=ALICE, channel=RELEASE_CHANNEL)
     assert retried.status == 200 and not retried.body, retried.body
+    sandbox.kube.faults.reset()  # the API server is healthy again
     wait_for(
         lambda: (r := latest(sandbox, "checkout")) and r.phase == Phase.ROLLED_BACK,
         what="the retried rollback to finish",
         timeout=20,
     )
+    assert replicas(sandbox, "checkout-canary") is None
+    assert replicas(sandbox, "checkout") == REPLICAS
 
 
 @pytest.mark.timeout(30)
