@@ -34,16 +34,16 @@ from rollout.traffic.workloads import (
     canary_capacity,
     canary_name,
     canary_pod_labels,
-    container_image,
     delete_canary,
     deployment_rolled_out,
     ensure_canary,
     pod_labels,
+    promote_then_remove,
     read_canary,
     read_stable,
+    remove_then_restore,
     scale_canary,
     selects,
-    set_stable_image,
     show_labels,
     stable_container,
     target_service,
@@ -203,42 +203,12 @@ class IstioRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        stable = read_stable(self._kube, rollout)
-        # The stable subset selects by label, so it follows the stable pods as they roll.
-        if set_stable_image(self._kube, rollout, stable=stable, image=rollout.canary_image):
-            self._kube.emit_event(
-                involved=stable,
-                reason="Promoting",
-                message=f"canary-bot set {rollout.deployment} to {rollout.canary_image}",
-            )
-            return False
-        if not deployment_rolled_out(stable, image=rollout.canary_image):
-            return False
-        if self._remove_canary(rollout):
-            self._kube.emit_event(
-                involved=stable,
-                reason="Promoted",
-                message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
-            )
-        return True
+        return promote_then_remove(
+            self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout)
+        )
 
     def rollback(self, rollout: Rollout) -> None:
-        stable = read_stable(self._kube, rollout)
-        removed = self._remove_canary(rollout)
-        # A rollback during promotion finds stable already moved to the canary image.
-        container, _ = stable_container(stable, rollout)
-        restored = False
-        if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
-            restored = set_stable_image(
-                self._kube, rollout, stable=stable, image=rollout.stable_image
-            )
-        if removed or restored:
-            self._kube.emit_event(
-                involved=stable,
-                reason="RolledBack",
-                message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
-                warning=True,
-            )
+        remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
 
     # ----------------------------------------------------------------- helpers
 

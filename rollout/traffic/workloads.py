@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 from rollout.kube import MANAGED_BY, KubeGateway
@@ -281,3 +282,48 @@ def selector_patch(current: dict[str, str], wanted: dict[str, str]) -> dict[str,
     """A strategic-merge patch that leaves a Service's selector exactly `wanted`."""
     removed: dict[str, str | None] = {key: None for key in current if key not in wanted}
     return {"spec": {"selector": {**removed, **wanted}}}
+
+
+def promote_then_remove(
+    kube: KubeGateway, rollout: Rollout, *, remove_canary: Callable[[], bool]
+) -> bool:
+    """Promotion for routers that split traffic in front of a canary Deployment: stable gets
+    the new image; once it has rolled out, the canary objects go (their share returns to the
+    now-updated stable). True when done; safe to call again."""
+    stable = read_stable(kube, rollout)
+    if set_stable_image(kube, rollout, stable=stable, image=rollout.canary_image):
+        kube.emit_event(
+            involved=stable,
+            reason="Promoting",
+            message=f"canary-bot set {rollout.deployment} to {rollout.canary_image}",
+        )
+        return False
+    if not deployment_rolled_out(stable, image=rollout.canary_image):
+        return False
+    if remove_canary():
+        kube.emit_event(
+            involved=stable,
+            reason="Promoted",
+            message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
+        )
+    return True
+
+
+def remove_then_restore(
+    kube: KubeGateway, rollout: Rollout, *, remove_canary: Callable[[], bool]
+) -> None:
+    """Rollback for the same routers: the canary objects go first (all traffic to stable),
+    then a stable that a promotion had already moved to the canary image is put back."""
+    stable = read_stable(kube, rollout)
+    removed = remove_canary()
+    container, _ = stable_container(stable, rollout)
+    restored = False
+    if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
+        restored = set_stable_image(kube, rollout, stable=stable, image=rollout.stable_image)
+    if removed or restored:
+        kube.emit_event(
+            involved=stable,
+            reason="RolledBack",
+            message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
+            warning=True,
+        )

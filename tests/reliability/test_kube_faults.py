@@ -157,7 +157,9 @@ def test_rollouts_reach_their_end_and_no_step_is_announced_early_under_faults(
     faults = sandbox.kube.faults
     counts: Counter[str] = Counter()
     count_timeouts(sandbox, counts)
-    faults.error_rate, faults.conflict_rate = 0.1, 0.1
+    # 10 % of writes fail with a 500 and a quarter of updates (PATCH, PUT) with a 409: about
+    # one write in five fails, every kind of fault several times in every run.
+    faults.error_rate, faults.conflict_rate = 0.1, 0.25
     faults.latency, faults.timeout_rate, faults.timeout_sleep = 0.02, 0.03, 0.8
 
     rollback_at = {"cart": 3}
@@ -193,7 +195,8 @@ def test_rollouts_reach_their_end_and_no_step_is_announced_early_under_faults(
         1 for w in writes if w.status == 409 and w.method in ("PUT", "PATCH")
     )
     counts["writes"] = len(writes)
-    print(f"kube faults injected: {dict(counts)}")
+    failed = counts["errors (500)"] + counts["conflicts (409)"]
+    print(f"kube faults injected: {dict(counts)}, {failed / len(writes):.0%} of writes failed")
 
     problems: list[str] = []
     for service in SERVICES:
@@ -208,9 +211,9 @@ def test_rollouts_reach_their_end_and_no_step_is_announced_early_under_faults(
         if replicas(sandbox, service) != REPLICAS:
             problems.append(f"{service} has {replicas(sandbox, service)} replicas")
     assert not problems, "\n".join(problems) + f"\nfaults: {dict(counts)}"
-    # The faults really happened, each kind several times.
-    assert counts["errors (500)"] >= 5 and counts["conflicts (409)"] >= 2, counts
-    assert counts["timeouts"] >= 2, counts
+    # The faults really happened, every kind of them.
+    assert min(counts["errors (500)"], counts["conflicts (409)"], counts["timeouts"]) >= 1, counts
+    assert failed / len(writes) >= 0.05, counts
 
 
 def announced_step_problems(sandbox: Sandbox, sampler: Sampler, rollout: Rollout) -> list[str]:
