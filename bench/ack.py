@@ -51,7 +51,7 @@ from emulators.prometheus import free_port
 from emulators.slack import payloads
 
 LEVELS = (1, 10, 50)
-ROUNDS = {1: 20, 10: 6, 50: 6}
+ROUNDS = {1: 20, 10: 5, 50: 5}
 P99_TARGET_MS = 100.0
 NEW_TAG = "v2.3.5"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.kube import load_api_client
 from bot.logging_setup import install_redaction
-from bot.metrics import BotMetrics
+from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
 from handlers import actions, commands
 from handlers.auth import Directory
@@ -140,6 +141,9 @@ class Runtime:
             clock=self.clock,
             analyzer=Analyzer(provider),
         )
+        # Bolt runs the work after each acknowledgement here; stop() waits for it before the
+        # store closes, so a listener never finds the database gone.
+        self._listeners = ThreadPoolExecutor(max_workers=10, thread_name_prefix="listener")
         self.app = self._build_app(secrets)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
@@ -157,6 +161,7 @@ class Runtime:
         app = App(
             signing_secret=secrets.signing_secret,
             client=self.web,
+            listener_executor=self._listeners,
             process_before_response=False,
             token_verification_enabled=False,
         )
@@ -170,7 +175,7 @@ class Runtime:
         def on_error(error: Exception, body: dict[str, Any]) -> None:
             # One place for listener failures: log without the payload (it may hold tokens),
             # count it, and never show a traceback in Slack.
-            self.metrics.errors.labels(dependency=type(error).__module__.split(".")[0]).inc()
+            self.metrics.errors.labels(dependency=dependency_of(error)).inc()
             log.error("listener failed: %s: %s", type(error).__name__, error)
 
         return app
@@ -181,6 +186,7 @@ class Runtime:
 
     def stop(self) -> None:
         self.scheduler.stop()
+        self._listeners.shutdown(wait=True)
         self.store.close()
 
 

@@ -48,7 +48,13 @@ def register(app: App, *, services: HandlerServices) -> None:
         reply = _read_only(parsed, services)
         if reply is not None:
             ack(response_type="ephemeral", **reply.payload())
-            if isinstance(parsed, parse.Status) and parsed.service:
+            release = services.engine.config.slack.release_channels
+            # Snapshots go into the release thread: only asked for from a release channel.
+            if (
+                isinstance(parsed, parse.Status)
+                and parsed.service
+                and channel_allowed(channel, release)
+            ):
                 _snapshot_on_demand(parsed.service, services, user=user)
             return
         why = _permission_problem(parsed, services, user=user, channel=channel)

@@ -128,6 +128,12 @@ class Engine:
                 f"Finish it or `/canary rollback {request.service}` first."
             )
         policy = service.policy
+        if request.image.removeprefix("@").startswith("sha256:"):
+            # A bare digest pins the stable image's repository; registry rules follow it.
+            return image_problem(
+                f"registry.invalid/image@{request.image.removeprefix('@')}",
+                production=service.is_production,
+            )
         if "/" not in request.image and ":" not in request.image and "@" not in request.image:
             # A bare tag: the tag rules can be judged before the stable image is known.
             if policy.require_digest:
@@ -135,14 +141,10 @@ class Engine:
             return image_problem(
                 f"registry.invalid/image:{request.image}", production=service.is_production
             )
-        return image_problem(request.image, production=service.is_production) or (
-            None
-            if request.image.startswith("sha256:")
-            else policy_problem(
-                request.image,
-                allowed_registries=policy.allowed_registries,
-                require_digest=policy.require_digest,
-            )
+        return image_problem(request.image, production=service.is_production) or policy_problem(
+            request.image,
+            allowed_registries=policy.allowed_registries,
+            require_digest=policy.require_digest,
         )
 
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:

@@ -54,6 +54,8 @@ class KubeUnavailable(Exception):
 
 def _transient(error: BaseException) -> bool:
     if isinstance(error, ApiException):
+        if error.status == 409 and "AlreadyExists" in str(error.body):
+            return False  # a create that already happened: final, and callers treat it as done
         return error.status in RETRIED_STATUSES or error.status == 0
     return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 

@@ -315,7 +315,7 @@ def test_fifty_sigkills_lose_nothing_and_repeat_nothing(world: CrashWorld) -> No
     assert not problems, "\n".join(problems) + f"\n{summary}\nkills:\n{kills}"
     assert len(world.kills) == KILLS
     assert world.reconcile_checks >= KILLS // 2, summary
-    assert world.tampered >= 5, summary
+    assert world.tampered >= 3, summary
 
 
 def end_state_problems(world: CrashWorld, rollouts: list[Planned]) -> Iterator[str]:

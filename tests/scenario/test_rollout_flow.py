@@ -182,3 +182,15 @@ def test_unsigned_or_stale_requests_get_401_and_change_nothing(sandbox: Sandbox)
     time.sleep(0.3)
     assert sandbox.kube.writes_snapshot() == []
     assert sandbox.runtime is not None and sandbox.runtime.store.history("checkout") == []
+
+
+@pytest.mark.timeout(30)
+def test_a_bare_digest_pins_the_stable_repository(sandbox: Sandbox) -> None:
+    digest = "sha256:" + "ab" * 32
+    reply = sandbox.driver.command(f"start checkout @{digest}", user=BOB, channel=RELEASE_CHANNEL)
+    assert "Starting a canary" in reply.body, reply.body
+    wait_until(lambda: deployment(sandbox, "checkout-canary"), what="the canary")
+    canary = deployment(sandbox, "checkout-canary")
+    assert canary is not None
+    image = canary["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"registry.example.com/shop/checkout@{digest}"
