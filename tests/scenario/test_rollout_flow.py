@@ -105,6 +105,20 @@ def test_start_steps_approval_and_promotion(sandbox: Sandbox) -> None:
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == NEW_IMAGE
     assert stable["spec"]["replicas"] == 4
     assert deployment(sandbox, "checkout-canary") is None
+    # The card is updated in place at every transition, in order, and never without a change.
+    card = sandbox.slack.messages(RELEASE_CHANNEL)[0]
+    phases = [version.text.split(":")[0] for version in card.history]
+    # (The card is first posted once the first step's weight is applied.)
+    assert [p for p, q in itertools.pairwise([*phases, None]) if p != q] == [
+        "Progressing",
+        "Awaiting approval",
+        "Promoting",
+        "Succeeded",
+    ]
+    looks = [(v.text, str(v.blocks)) for v in card.history]
+    assert all(a != b for a, b in itertools.pairwise(looks))
+    updates = [c for c in sandbox.slack.calls_to("chat.update") if c.args.get("ts") == card.ts]
+    assert len(updates) == card.edited == len(card.history) - 1
     closed = sandbox.slack.message(RELEASE_CHANNEL, approval.ts)
     assert closed is not None and "U03CAROL" in closed.text
     assert not any(b.get("type") == "actions" for b in closed.blocks)
