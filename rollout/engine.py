@@ -12,20 +12,19 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
+from rollout.analysis import Analysis, Analyzer
 from rollout.commands import Command
-from rollout.config import Config, Rule, ServiceConfig
+from rollout.config import Config, ServiceConfig
 from rollout.events import Alert, StepReached
 from rollout.images import image_problem, policy_problem, resolve_image
 from rollout.machine import (
     Announce,
     CloseApproval,
     Decision,
-    Observation,
     Page,
     PromoteStable,
     Refusal,
@@ -37,10 +36,10 @@ from rollout.machine import (
 )
 from rollout.messenger import Messenger
 from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
+from rollout.observer import Observer
 from rollout.ports import Clock, Notifier
 from rollout.store import ActiveRolloutExists, SqliteStore
-from rollout.traffic.base import TrafficRouter, TrafficStatus
-from rollout.wording import describe_breach
+from rollout.traffic.base import TrafficRouter
 
 log = logging.getLogger(__name__)
 _Sender = Callable[[], object]
@@ -91,6 +90,7 @@ class Engine:
         self._clock = clock
         self._analyzer = analyzer
         self._messages = Messenger(store=store, notifier=notifier, clock=clock)
+        self._observer = Observer(config=config, store=store, routers=routers, analyzer=analyzer)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._start_lock = threading.Lock()
@@ -327,7 +327,7 @@ class Engine:
         now = self._clock.now()
         due = [r for r in self.store.active() if self._is_due(r, now)]
         due += [r for r in self.store.unsent() if r.phase.is_terminal]
-        self._record_measurements(due, now=now)
+        self._observer.record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
             try:
@@ -351,7 +351,7 @@ class Engine:
             if rollout.phase == Phase.PENDING:
                 rollout = self._prepare(rollout)
             now = self._clock.now()
-            observation, analysis = self._observe(rollout, now=now)
+            observation, analysis = self._observer.observe(rollout, now=now)
             decision = advance(rollout, observation, now=now)
             after = self._carry_out(rollout, decision)
             if analysis is not None:
@@ -394,13 +394,8 @@ class Engine:
             analysis,
             title=title,
             key=key,
-            history=lambda: self._history(after, since=after.created_at),
+            history=lambda: self._observer.history(after, since=after.created_at),
         )
-
-    def _history(self, rollout: Rollout, *, since: datetime) -> list[Measurement]:
-        return [
-            Measurement.from_json(data) for data in self.store.measurements(rollout.id, since=since)
-        ]
 
     def _prepare(self, rollout: Rollout) -> Rollout:
         """Create the canary objects (idempotent); a failure rolls back what was made."""
@@ -444,65 +439,6 @@ class Engine:
         slack = timedelta(milliseconds=250)
         return last is None or now - last >= rollout.plan.analysis_interval - slack
 
-    def _record_measurements(self, rollouts: Sequence[Rollout], *, now: datetime) -> None:
-        """One batched measurement of every due rollout, stored for judging and charts."""
-        if self._analyzer is None:
-            return
-        targets = [self._target(r) for r in rollouts if self._rules(r)]
-        if not targets:
-            return
-        for rollout_id, measurement in self._analyzer.measure(targets, now=now).items():
-            self.store.add_measurement(rollout_id, at=measurement.at, data=measurement.to_json())
-
-    def _target(self, rollout: Rollout) -> AnalysisTarget:
-        service = self.config.services[rollout.service]
-        return AnalysisTarget(
-            rollout_id=rollout.id,
-            service=rollout.service,
-            namespace=rollout.namespace,
-            deployment=rollout.deployment,
-            strategy=rollout.strategy,
-            ingress=service.ingress,
-            window=service.policy.analysis_window,
-            custom_metrics=service.metrics,
-        )
-
-    def _rules(self, rollout: Rollout) -> tuple[Rule, ...]:
-        service = self.config.services.get(rollout.service)
-        return service.policy.rules if service else ()
-
-    def _observe(self, rollout: Rollout, *, now: datetime) -> tuple[Observation, Analysis | None]:
-        traffic: TrafficStatus | None = None
-        if rollout.step_index >= 0 and rollout.phase.is_active:
-            try:
-                traffic = self._router_for(rollout).status(rollout)
-            except Exception as error:
-                log.warning("cannot read traffic of %s: %s", rollout.id, error)
-        if not self._rules(rollout):
-            return Observation(traffic=traffic), None
-        analysis = self._analyse(rollout, now=now)
-        if analysis is None:
-            return Observation(traffic=traffic, verdict=Verdict.NO_DATA), None
-        breach = analysis.breached
-        observation = Observation(
-            traffic=traffic,
-            verdict=analysis.verdict,
-            breach=describe_breach(breach) if breach else None,
-            pending=bool(analysis.pending),
-        )
-        return observation, analysis
-
-    def _analyse(self, rollout: Rollout, *, now: datetime) -> Analysis | None:
-        """Judge the rules on the stored measurements (None: no analyzer to measure with)."""
-        rules = self._rules(rollout)
-        if self._analyzer is None or not rules:
-            return None
-        longest = max(rule.for_ for rule in rules)
-        history = self._history(rollout, since=now - longest - 3 * rollout.plan.analysis_interval)
-        return judge(
-            rules=rules, history=history, now=now, analysis_interval=rollout.plan.analysis_interval
-        )
-
     def snapshot_now(self, rollout_id: str, *, by: str) -> bool:
         """`/canary status <service>`: a snapshot with chart in the thread, on demand."""
         with self._lock(rollout_id):
@@ -510,7 +446,7 @@ class Engine:
             if rollout is None or rollout.thread_ts is None:
                 return False
             now = self._clock.now()
-            analysis = self._analyse(rollout, now=now)
+            analysis = self._observer.analyse(rollout, now=now)
             if analysis is None:
                 return False
             self.store.audit(at=now, actor=by, action="snapshot", rollout_id=rollout.id)
@@ -519,7 +455,7 @@ class Engine:
                 analysis,
                 title="Snapshot on request",
                 key=f"snapshot:asked:{now.isoformat()}",
-                history=lambda: self._history(rollout, since=rollout.created_at),
+                history=lambda: self._observer.history(rollout, since=rollout.created_at),
             )
             return True
 
@@ -626,9 +562,6 @@ class Engine:
             rollout_id=rollout.id,
             detail=detail,
         )
-
-    def _router(self, service: ServiceConfig) -> TrafficRouter:
-        return self._routers[service.strategy]
 
     def _router_for(self, rollout: Rollout) -> TrafficRouter:
         return self._routers[rollout.strategy]

@@ -1,0 +1,102 @@
+"""What one tick sees: the traffic the cluster reports and the verdict of the metric rules.
+
+Measuring (batched PromQL for every due rollout, stored in SQLite) and judging (the pure
+`judge` over the stored samples) are kept apart, as STYLE.md asks; this module only wires the
+two to the rollout records, so the engine deals in `Observation`s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
+from rollout.config import Config, Rule
+from rollout.machine import Observation
+from rollout.model import Rollout
+from rollout.store import SqliteStore
+from rollout.traffic.base import TrafficRouter, TrafficStatus
+from rollout.wording import describe_breach
+
+log = logging.getLogger(__name__)
+
+
+class Observer:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: SqliteStore,
+        routers: Mapping[str, TrafficRouter],
+        analyzer: Analyzer | None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._routers = routers
+        self._analyzer = analyzer
+
+    def record_measurements(self, rollouts: Sequence[Rollout], *, now: datetime) -> None:
+        """One batched measurement of every due rollout, stored for judging and charts."""
+        if self._analyzer is None:
+            return
+        targets = [self._target(r) for r in rollouts if self.rules(r)]
+        if not targets:
+            return
+        for rollout_id, measurement in self._analyzer.measure(targets, now=now).items():
+            self._store.add_measurement(rollout_id, at=measurement.at, data=measurement.to_json())
+
+    def observe(self, rollout: Rollout, *, now: datetime) -> tuple[Observation, Analysis | None]:
+        traffic: TrafficStatus | None = None
+        if rollout.step_index >= 0 and rollout.phase.is_active:
+            try:
+                traffic = self._routers[rollout.strategy].status(rollout)
+            except Exception as error:
+                log.warning("cannot read traffic of %s: %s", rollout.id, error)
+        if not self.rules(rollout):
+            return Observation(traffic=traffic), None
+        analysis = self.analyse(rollout, now=now)
+        if analysis is None:
+            return Observation(traffic=traffic, verdict=Verdict.NO_DATA), None
+        breach = analysis.breached
+        observation = Observation(
+            traffic=traffic,
+            verdict=analysis.verdict,
+            breach=describe_breach(breach) if breach else None,
+            pending=bool(analysis.pending),
+        )
+        return observation, analysis
+
+    def analyse(self, rollout: Rollout, *, now: datetime) -> Analysis | None:
+        """Judge the rules on the stored measurements (None: no analyzer to measure with)."""
+        rules = self.rules(rollout)
+        if self._analyzer is None or not rules:
+            return None
+        longest = max(rule.for_ for rule in rules)
+        history = self.history(rollout, since=now - longest - 3 * rollout.plan.analysis_interval)
+        return judge(
+            rules=rules, history=history, now=now, analysis_interval=rollout.plan.analysis_interval
+        )
+
+    def history(self, rollout: Rollout, *, since: datetime) -> list[Measurement]:
+        return [
+            Measurement.from_json(data)
+            for data in self._store.measurements(rollout.id, since=since)
+        ]
+
+    def rules(self, rollout: Rollout) -> tuple[Rule, ...]:
+        service = self._config.services.get(rollout.service)
+        return service.policy.rules if service else ()
+
+    def _target(self, rollout: Rollout) -> AnalysisTarget:
+        service = self._config.services[rollout.service]
+        return AnalysisTarget(
+            rollout_id=rollout.id,
+            service=rollout.service,
+            namespace=rollout.namespace,
+            deployment=rollout.deployment,
+            strategy=rollout.strategy,
+            ingress=service.ingress,
+            window=service.policy.analysis_window,
+            custom_metrics=service.metrics,
+        )
