@@ -14,7 +14,7 @@ error rate, and the cluster: the clock starts when Prometheus first shows the ra
 threshold and stops when the canary Deployment is gone (or at 0 replicas) and the stable one has
 its original replica count back. The on-call alert's time is recorded too. Median of 5 runs.
 
-Run: `python bench/rollback.py` (about 80 s); `--runs 9` for more runs.
+Run: `python bench/rollback.py` (about 50 s); `--runs 9` for more runs.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from emulators.prometheus import PrometheusServer, free_port
 from emulators.traffic import TrafficExporter
 from rollout.analysis import AnalysisTarget, PrometheusProvider
 from rollout.analysis.queries import GENERIC, BatchQuery
+from rollout.analysis.types import Track
 
 NAMESPACE = "shop"
 INTERVAL_S = 5.0
@@ -88,7 +89,7 @@ class CanaryErrorRate:
         )
         self._errors = BatchQuery(GENERIC, "error_rate", target.window, (target,))
         self._requests = BatchQuery(GENERIC, "request_rate", target.window, (target,))
-        self._slot = (service, "canary")
+        self._slot: tuple[str, Track] = (service, "canary")
 
     def error_rate(self) -> float | None:
         return self._errors.split(self._provider.query(self._errors.promql)).get(self._slot)

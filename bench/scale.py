@@ -18,27 +18,24 @@ In the same run the naive way is measured on the same rollouts: one query per me
 and track, built from the same query templates (`rollout.analysis.queries`) and sent through
 the same `PrometheusProvider`; the ratio of queries and wall time is printed.
 
-Run: `python bench/scale.py` (about 4 minutes); `--rollouts 200` for a quicker look,
+Run: `python bench/scale.py` (2 to 4 minutes); `--rollouts 200` for a quicker look,
 `--profile` to print where one more tick spent its time.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
-import multiprocessing
 import pstats
 import resource
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -46,151 +43,29 @@ from unittest import mock
 import common  # first: puts this clone on sys.path
 import yaml
 from kubernetes import config as k8s_config
+from scale_measuring import CountingProvider, KubeTimer, compare_with_naive, target_of
+from scale_world import CANARY_WEIGHT, NAMESPACE, ready, start_child, stop_child, traffic, world
 
 from bot.config_loader import load_config_text
 from bot.runtime import Runtime, Secrets
-from bot.sandbox import (
-    ALICE,
-    BOB,
-    BOT_TOKEN,
-    CAROL,
-    RELEASE_CHANNEL,
-    SANDBOX_CONFIG,
-    SIGNING_SECRET,
-    SRE_GROUP,
-    stable_deployment,
-)
-from emulators.kube import KubeEmulator
+from bot.sandbox import ALICE, BOT_TOKEN, RELEASE_CHANNEL, SANDBOX_CONFIG, SIGNING_SECRET
 from emulators.prometheus import PrometheusServer
-from emulators.slack import SlackEmulator
-from emulators.traffic import TrafficExporter
 from handlers.charts import rollout_chart
-from rollout.analysis import AnalysisTarget, Analyzer, Measurement, PrometheusProvider, Series
-from rollout.analysis.queries import FAMILIES, Family, flavour_of
-from rollout.analysis.templates import prometheus_duration
-from rollout.analysis.types import TRACKS, Track, TrackValues
+from rollout.analysis import Measurement
+from rollout.analysis.types import TRACKS
 from rollout.engine import StartRequest
 from rollout.model import Rollout
 
-NAMESPACE = "shop"
 ANALYSIS_INTERVAL = 5.0
 WINDOW = "30s"
 SCRAPE_INTERVAL = "5s"
-CANARY_WEIGHT = 25.0  # step 1 (10 %) of 4 replicas: 1 canary pod of 4
 MAX_SETUP_TICKS = 15
-SPAWN = multiprocessing.get_context("spawn")
 TARGET_QUERIES, TARGET_SECONDS, TARGET_RSS_MIB = 10, 2.0, 250.0
 # A 1x1 PNG: the placeholder chart of the setup tick (see the module docstring).
 TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
-
-
-class CountingProvider(PrometheusProvider):
-    """The bot's provider, also adding up the time spent waiting for Prometheus."""
-
-    seconds = 0.0
-
-    def query(self, promql: str) -> list[Series]:
-        started = time.perf_counter()
-        try:
-            return super().query(promql)
-        finally:
-            self.seconds += time.perf_counter() - started
-
-
-# --------------------------------------------------------------------------- helper processes
-
-
-def world(conn: Connection, workdir: str, services: list[str]) -> None:
-    """The cluster and Slack emulators, until told to stop; answers "counts" on the pipe."""
-    common.answer_kube_requests_at_once()
-    kube = KubeEmulator(ready_delay=0.2)
-    slack = SlackEmulator(bot_token=BOT_TOKEN, usergroups={SRE_GROUP: [BOB, CAROL]})
-    try:
-        kube.start()
-        slack.start()
-        kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        for name in services:
-            image = f"registry.example.com/{NAMESPACE}/{name}:v2.3.4"
-            kube.seed(stable_deployment(namespace=NAMESPACE, name=name, replicas=4, image=image))
-        kubeconfig = kube.write_kubeconfig(Path(workdir) / "kubeconfig.yaml")
-        conn.send({"kubeconfig": str(kubeconfig), "slack": slack.api_url})
-        while (message := conn.recv()) != "stop":
-            if message == "counts":
-                calls = Counter(call.method for call in slack.calls)
-                conn.send({"slack": dict(calls), "kube_writes": len(kube.writes)})
-    finally:
-        slack.stop()
-        kube.stop()
-        conn.send("stopped")
-
-
-def traffic(conn: Connection, services: list[str]) -> None:
-    """The synthetic exporter, canary at its step-1 share for every service, until told to stop.
-
-    It runs apart from the cluster emulator because rendering 120,000 series takes about 1.6 s
-    of CPU per scrape, which in the emulator's process would slow its answers to the bot. So
-    the canary's share is the one every rollout here holds (step 1: 1 of 4 pods), not read
-    from the cluster.
-    """
-    exporter = TrafficExporter(weight_of=lambda namespace, service: CANARY_WEIGHT)
-    try:
-        for name in services:
-            exporter.add_service(NAMESPACE, name, deployment=name, rps=20.0)
-        conn.send({"exporter": exporter.start()})
-        while conn.recv() != "stop":
-            pass
-    finally:
-        exporter.stop()
-        conn.send("stopped")
-
-
-def start_child(target: Callable[..., None], *args: object) -> tuple[BaseProcess, Connection]:
-    ours, theirs = SPAWN.Pipe()
-    process = SPAWN.Process(target=target, args=(theirs, *args), daemon=True)
-    process.start()
-    return process, ours
-
-
-def ready(conn: Connection, *, what: str) -> dict[str, str]:
-    if not conn.poll(120):
-        raise TimeoutError(f"{what} did not start within 120 s")
-    answer: dict[str, str] = conn.recv()
-    return answer
-
-
-def stop_child(process: BaseProcess, conn: Connection) -> None:
-    """Ask the helper to stop (it stops its servers), then make sure it is gone."""
-    with contextlib.suppress(OSError):
-        conn.send("stop")
-        if conn.poll(30):
-            conn.recv()
-    process.join(timeout=10)
-    if process.is_alive():
-        process.terminate()
-        process.join(timeout=10)
-
-
-class KubeTimer:
-    """Adds up the time the bot's Kubernetes client spends in HTTP requests."""
-
-    def __init__(self, api_client: Any) -> None:
-        self.seconds = 0.0
-        send = api_client.request
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return send(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - started
-
-        api_client.request = timed
-
-
-# --------------------------------------------------------------------------- the bot
 
 
 def config_text(services: Sequence[str], *, prometheus_url: str, db: Path) -> str:
@@ -220,65 +95,6 @@ def config_text(services: Sequence[str], *, prometheus_url: str, db: Path) -> st
         for name in services
     }
     return yaml.safe_dump(config, sort_keys=False)
-
-
-def target_of(rollout: Rollout, *, window: timedelta) -> AnalysisTarget:
-    """What the engine measures for a rollout (the same fields as `Engine._target`)."""
-    return AnalysisTarget(
-        rollout_id=rollout.id,
-        service=rollout.service,
-        namespace=rollout.namespace,
-        deployment=rollout.deployment,
-        strategy=rollout.strategy,
-        ingress=None,
-        window=window,
-    )
-
-
-# --------------------------------------------------------------------------- the naive way
-
-Slot = tuple[str, str, Track]  # (rollout, metric, track)
-
-
-def naive_selector(family: Family, target: AnalysisTarget, track: Track) -> str:
-    """The batched selector narrowed to one rollout and one track."""
-    if family.name == "cadvisor":
-        # The batched query's own pod pattern: `<deployment>-<replicaset hash>-<suffix>`.
-        pods = f"{target.deployment_of(track)}-[a-z0-9]+-[a-z0-9]+"
-        return f'namespace="{target.namespace}",pod=~"{pods}"'
-    return f'namespace="{target.namespace}",service="{target.service}",track="{track}"'
-
-
-def naive_measure(
-    provider: PrometheusProvider, targets: Sequence[AnalysisTarget]
-) -> dict[Slot, float | None]:
-    """One query per metric, rollout and track, with the same templates and provider."""
-    values: dict[Slot, float | None] = {}
-    for target in targets:
-        window = prometheus_duration(target.window)
-        for family in FAMILIES[flavour_of(target.strategy)]:
-            for metric in family.metrics:
-                for track in TRACKS:
-                    promql = family.build(
-                        family, metric, naive_selector(family, target, track), window
-                    )
-                    series = provider.query(promql)
-                    values[(target.rollout_id, metric, track)] = (
-                        series[0].value if len(series) == 1 else None
-                    )
-    return values
-
-
-def batched_values(measured: dict[str, Measurement]) -> dict[Slot, float | None]:
-    values: dict[Slot, float | None] = {}
-    for rollout_id, measurement in measured.items():
-        for metric, pair in measurement.values.items():
-            for track in TRACKS:
-                values[(rollout_id, metric, track)] = TrackValues.of(pair, track)
-    return values
-
-
-# --------------------------------------------------------------------------- the run
 
 
 def peak_rss_mib() -> float:
@@ -483,50 +299,15 @@ def chart_cost(runtime: Runtime, rollout: Rollout) -> float:
 
 
 def profile_summary(profile: cProfile.Profile) -> list[str]:
-    """The functions of the bot that took the most time in the profiled tick (cumulative)."""
-    out = io.StringIO()
-    stats = pstats.Stats(profile, stream=out)
-    stats.sort_stats("cumulative").print_stats(r"(rollout|bot|handlers)/", 25)
-    return [line for line in out.getvalue().splitlines() if line.strip()]
-
-
-def compare_with_naive(url: str, targets: list[AnalysisTarget], *, sample: int) -> dict[str, Any]:
-    batched_provider = CountingProvider(url, timeout=timedelta(seconds=10))
-    wall = time.perf_counter()
-    batched = batched_values(Analyzer(batched_provider).measure(targets, now=datetime.now(UTC)))
-    batched_wall = time.perf_counter() - wall
-
-    measured = targets[:sample] if sample else targets
-    naive_provider = CountingProvider(url, timeout=timedelta(seconds=10))
-    wall = time.perf_counter()
-    naive = naive_measure(naive_provider, measured)
-    naive_wall = time.perf_counter() - wall
-    scale = len(targets) / len(measured)
-    both = [k for k, v in naive.items() if v is not None and batched.get(k) is not None]
-    differ = [k for k in both if not _close(naive[k], batched[k])]
-    return {
-        "batched_measure": {
-            "queries": batched_provider.queries_issued,
-            "wall_seconds": round(batched_wall, 3),
-        },
-        "naive_measure": {
-            "rollouts_measured": len(measured),
-            "queries": naive_provider.queries_issued,
-            "wall_seconds": round(naive_wall, 3),
-            "queries_for_all": round(naive_provider.queries_issued * scale),
-            "wall_seconds_for_all": round(naive_wall * scale, 1),
-            "values_with_data": len(both),
-            "values_differing_over_5pct": len(differ),
-            "differing_examples": [
-                {"slot": list(k), "naive": naive[k], "batched": batched[k]} for k in differ[:3]
-            ],
-        },
-    }
-
-
-def _close(a: float | None, b: float | None) -> bool:
-    assert a is not None and b is not None
-    return abs(a - b) <= 0.05 * max(abs(a), abs(b), 1e-9)
+    """Where the profiled tick went: the bot's functions by cumulative time, then every
+    function by its own time (libraries included)."""
+    lines: list[str] = []
+    for sort, restriction in (("cumulative", r"/(rollout|bot|handlers)/"), ("tottime", "")):
+        out = io.StringIO()
+        stats = pstats.Stats(profile, stream=out)
+        stats.sort_stats(sort).print_stats(*(r for r in (restriction, 15) if r != ""))
+        lines += [line for line in out.getvalue().splitlines() if line.strip()]
+    return lines
 
 
 def report(*, started: dict[str, Any], figures: dict[str, Any]) -> int:
@@ -597,9 +378,10 @@ def report(*, started: dict[str, Any], figures: dict[str, Any]) -> int:
         "wall_time": round(wall_ratio, 1),
     }
     print(
-        f"naive / batched: {query_ratio:,.0f}x the queries, {wall_ratio:,.0f}x the wall time "
-        f"({naive['values_with_data']} values compared; {naive['values_differing_over_5pct']} "
-        f"differ by more than 5 %: the data moves on between the two runs)"
+        f"naive / batched: {query_ratio:,.0f}x the queries, {wall_ratio:,.0f}x the wall time. "
+        f"Both ways found data for {naive['values_with_data_both_ways']} of "
+        f"{naive['values_naive']} values; median difference between them "
+        f"{100 * naive['median_relative_difference']:.1f} % (measured seconds apart)."
     )
     targets = [
         common.Target(
