@@ -178,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
     rounds = {n: max(1, round(r * args.rounds_scale)) for n, r in ROUNDS.items()}
     starts_needed = sum(n * r for n, r in rounds.items()) // 2 + len(LEVELS) + 2
     services = [f"svc-{i:03d}" for i in range(starts_needed)]
-    common.answer_kube_requests_at_once()
     with tempfile.TemporaryDirectory(prefix="bench-ack-") as tmp:
         box = Sandbox(
             workdir=Path(tmp),

@@ -167,20 +167,6 @@ def header(title: str, started: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- emulators
 
 
-def answer_kube_requests_at_once() -> None:
-    """Turn off Nagle's algorithm on the cluster emulator's connections (this process only).
-
-    The emulator writes each response's headers and body separately; with Nagle on, the body
-    waits for the client's delayed ACK of the headers, about 40 ms per request on Linux
-    loopback, where a real API server answers in well under a millisecond of that. Left alone,
-    that stall would be counted as the bot's time. The same one-line change belongs in
-    `emulators/kube/server.py` (`disable_nagle_algorithm = True` on its request handler).
-    """
-    from emulators.kube import server
-
-    server._Handler.disable_nagle_algorithm = True
-
-
 # --------------------------------------------------------------------------- waiting
 
 

@@ -218,7 +218,6 @@ def describe(before: Rollout, after: Rollout) -> str | None:
 def run(args: argparse.Namespace) -> int:
     started = common.machine()
     common.header("cost: Slack and Kubernetes API calls per rollout step", started)
-    common.answer_kube_requests_at_once()
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         box = Sandbox(workdir=Path(tmp), config_text=config_text(), ready_delay=0.1)
         exporter = TrafficExporter(weight_of=canary_weight_from_cluster(box.kube))

@@ -182,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
     common.header("rollback: breach visible in Prometheus -> traffic back on stable", started)
     services = [f"pay-{i + 1}" for i in range(args.runs)]
     chance = random.Random(args.seed)
-    common.answer_kube_requests_at_once()
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
         box = Sandbox(workdir=Path(tmp), config_text="")
         exporter = TrafficExporter(weight_of=canary_weight_from_cluster(box.kube))

@@ -16,8 +16,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-import common  # first: puts this clone on sys.path
-
 from bot.sandbox import BOB, BOT_TOKEN, CAROL, SRE_GROUP, stable_deployment
 from emulators.kube import KubeEmulator
 from emulators.slack import SlackEmulator
@@ -30,7 +28,6 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def world(conn: Connection, workdir: str, services: list[str]) -> None:
     """The cluster and Slack emulators, until told to stop; answers "counts" on the pipe."""
-    common.answer_kube_requests_at_once()
     kube = KubeEmulator(ready_delay=0.2)
     slack = SlackEmulator(bot_token=BOT_TOKEN, usergroups={SRE_GROUP: [BOB, CAROL]})
     try:

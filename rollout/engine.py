@@ -331,11 +331,13 @@ class Engine:
         for rollout in due:
             self._last_tick[rollout.id] = now
             try:
-                self.tick(rollout.id)
+                # The beat's own time: the measurement just taken must not look stale to a
+                # rollout judged late in a long beat.
+                self.tick(rollout.id, at=now)
             except Exception:
                 log.exception("tick of %s failed", rollout.id)
 
-    def tick(self, rollout_id: str) -> None:
+    def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
         with self._lock(rollout_id):
             rollout = self.store.get(rollout_id)
             if rollout is None:
@@ -350,7 +352,7 @@ class Engine:
                     return
             if rollout.phase == Phase.PENDING:
                 rollout = self._prepare(rollout)
-            now = self._clock.now()
+            now = at or self._clock.now()
             observation, analysis = self._observer.observe(rollout, now=now)
             decision = advance(rollout, observation, now=now)
             after = self._carry_out(rollout, decision)
