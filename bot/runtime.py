@@ -141,9 +141,10 @@ class Runtime:
             clock=self.clock,
             analyzer=Analyzer(provider),
         )
-        # Bolt runs the work after each acknowledgement here; stop() waits for it before the
-        # store closes, so a listener never finds the database gone.
-        self._listeners = ThreadPoolExecutor(max_workers=10, thread_name_prefix="listener")
+        # Listeners answer Slack when they return (process_before_response), on waitress's
+        # threads; the work after each acknowledgement runs here. stop() waits for it before
+        # the store closes, so that work never finds the database gone.
+        self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
         self.app = self._build_app(secrets)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
@@ -161,12 +162,14 @@ class Runtime:
         app = App(
             signing_secret=secrets.signing_secret,
             client=self.web,
-            listener_executor=self._listeners,
-            process_before_response=False,
+            process_before_response=True,
             token_verification_enabled=False,
         )
         services = HandlerServices(
-            engine=self.engine, directory=Directory(self.web), clock=self.clock
+            engine=self.engine,
+            directory=Directory(self.web),
+            clock=self.clock,
+            later=self._run_after_ack,
         )
         commands.register(app, services=services)
         actions.register(app, services=services)
@@ -180,13 +183,25 @@ class Runtime:
 
         return app
 
+    def _run_after_ack(self, work: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                work()
+            except Exception as error:  # @app.error does not see work done after the ack
+                self.metrics.errors.labels(dependency=dependency_of(error)).inc()
+                log.error(
+                    "work after an acknowledgement failed: %s: %s", type(error).__name__, error
+                )
+
+        self._after_ack.submit(run)
+
     def start(self) -> None:
         self.engine.reconcile()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
-        self._listeners.shutdown(wait=True)
+        self._after_ack.shutdown(wait=True)
         self.store.close()
 
 

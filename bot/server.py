@@ -187,7 +187,7 @@ def _refusal(status: int, error: str) -> Response:
 class HttpServer:
     """waitress in a background thread, so the CLI, the demo and tests share one code path."""
 
-    def __init__(self, runtime: Runtime, *, host: str, port: int, threads: int = 8) -> None:
+    def __init__(self, runtime: Runtime, *, host: str, port: int, threads: int = 16) -> None:
         server = create_server(
             create_web_app(runtime), host=host, port=port, threads=threads, ident="canary-bot"
         )

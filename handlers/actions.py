@@ -88,9 +88,12 @@ def register(app: App, *, services: HandlerServices) -> None:
         ack()
         if isinstance(outcome, Refusal):
             if isinstance(channel, str):
-                client.chat_postEphemeral(channel=channel, user=user, text=outcome.message)
+                message = outcome.message
+                services.later(
+                    lambda: client.chat_postEphemeral(channel=channel, user=user, text=message)
+                )
             return
-        services.engine.carry_on(rollout_id)
+        services.later(lambda: services.engine.carry_on(rollout_id))
 
     for action_id in ("pause", "resume", "rollback"):
         _register_card_button(app, action_id, services=services)
@@ -146,9 +149,12 @@ def _apply(
     if outcome is None:  # a retry of a click already handled
         return
     if isinstance(outcome, Refusal):
-        respond(response_type="ephemeral", replace_original=False, text=outcome.message)
+        message = outcome.message
+        services.later(
+            lambda: respond(response_type="ephemeral", replace_original=False, text=message)
+        )
         return
-    services.engine.carry_on(rollout_id)
+    services.later(lambda: services.engine.carry_on(rollout_id))
 
 
 def _refuse(
@@ -161,7 +167,7 @@ def _refuse(
     rollout_id: str,
 ) -> None:
     services.refused(user=user, action=action, why=why, rollout_id=rollout_id)
-    respond(response_type="ephemeral", replace_original=False, text=why)
+    services.later(lambda: respond(response_type="ephemeral", replace_original=False, text=why))
 
 
 def _who_and_what(body: dict[str, Any]) -> tuple[str, str]:

@@ -55,7 +55,8 @@ def register(app: App, *, services: HandlerServices) -> None:
                 and parsed.service
                 and channel_allowed(channel, release)
             ):
-                _snapshot_on_demand(parsed.service, services, user=user)
+                service = parsed.service
+                services.later(lambda: _snapshot_on_demand(service, services, user=user))
             return
         why = _permission_problem(parsed, services, user=user, channel=channel)
         if why:
@@ -157,12 +158,16 @@ def _start(
         ack()
         return
     ack(response_type="ephemeral", text=f"Starting a canary of `{parsed.service}`…")
-    try:
-        services.engine.begin(rollout.id)
-    except StartRefused as refusal:
-        services.refused(user=user, action="start", why=str(refusal))
-        message = error_message(str(refusal)).payload()
-        respond(response_type="ephemeral", replace_original=True, **message)
+
+    def begin() -> None:
+        try:
+            services.engine.begin(rollout.id)
+        except StartRefused as refusal:
+            services.refused(user=user, action="start", why=str(refusal))
+            message = error_message(str(refusal)).payload()
+            respond(response_type="ephemeral", replace_original=True, **message)
+
+    services.later(begin)
 
 
 _COMMANDS: dict[type, Callable[[Any, str], commands.Command]] = {
@@ -205,7 +210,8 @@ def _change(
         ack(response_type="ephemeral", **error_message(outcome.message).payload())
         return
     ack()
-    services.engine.carry_on(rollout.id)
+    rollout_id = rollout.id
+    services.later(lambda: services.engine.carry_on(rollout_id))
 
 
 def _refuse(ack: Ack, services: HandlerServices, *, user: str, action: str, why: str) -> None:

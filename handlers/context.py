@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from handlers.auth import Directory
@@ -14,6 +15,9 @@ class HandlerServices:
     engine: Engine
     directory: Directory
     clock: Clock
+    # Runs work after Slack's acknowledgement, off the request thread: listeners answer
+    # Slack when they return, so anything slow (the cluster, charts, Slack calls) goes here.
+    later: Callable[[Callable[[], object]], None]
 
     def already_handled(self, key: str | None) -> bool:
         """A cheap early answer for Slack's retries; the engine re-checks under its lock."""

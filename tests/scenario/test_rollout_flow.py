@@ -106,6 +106,10 @@ def test_start_steps_approval_and_promotion(sandbox: Sandbox) -> None:
     assert stable["spec"]["replicas"] == 4
     assert deployment(sandbox, "checkout-canary") is None
     # The card is updated in place at every transition, in order, and never without a change.
+    wait_until(
+        lambda: sandbox.slack.messages(RELEASE_CHANNEL)[0].text.startswith("Succeeded"),
+        what="the card to show the promotion",
+    )
     card = sandbox.slack.messages(RELEASE_CHANNEL)[0]
     phases = [version.text.split(":")[0] for version in card.history]
     # (The card is first posted once the first step's weight is applied.)
