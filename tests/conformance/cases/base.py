@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from bot.sandbox import stable_deployment as sandbox_deployment
 from emulators.kube import KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.model import Rollout, RolloutPlan, TrafficTarget
@@ -45,24 +46,7 @@ class RouterCase(Protocol):
 
 
 def stable_deployment(*, name: str = "checkout", replicas: int = 4) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {"name": "app", "image": STABLE_IMAGE, "ports": [{"containerPort": 8080}]}
-                    ]
-                },
-            },
-        },
-    }
+    return sandbox_deployment(namespace=NAMESPACE, name=name, replicas=replicas, image=STABLE_IMAGE)
 
 
 def rollout_for(case: RouterCase) -> Rollout:
