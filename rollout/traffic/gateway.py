@@ -24,12 +24,11 @@ from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import (
     RouterError,
     canary_capacity,
-    canary_name,
+    canary_pods,
     canary_service_name,
     check_tracks_apart,
     delete_canary,
     delete_canary_service,
-    deployment_rolled_out,
     ensure_canary,
     ensure_canary_service,
     promote_then_remove,
@@ -148,21 +147,12 @@ class GatewayRouter:
         route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
         spec = (route or {}).get("spec") or {}
         weight = canary_weight(spec, service=target_service(rollout))
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
-        wanted = int((canary or {}).get("spec", {}).get("replicas", 0))
-        ready_pods = int((canary or {}).get("status", {}).get("readyReplicas", 0) or 0)
+        pods = canary_pods(self._kube, rollout)
         split = "not split" if weight is None else f"canary backend {weight:g}%"
         return TrafficStatus(
             weight=weight or 0.0,
-            canary_ready=(
-                weight is not None
-                and canary is not None
-                and wanted > 0
-                and deployment_rolled_out(canary)
-            ),
-            detail=(
-                f"HTTPRoute {_route_name(rollout)} {split}; {ready_pods}/{wanted} canary pods ready"
-            ),
+            canary_ready=weight is not None and pods.ready,
+            detail=f"HTTPRoute {_route_name(rollout)} {split}; {pods}",
         )
 
     def promote(self, rollout: Rollout) -> bool:

@@ -34,8 +34,8 @@ from rollout.traffic.workloads import (
     canary_capacity,
     canary_name,
     canary_pod_labels,
+    canary_pods,
     delete_canary,
-    deployment_rolled_out,
     ensure_canary,
     pod_labels,
     promote_then_remove,
@@ -184,22 +184,12 @@ class IstioRouter:
     def status(self, rollout: Rollout) -> TrafficStatus:
         service = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
         weight = canary_weight((service or {}).get("spec") or {})
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
-        wanted = int((canary or {}).get("spec", {}).get("replicas", 0))
-        ready_pods = int((canary or {}).get("status", {}).get("readyReplicas", 0) or 0)
+        pods = canary_pods(self._kube, rollout)
         split = "not split" if weight is None else f"canary subset {weight:g}%"
         return TrafficStatus(
             weight=weight or 0.0,
-            canary_ready=(
-                weight is not None
-                and canary is not None
-                and wanted > 0
-                and deployment_rolled_out(canary)
-            ),
-            detail=(
-                f"VirtualService {_vs_name(rollout)} {split}; "
-                f"{ready_pods}/{wanted} canary pods ready"
-            ),
+            canary_ready=weight is not None and pods.ready,
+            detail=f"VirtualService {_vs_name(rollout)} {split}; {pods}",
         )
 
     def promote(self, rollout: Rollout) -> bool:

@@ -25,12 +25,11 @@ from rollout.traffic.workloads import (
     ROLLOUT_ANNOTATION,
     RouterError,
     canary_capacity,
-    canary_name,
+    canary_pods,
     canary_service_name,
     check_tracks_apart,
     delete_canary,
     delete_canary_service,
-    deployment_rolled_out,
     ensure_canary,
     ensure_canary_service,
     promote_then_remove,
@@ -140,9 +139,7 @@ class NginxRouter:
             return TrafficStatus(weight=0.0, canary_ready=False, detail="no canary Ingress")
         annotations = ingress["metadata"].get("annotations") or {}
         weight = _weight(annotations)
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
-        wanted = int((canary or {}).get("spec", {}).get("replicas", 0))
-        ready_pods = int((canary or {}).get("status", {}).get("readyReplicas", 0) or 0)
+        pods = canary_pods(self._kube, rollout)
         routing = "".join(
             f", {label} {annotations[key]}"
             for key, label in ((BY_HEADER, "header"), (BY_COOKIE, "cookie"))
@@ -150,10 +147,9 @@ class NginxRouter:
         )
         return TrafficStatus(
             weight=weight,
-            canary_ready=canary is not None and wanted > 0 and deployment_rolled_out(canary),
+            canary_ready=pods.ready,
             detail=(
-                f"canary-weight {weight:g}% on Ingress {_canary_ingress(rollout)}{routing}; "
-                f"{ready_pods}/{wanted} canary pods ready"
+                f"canary-weight {weight:g}% on Ingress {_canary_ingress(rollout)}{routing}; {pods}"
             ),
         )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rollout.kube import MANAGED_BY, KubeGateway
@@ -282,6 +283,31 @@ def selector_patch(current: dict[str, str], wanted: dict[str, str]) -> dict[str,
     """A strategic-merge patch that leaves a Service's selector exactly `wanted`."""
     removed: dict[str, str | None] = {key: None for key in current if key not in wanted}
     return {"spec": {"selector": {**removed, **wanted}}}
+
+
+@dataclass(frozen=True)
+class CanaryPods:
+    """The canary Deployment's pods as a router's status reports them."""
+
+    wanted: int
+    ready_pods: int
+    rolled_out: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.wanted > 0 and self.rolled_out
+
+    def __str__(self) -> str:
+        return f"{self.ready_pods}/{self.wanted} canary pods ready"
+
+
+def canary_pods(kube: KubeGateway, rollout: Rollout) -> CanaryPods:
+    canary = kube.read_deployment(rollout.namespace, canary_name(rollout)) or {}
+    return CanaryPods(
+        wanted=int(canary.get("spec", {}).get("replicas", 0)),
+        ready_pods=int(canary.get("status", {}).get("readyReplicas", 0) or 0),
+        rolled_out=bool(canary) and deployment_rolled_out(canary),
+    )
 
 
 def promote_then_remove(
