@@ -2,21 +2,24 @@
 #   docker build -t canary-bot .
 #   docker run -p 3000:3000 -e SLACK_BOT_TOKEN -e SLACK_SIGNING_SECRET \
 #     -v "$PWD/config.yaml:/etc/canary-bot/config.yaml:ro" canary-bot
-# The base is pinned to a patch release so that a rebuild does not silently change Python.
+# The base is pinned by digest (tag python:3.11.11-slim-bookworm), so that a rebuild gets the very
+# image that was tested; the product is installed from constraints.txt, the versions CI tests.
 
 # Build stage: the package and its dependencies go into a venv that is copied whole, so the
 # runtime image carries no pip cache, build tools or source tree.
-FROM python:3.11.11-slim-bookworm AS build
+# Only the product: the sandbox distribution (emulators, demo) is not copied or installed.
+FROM python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5 AS build
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY rollout ./rollout
-COPY emulators ./emulators
-RUN /opt/venv/bin/pip install --no-cache-dir .
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt . \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 
-FROM python:3.11.11-slim-bookworm
+# tag: python:3.11.11-slim-bookworm (the same image as the build stage)
+FROM python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 # A fixed numeric UID, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN groupadd --system --gid 10001 canary \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

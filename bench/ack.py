@@ -39,7 +39,7 @@ import common  # first: puts this clone on sys.path
 import requests
 import yaml
 
-from bot.sandbox import (
+from canary_sandbox.sandbox import (
     ALICE,
     RELEASE_CHANNEL,
     SANDBOX_CONFIG,

@@ -34,9 +34,9 @@ import yaml
 from kubernetes import config as k8s_config
 
 from bot.runtime import Runtime, Secrets
-from bot.sandbox import ALICE, BOB, RELEASE_CHANNEL, SANDBOX_CONFIG, Sandbox
 from bot.server import HttpServer
-from bot.traffic_weights import canary_weight_from_cluster
+from canary_sandbox.sandbox import ALICE, BOB, RELEASE_CHANNEL, SANDBOX_CONFIG, Sandbox
+from canary_sandbox.traffic_weights import canary_weight_from_cluster
 from emulators.direct_metrics import DirectMetrics
 from emulators.slack import SlackDriver
 from emulators.traffic import TrafficExporter

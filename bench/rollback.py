@@ -33,8 +33,14 @@ import common  # first: puts this clone on sys.path
 import requests
 import yaml
 
-from bot.sandbox import ALICE, RELEASE_CHANNEL, SANDBOX_CONFIG, Sandbox, stable_deployment
-from bot.traffic_weights import canary_weight_from_cluster
+from canary_sandbox.sandbox import (
+    ALICE,
+    RELEASE_CHANNEL,
+    SANDBOX_CONFIG,
+    Sandbox,
+    stable_deployment,
+)
+from canary_sandbox.traffic_weights import canary_weight_from_cluster
 from emulators.prometheus import PrometheusServer, free_port
 from emulators.traffic import TrafficExporter
 from rollout.analysis import AnalysisTarget, PrometheusProvider

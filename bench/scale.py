@@ -48,7 +48,7 @@ from scale_world import CANARY_WEIGHT, NAMESPACE, ready, start_child, stop_child
 
 from bot.config_loader import load_config_text
 from bot.runtime import Runtime, Secrets
-from bot.sandbox import ALICE, BOT_TOKEN, RELEASE_CHANNEL, SANDBOX_CONFIG, SIGNING_SECRET
+from canary_sandbox.sandbox import ALICE, BOT_TOKEN, RELEASE_CHANNEL, SANDBOX_CONFIG, SIGNING_SECRET
 from emulators.prometheus import PrometheusServer
 from handlers.charts import rollout_chart
 from rollout.analysis import Measurement

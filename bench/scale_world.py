@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from bot.sandbox import BOB, BOT_TOKEN, CAROL, SRE_GROUP, stable_deployment
+from canary_sandbox.sandbox import BOB, BOT_TOKEN, CAROL, SRE_GROUP, stable_deployment
 from emulators.kube import KubeEmulator
 from emulators.slack import SlackEmulator
 from emulators.traffic import TrafficExporter

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from types import FrameType
 
 from bot.check_config import run_check_config
@@ -20,6 +21,12 @@ from bot.kube import ClusterConfigError
 from bot.runtime import Runtime, Secrets, StartupError
 
 log = logging.getLogger("canary-bot")
+
+DEMO_ENTRY_POINT_GROUP = "canary_bot.commands"
+DEMO_INSTALL_HINT = (
+    "canary-bot demo needs the sandbox: pip install 'canary-bot[demo]'"
+    " (from a clone: pip install -c constraints.txt -e '.[demo]' -e ./sandbox)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,14 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return run_check_config(args.path, out=sys.stdout, err=sys.stderr)
     if args.command == "demo":
-        from bot.demo import run_demo  # the emulators load only for the demo
-
-        return run_demo(
-            out=sys.stdout,
-            scripted=args.scripted,
-            port=args.port,
-            open_browser=not args.no_browser,
-        )
+        return _demo(args)
     try:
         return _serve(args)
     except (StartupError, ClusterConfigError) as error:
@@ -47,6 +47,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"canary-bot: invalid config: {'; '.join(map(str, error.problems))}", file=sys.stderr)
         return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run the sandbox's demo, found through its entry point.
+
+    The demo and the emulators it stands on are the `canary-bot-sandbox` distribution; a
+    production install does not have them, and the product's code never imports them.
+    """
+    found = entry_points(group=DEMO_ENTRY_POINT_GROUP, name="demo")
+    if not found:
+        print(DEMO_INSTALL_HINT, file=sys.stderr)
+        return 2
+    run_demo = next(iter(found)).load()
+    result: int = run_demo(
+        out=sys.stdout, scripted=args.scripted, port=args.port, open_browser=not args.no_browser
+    )
+    return result
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import posixpath
 import re
 import subprocess
@@ -26,7 +25,7 @@ import yaml
 from bot.config_loader import load_config, load_config_text
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CANARY_SHARED_DIR") or REPO.parent / "shared")
+FIXTURES = REPO / "tests" / "fixtures"
 DEPLOY = REPO / "deploy"
 BOT_SCOPES = {
     "commands",
@@ -70,7 +69,7 @@ def bot_container() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def manifest_validator() -> jsonschema.Draft7Validator:
-    schema = json.loads((SHARED / "slack" / "manifest.schema.1.0.0.json").read_text())
+    schema = json.loads((FIXTURES / "slack" / "manifest.schema.1.0.0.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     return jsonschema.Draft7Validator(schema)
 
@@ -301,11 +300,48 @@ def final_stage(instructions: list[dockerfile.Command]) -> list[dockerfile.Comma
     return instructions[last_from:]
 
 
-def test_dockerfile_bases_are_pinned(instructions: list[dockerfile.Command]) -> None:
+def test_dockerfile_bases_are_pinned_by_digest(instructions: list[dockerfile.Command]) -> None:
     bases = [c.value[0] for c in instructions if c.cmd == "FROM"]
     assert len(bases) >= 2  # multi-stage: no build tools in the runtime image
     for base in bases:
-        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", base), base
+        # A tag can be pushed again; a digest names one image. The tag stays for readers.
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}", base), base
+
+
+def test_dockerfile_installs_the_product_from_the_constraints(
+    instructions: list[dockerfile.Command],
+) -> None:
+    runs = [" ".join(c.value) for c in instructions if c.cmd == "RUN"]
+    installs = [run for run in runs if "pip install" in run]
+    assert installs, "no pip install in the Dockerfile"
+    for run in installs:
+        assert "-c constraints.txt" in run, run  # the versions CI tested, not the newest
+        assert "--no-cache-dir" in run, run
+    copied = [
+        c.value
+        for c in instructions
+        if c.cmd == "COPY" and not any(f.startswith("--from=") for f in c.flags)
+    ]
+    sources = {part for value in copied for part in value[:-1]}
+    assert "constraints.txt" in sources
+    # The image is the product only: the sandbox distribution never goes in.
+    assert not {"sandbox", "emulators", "tests", "."} & sources, sources
+
+
+def test_dockerfile_final_stage_has_no_compiler_pip_or_source(
+    instructions: list[dockerfile.Command],
+) -> None:
+    stage = final_stage(instructions)
+    copies = [c for c in stage if c.cmd == "COPY"]
+    assert copies, "the runtime stage copies nothing"
+    for copy in copies:
+        assert any(flag.startswith("--from=") for flag in copy.flags), copy.original
+        assert copy.value == ("/opt/venv", "/opt/venv"), copy.original
+    runs = " ".join(" ".join(c.value) for c in stage if c.cmd == "RUN")
+    for tool in ("apt-get install", "gcc", "build-essential", "pip install"):
+        assert tool not in runs, f"the runtime stage runs {tool!r}"
+    build_runs = " ".join(" ".join(c.value) for c in instructions if c.cmd == "RUN")
+    assert "pip uninstall --yes pip" in build_runs  # no pip left in the copied venv
 
 
 def test_dockerfile_runs_as_a_non_root_user(instructions: list[dockerfile.Command]) -> None:

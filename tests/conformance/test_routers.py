@@ -12,19 +12,17 @@ import pkgutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from emulators.kube import KubeEmulator
+from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficRouter
 from tests.conformance import cases
 from tests.conformance.cases.base import RouterCase, rollout_for
 
-CRD_DIR = Path(__file__).resolve().parents[3] / "shared" / "crds"
 MANAGED = "app.kubernetes.io/managed-by=canary-bot"
 # Kinds a router may create; Events are history and stay.
 OWNED_KINDS = [
@@ -52,7 +50,7 @@ def case(request: pytest.FixtureRequest) -> RouterCase:
 
 @pytest.fixture
 def kube() -> Iterator[KubeEmulator]:
-    emulator = KubeEmulator(crd_dir=CRD_DIR if CRD_DIR.is_dir() else None, ready_delay=0.05)
+    emulator = KubeEmulator(crd_dir=BUNDLED_CRDS, ready_delay=0.05)
     emulator.start()
     try:
         yield emulator

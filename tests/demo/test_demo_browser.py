@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.demo_web.server import DemoWebServer
-from bot.demo_web.world import DemoWorld
+from canary_sandbox.demo_web.server import DemoWebServer
+from canary_sandbox.demo_web.world import DemoWorld
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -5,24 +5,22 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from emulators.kube import KubeEmulator
+from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from emulators.kube.patching import merge_patch, strategic_merge_patch
 from emulators.kube.schemas import builtin_schema
 
-CRDS = Path("/work/shared/crds")
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[KubeEmulator]:
-    with KubeEmulator(crd_dir=CRDS, ready_delay=0.05) as emu:
+    with KubeEmulator(crd_dir=BUNDLED_CRDS, ready_delay=0.05) as emu:
         yield emu
 
 

@@ -6,22 +6,20 @@ import copy
 import itertools
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from emulators.kube import ApiError, KubeEmulator
+from emulators.kube import BUNDLED_CRDS, ApiError, KubeEmulator
 
-CRDS = Path("/work/shared/crds")
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[KubeEmulator]:
-    with KubeEmulator(crd_dir=CRDS, ready_delay=0.05) as emu:
+    with KubeEmulator(crd_dir=BUNDLED_CRDS, ready_delay=0.05) as emu:
         yield emu
 
 

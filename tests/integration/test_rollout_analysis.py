@@ -29,8 +29,15 @@ import PIL.Image
 import pytest
 import yaml
 
-from bot.sandbox import BOB, CAROL, RELEASE_CHANNEL, SANDBOX_CONFIG, STABLE_IMAGE, Sandbox
-from bot.traffic_weights import canary_weight_from_cluster
+from canary_sandbox.sandbox import (
+    BOB,
+    CAROL,
+    RELEASE_CHANNEL,
+    SANDBOX_CONFIG,
+    STABLE_IMAGE,
+    Sandbox,
+)
+from canary_sandbox.traffic_weights import canary_weight_from_cluster
 from emulators.kube import KubeEmulator
 from emulators.prometheus import PrometheusServer
 from emulators.slack import Message, payloads

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from bot.sandbox import RELEASE_CHANNEL, Sandbox
+from canary_sandbox.sandbox import RELEASE_CHANNEL, Sandbox
 from emulators.slack import Message, payloads
 from emulators.slack.blocks import find_button
 from rollout.model import Rollout

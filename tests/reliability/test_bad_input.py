@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config_loader import ConfigError, load_config_text
-from bot.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox
+from canary_sandbox.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox
 from emulators.slack import DriverResponse, payloads
 from emulators.slack.blocks import find_button
 from rollout.config import Config

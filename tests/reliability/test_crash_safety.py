@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
+from canary_sandbox.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
 from rollout.store import SqliteStore
 from rollout.traffic.replicas import split_replicas
 from tests.reliability.support import (

@@ -29,8 +29,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from bot.runtime import Runtime, Secrets
-from bot.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
 from bot.server import HttpServer
+from canary_sandbox.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
 from emulators.kube import KubeEmulator
 from emulators.slack import SlackDriver
 from rollout.kube import KubeGateway

@@ -16,7 +16,15 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox, stable_deployment
+from canary_sandbox.sandbox import (
+    ALICE,
+    BOB,
+    CAROL,
+    MALLORY,
+    RELEASE_CHANNEL,
+    Sandbox,
+    stable_deployment,
+)
 from tests.reliability.support import active_rollout, open_approval, sandbox_config, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from bot.config_loader import load_config_text
-from bot.sandbox import (
+from canary_sandbox.sandbox import (
     BOB,
     BOT_TOKEN,
     CAROL,

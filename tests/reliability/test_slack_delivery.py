@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox
+from canary_sandbox.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox
 from emulators.slack import DriverResponse, Message, payloads
 from tests.reliability.support import (
     FORM,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox import Sandbox
+from canary_sandbox.sandbox import Sandbox
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox import (
+from canary_sandbox.sandbox import (
     ALICE,
     BOB,
     CAROL,

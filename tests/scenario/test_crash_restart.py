@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from bot.sandbox import BOB, CAROL, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox, stable_deployment
+from canary_sandbox.sandbox import (
+    BOB,
+    CAROL,
+    RELEASE_CHANNEL,
+    STABLE_IMAGE,
+    Sandbox,
+    stable_deployment,
+)
 from emulators.slack import Message, SlackDriver
 from rollout.store import SqliteStore
 from rollout.traffic.replicas import split_replicas

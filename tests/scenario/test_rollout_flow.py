@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox
+from canary_sandbox.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox
 from emulators.slack import Message
 from rollout.model import Phase, Rollout
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox import BOB, RELEASE_CHANNEL, SANDBOX_CONFIG, Sandbox
-from emulators.kube import KubeEmulator
+from canary_sandbox.sandbox import BOB, RELEASE_CHANNEL, SANDBOX_CONFIG, Sandbox
+from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.model import Phase, Rollout
 from rollout.traffic.argo import ROLLOUT
@@ -38,7 +38,6 @@ from tests.conformance.cases.istio import (
     virtual_service,
 )
 
-CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
 NEW_IMAGE = "registry.example.com/shop/checkout:v2.3.5"
 FIRST_STEP = 25  # the sandbox's steps are 25, 50, 75
 
@@ -87,7 +86,7 @@ def sandbox_for(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
 
     def build(config_text: str, seed: Callable[[KubeEmulator], None]) -> Sandbox:
         box = Sandbox(
-            workdir=tmp_path / "sandbox", config_text=config_text, crd_dir=CRD_DIR, seed=False
+            workdir=tmp_path / "sandbox", config_text=config_text, crd_dir=BUNDLED_CRDS, seed=False
         )
         boxes.append(box)
         box.start()
@@ -231,7 +230,7 @@ def test_argo_first_step_is_read_from_the_rollout_status(
 def test_istio_header_route_and_a_destination_rule_the_bot_creates() -> None:
     """Header routing sends matching requests to the canary first; without a DestinationRule
     the bot creates one for the subsets and deletes it at the end."""
-    with KubeEmulator(crd_dir=CRD_DIR, ready_delay=0.05) as kube:
+    with KubeEmulator(crd_dir=BUNDLED_CRDS, ready_delay=0.05) as kube:
         for obj in (tracked_deployment(), service(), virtual_service()):
             kube.seed(obj)
         router = IstioRouter(KubeGateway(kube.api_client()))

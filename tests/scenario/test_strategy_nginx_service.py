@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox import BOB, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox, stable_deployment
+from canary_sandbox.sandbox import BOB, RELEASE_CHANNEL, STABLE_IMAGE, Sandbox, stable_deployment
 from emulators.kube import KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.model import Phase

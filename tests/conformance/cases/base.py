@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from bot.sandbox import stable_deployment as sandbox_deployment
+from canary_sandbox.sandbox import stable_deployment as sandbox_deployment
 from emulators.kube import KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.model import Rollout, RolloutPlan, TrafficTarget

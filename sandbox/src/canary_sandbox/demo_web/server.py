@@ -16,10 +16,10 @@ from flask import Flask, Response, abort, jsonify, request
 from waitress.server import BaseWSGIServer, create_server
 from werkzeug.exceptions import HTTPException
 
-from bot.demo_web.session import DemoError, DemoSession
-from bot.demo_web.world import DemoWorld
+from canary_sandbox.demo_web.session import DemoError, DemoSession
+from canary_sandbox.demo_web.world import DemoWorld
 
-STATIC = resources.files("bot.demo_web") / "static"
+STATIC = resources.files("canary_sandbox.demo_web") / "static"
 
 
 def create_demo_app(world: DemoWorld, session: DemoSession) -> Flask:

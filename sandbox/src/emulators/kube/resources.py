@@ -178,6 +178,11 @@ def kind_from_crd(crd: JSON) -> ResourceKind:
     )
 
 
+# The CustomResourceDefinitions this package carries (Istio, Gateway API, Argo Rollouts), copied
+# from their upstream projects; crds/README.md names each one's source, version and licence.
+BUNDLED_CRDS = Path(__file__).resolve().parent / "crds"
+
+
 def load_crds(directory: Path) -> list[ResourceKind]:
     kinds = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):

@@ -7,7 +7,15 @@ emulates and how faithfully.
 from emulators.kube.emulator import KubeEmulator
 from emulators.kube.errors import ApiError
 from emulators.kube.faults import Faults
+from emulators.kube.resources import BUNDLED_CRDS
 from emulators.kube.schemas import KUBERNETES_VERSION
 from emulators.kube.server import WriteRecord
 
-__all__ = ["KUBERNETES_VERSION", "ApiError", "Faults", "KubeEmulator", "WriteRecord"]
+__all__ = [
+    "BUNDLED_CRDS",
+    "KUBERNETES_VERSION",
+    "ApiError",
+    "Faults",
+    "KubeEmulator",
+    "WriteRecord",
+]

@@ -25,8 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO, TypeVar
 
-from bot.demo_web.server import DemoWebServer
-from bot.demo_web.world import (
+from canary_sandbox.demo_web.server import DemoWebServer
+from canary_sandbox.demo_web.world import (
     CHANNEL_NAMES,
     GROUP_HANDLES,
     ONCALL_GROUP,
@@ -34,7 +34,7 @@ from bot.demo_web.world import (
     SERVICE,
     DemoWorld,
 )
-from bot.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL
+from canary_sandbox.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL
 from emulators.slack import Message, ResponseUrlPost, SlackEmulator
 from rollout.model import Phase, Rollout
 from rollout.store import SqliteStore

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.demo_web.world import CHANNEL_NAMES, GROUP_HANDLES, PEOPLE, DemoWorld
-from bot.sandbox import RELEASE_CHANNEL
+from canary_sandbox.demo_web.world import CHANNEL_NAMES, GROUP_HANDLES, PEOPLE, DemoWorld
+from canary_sandbox.sandbox import RELEASE_CHANNEL
 from emulators.slack import DriverResponse, Message, SlackEmulator, UploadedFile
 
 JsonObject = dict[str, Any]

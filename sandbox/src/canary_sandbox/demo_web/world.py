@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 from types import TracebackType
 
-from bot.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL, SRE_GROUP, Sandbox
-from bot.traffic_weights import canary_weight_from_cluster
+from canary_sandbox.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL, SRE_GROUP, Sandbox
+from canary_sandbox.traffic_weights import canary_weight_from_cluster
 from emulators.direct_metrics import DirectMetrics
 from emulators.prometheus import PrometheusServer, find_prometheus_binary
 from emulators.slack import SlackDriver, SlackEmulator

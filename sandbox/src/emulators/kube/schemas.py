@@ -22,7 +22,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 from referencing import Registry, Resource
 
 JSON = dict[str, Any]
