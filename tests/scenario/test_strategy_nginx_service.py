@@ -184,6 +184,7 @@ def test_a_service_that_also_selects_canary_pods_is_refused_at_start(tmp_path: P
         wait_until(lambda: len(box.slack.responses) > seen, what="the refusal")
         text = str(box.slack.responses[seen].body)
         assert "which the canary pods match too" in text and "track: stable" in text
+        box.drain()  # the refusal is sent after the ack; so would a wrong write be
         assert box.kube.writes_snapshot() == []
         assert box.kube.get("apps/v1", "Deployment", "shop", "checkout-canary") is None
 
