@@ -60,22 +60,35 @@ SANDBOX_CONFIG = textwrap.dedent(
 
 
 def stable_deployment(
-    *,
-    namespace: str = "shop",
     name: str = "checkout",
+    *,
+    namespace: str | None = "shop",
     replicas: int = 4,
     image: str = STABLE_IMAGE,
+    track: str | None = None,
 ) -> dict[str, Any]:
+    """A service's stable Deployment: one container `app` serving on 8080, pods labelled and
+    selected by `app: <name>`.
+
+    The one Deployment manifest of the sandbox, the demo, the benchmarks and the tests.
+    `namespace=None` leaves it out, for a test that creates it through the API in a namespace of
+    its own; `track` labels the pods, and selects them, with `track: <track>`, as the strategies
+    that route by Service selector need.
+    """
     labels = {"app": name}
+    pods = {**labels, "track": track} if track is not None else dict(labels)
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace is not None:
+        metadata["namespace"] = namespace
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": dict(pods)},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": dict(pods)},
                 "spec": {
                     "containers": [
                         {"name": "app", "image": image, "ports": [{"containerPort": 8080}]}
