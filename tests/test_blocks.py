@@ -42,44 +42,13 @@ from rollout.events import (
     RollbackStarted,
     StepReached,
 )
-from rollout.model import Phase, Rollout, RolloutPlan
+from rollout.model import Phase
+from tests.builders import progressing_rollout
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 HUGE = "x" * 10_000
 NASTY = "<!channel> & <@U999> *bold* `tick` " * 300
 ACTIVE_PHASES = [phase for phase in Phase if phase.is_active]
-
-
-def make_rollout(**changes: Any) -> Rollout:
-    plan = RolloutPlan(
-        steps=(5, 25, 50),
-        step_interval=timedelta(minutes=30),
-        analysis_interval=timedelta(seconds=30),
-        approval=True,
-        approvals_required=1,
-        self_approval=False,
-        progress_deadline=timedelta(minutes=10),
-        approval_timeout=timedelta(hours=24),
-    )
-    base: dict[str, Any] = {
-        "id": "r-123",
-        "service": "checkout",
-        "namespace": "shop",
-        "deployment": "checkout",
-        "container": "app",
-        "strategy": "replicas",
-        "stable_image": "registry:5000/shop/checkout:v1",
-        "canary_image": "registry:5000/shop/checkout:v2",
-        "plan": plan,
-        "channel": "C0RELEASES",
-        "started_by": "U01ALICE",
-        "created_at": NOW - timedelta(hours=1),
-        "updated_at": NOW,
-        "phase": Phase.PROGRESSING,
-        "step_index": 1,
-        "weight": 25.0,
-    }
-    return Rollout(**{**base, **changes})
 
 
 def payload(message: Message) -> dict[str, Any]:
@@ -173,7 +142,7 @@ def test_a_message_refuses_more_than_fifty_blocks() -> None:
 
 def test_card_tells_the_whole_story() -> None:
     card = status_card(
-        make_rollout(),
+        progressing_rollout(now=NOW),
         cluster_name="prod-eu-1",
         next_step_at=NOW + timedelta(minutes=20),
         verdict="healthy: error_rate 0.1% (limit 1%)",
@@ -204,7 +173,9 @@ def test_card_tells_the_whole_story() -> None:
     ],
 )
 def test_card_buttons_follow_the_phase(phase: Phase, expected: set[str]) -> None:
-    card = status_card(make_rollout(phase=phase), cluster_name="prod", next_step_at=None)
+    card = status_card(
+        progressing_rollout(now=NOW, phase=phase), cluster_name="prod", next_step_at=None
+    )
     found = buttons(card)
     assert set(found) == expected
     assert all(button["value"] == "r-123" for button in found.values())
@@ -216,7 +187,9 @@ def test_card_buttons_follow_the_phase(phase: Phase, expected: set[str]) -> None
 def test_every_phase_has_its_own_symbol() -> None:
     symbols = set()
     for phase in Phase:
-        card = status_card(make_rollout(phase=phase), cluster_name="prod", next_step_at=None)
+        card = status_card(
+            progressing_rollout(now=NOW, phase=phase), cluster_name="prod", next_step_at=None
+        )
         header = payload(card)["blocks"][0]["text"]["text"]
         symbols.add(header.split()[0])
     assert len(symbols) == len(Phase)
@@ -225,7 +198,9 @@ def test_every_phase_has_its_own_symbol() -> None:
 @pytest.mark.parametrize("phase", [Phase.PAUSED, Phase.ROLLED_BACK, Phase.FAILED])
 def test_card_shows_why_it_stopped_escaped_and_clipped(phase: Phase) -> None:
     card = status_card(
-        make_rollout(phase=phase, reason=NASTY), cluster_name="prod", next_step_at=None
+        progressing_rollout(now=NOW, phase=phase, reason=NASTY),
+        cluster_name="prod",
+        next_step_at=None,
     )
     text = all_text(card)
     # A broadcast in a reason is shown, never sent; a user mention stays a mention.
@@ -235,7 +210,8 @@ def test_card_shows_why_it_stopped_escaped_and_clipped(phase: Phase) -> None:
 
 
 def test_card_with_extreme_inputs_stays_within_slack_limits() -> None:
-    rollout = make_rollout(
+    rollout = progressing_rollout(
+        now=NOW,
         service="s" * 300,
         stable_image="registry:5000/" + "a" * 5000 + ":v1",
         canary_image="registry:5000/" + "b" * 5000 + ":v2",
@@ -253,7 +229,9 @@ def test_card_with_extreme_inputs_stays_within_slack_limits() -> None:
 
 
 def test_status_reply_has_the_facts_but_no_buttons() -> None:
-    reply = status_message(make_rollout(), cluster_name="prod-eu-1", next_step_at=None)
+    reply = status_message(
+        progressing_rollout(now=NOW), cluster_name="prod-eu-1", next_step_at=None
+    )
     assert buttons(reply) == {}
     text = all_text(reply)
     assert "▓▓▓░░░░░░░ 25%" in text and "<#C0RELEASES>" in text
@@ -291,13 +269,13 @@ def test_status_reply_has_the_facts_but_no_buttons() -> None:
     ],
 )
 def test_thread_replies(event: Event, fragments: tuple[str, ...]) -> None:
-    text = all_text(event_message(make_rollout(), event))
+    text = all_text(event_message(progressing_rollout(now=NOW), event))
     for fragment in fragments:
         assert fragment in text
 
 
 def test_thread_replies_with_huge_reasons_fit() -> None:
-    rollout = make_rollout(stable_image="r/" + "a" * 5000)
+    rollout = progressing_rollout(now=NOW, stable_image="r/" + "a" * 5000)
     for event in (
         Paused(by="U1AB", reason=NASTY),
         RollbackStarted(by="U1AB", reason=NASTY),
@@ -310,8 +288,9 @@ def test_thread_replies_with_huge_reasons_fit() -> None:
 
 
 def test_approval_request_mentions_approvers_and_carries_the_rollout_id() -> None:
-    plan = make_rollout().plan
-    rollout = make_rollout(
+    plan = progressing_rollout(now=NOW).plan
+    rollout = progressing_rollout(
+        now=NOW,
         phase=Phase.AWAITING_APPROVAL,
         step_index=2,
         weight=50.0,
@@ -334,7 +313,9 @@ def test_approval_request_mentions_approvers_and_carries_the_rollout_id() -> Non
 def test_approval_request_with_any_number_of_approvers_fits(count: int) -> None:
     approvers = [f"U{index:08d}" for index in range(count)]
     text = all_text(
-        approval_request(make_rollout(phase=Phase.AWAITING_APPROVAL), approvers=approvers)
+        approval_request(
+            progressing_rollout(now=NOW, phase=Phase.AWAITING_APPROVAL), approvers=approvers
+        )
     )
     if count == 1000:
         assert "more" in text
@@ -343,8 +324,9 @@ def test_approval_request_with_any_number_of_approvers_fits(count: int) -> None:
 
 
 def test_approval_closed_names_every_approver_and_when() -> None:
-    plan = make_rollout().plan
-    rollout = make_rollout(
+    plan = progressing_rollout(now=NOW).plan
+    rollout = progressing_rollout(
+        now=NOW,
         phase=Phase.PROMOTING,
         plan=type(plan)(**{**plan.__dict__, "approvals_required": 2}),
         approvals=("U02BOB", "U03CAROL"),
@@ -356,8 +338,12 @@ def test_approval_closed_names_every_approver_and_when() -> None:
 
 
 def test_approval_closed_after_a_rejection_keeps_the_reason() -> None:
-    rollout = make_rollout(
-        phase=Phase.ROLLING_BACK, rejected_by="U02BOB", decided_at=NOW, reason="not on a Friday"
+    rollout = progressing_rollout(
+        now=NOW,
+        phase=Phase.ROLLING_BACK,
+        rejected_by="U02BOB",
+        decided_at=NOW,
+        reason="not on a Friday",
     )
     text = all_text(approval_closed(rollout))
     assert f"Rejected by <@U02BOB>, {slack_date(NOW)}: not on a Friday" in text
@@ -365,7 +351,7 @@ def test_approval_closed_after_a_rejection_keeps_the_reason() -> None:
 
 @pytest.mark.parametrize("phase", [Phase.ROLLED_BACK, Phase.FAILED, Phase.PAUSED])
 def test_approval_closed_when_the_rollout_moved_on(phase: Phase) -> None:
-    rollout = make_rollout(phase=phase, reason="error_rate 3% > 1%")
+    rollout = progressing_rollout(now=NOW, phase=phase, reason="error_rate 3% > 1%")
     message = approval_closed(rollout)
     assert buttons(message) == {}
     label = phase.value.replace("_", " ")
@@ -383,7 +369,7 @@ def test_alert_pages_oncall_and_links_the_thread() -> None:
         at=NOW,
     )
     message = alert_message(
-        make_rollout(phase=Phase.ROLLED_BACK),
+        progressing_rollout(now=NOW, phase=Phase.ROLLED_BACK),
         alert,
         oncall="S0ONCALL",
         permalink="https://team.slack.com/archives/C0RELEASES/p1714564800000100",
@@ -400,7 +386,7 @@ def test_alert_pages_oncall_and_links_the_thread() -> None:
 def test_alert_without_oncall_or_permalink_and_traffic_not_yet_safe() -> None:
     alert = Alert(title=HUGE, detail=NASTY, traffic_on_stable=False, at=NOW)
     message = alert_message(
-        make_rollout(phase=Phase.ROLLING_BACK, weight=50.0),
+        progressing_rollout(now=NOW, phase=Phase.ROLLING_BACK, weight=50.0),
         alert,
         oncall=None,
         permalink="https://evil.example/|click>",
@@ -430,9 +416,11 @@ def test_error_message_escapes_user_text_but_keeps_mentions() -> None:
 
 def test_list_shows_active_rollouts_one_line_each() -> None:
     rollouts = [
-        make_rollout(id="a", service="checkout"),
-        make_rollout(id="b", service="cart", phase=Phase.PAUSED, weight=5.0, step_index=0),
-        make_rollout(id="c", service="gone", phase=Phase.SUCCEEDED),
+        progressing_rollout(now=NOW, id="a", service="checkout"),
+        progressing_rollout(
+            now=NOW, id="b", service="cart", phase=Phase.PAUSED, weight=5.0, step_index=0
+        ),
+        progressing_rollout(now=NOW, id="c", service="gone", phase=Phase.SUCCEEDED),
     ]
     text = all_text(list_message(rollouts, now=NOW))
     assert "2 active rollouts" in text
@@ -447,13 +435,16 @@ def test_list_when_nothing_runs_says_how_to_start() -> None:
 
 
 def test_list_of_thousands_stays_within_fifty_blocks() -> None:
-    rollouts = [make_rollout(id=str(index), service=f"svc-{index}") for index in range(5000)]
+    rollouts = [
+        progressing_rollout(now=NOW, id=str(index), service=f"svc-{index}") for index in range(5000)
+    ]
     text = all_text(list_message(rollouts, now=NOW))
     assert "more" in text
 
 
 def test_history_newest_first_with_outcome_people_and_reason() -> None:
-    old = make_rollout(
+    old = progressing_rollout(
+        now=NOW,
         id="old",
         canary_image="shop/checkout:v1",
         phase=Phase.SUCCEEDED,
@@ -461,7 +452,8 @@ def test_history_newest_first_with_outcome_people_and_reason() -> None:
         finished_at=NOW - timedelta(days=2) + timedelta(hours=2),
         approvals=("U02BOB",),
     )
-    new = make_rollout(
+    new = progressing_rollout(
+        now=NOW,
         id="new",
         phase=Phase.ROLLED_BACK,
         created_at=NOW - timedelta(hours=3),
@@ -477,8 +469,8 @@ def test_history_newest_first_with_outcome_people_and_reason() -> None:
 
 def test_history_of_many_rollouts_shows_the_latest() -> None:
     rollouts = [
-        make_rollout(
-            id=str(i), created_at=NOW - timedelta(hours=i), reason=HUGE, phase=Phase.FAILED
+        progressing_rollout(
+            now=NOW, id=str(i), created_at=NOW - timedelta(hours=i), reason=HUGE, phase=Phase.FAILED
         )
         for i in range(200)
     ]
@@ -501,8 +493,8 @@ def test_history_of_many_rollouts_shows_the_latest() -> None:
 def test_any_text_makes_valid_messages(
     service: str, image: str, reason: str, cluster: str, phase: Phase, weight: float
 ) -> None:
-    rollout = make_rollout(
-        service=service, canary_image=image, reason=reason, phase=phase, weight=weight
+    rollout = progressing_rollout(
+        now=NOW, service=service, canary_image=image, reason=reason, phase=phase, weight=weight
     )
     alert = Alert(title=reason or "t", detail=reason, traffic_on_stable=False, at=NOW)
     for message in (

@@ -33,8 +33,9 @@ from handlers.charts import (
     step_marks_from_audit,
 )
 from rollout.analysis import Measurement, TrackValues
-from rollout.model import Phase, Rollout, RolloutPlan
+from rollout.model import Phase, Rollout
 from rollout.store import SqliteStore
+from tests.builders import rollout
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TICK = timedelta(seconds=30)
@@ -118,7 +119,7 @@ def test_both_tracks_are_drawn_in_both_panels_in_distinct_colours() -> None:
         stable = data_line(index, fig, f"{metric}:stable")
         assert canary.get_color() == COLOURS["canary"]
         assert stable.get_color() == COLOURS["stable"]
-    assert COLOURS["canary"] != COLOURS["stable"]
+        assert canary.get_color() != stable.get_color()  # what is drawn, not the palette
 
 
 def test_error_rate_is_shown_in_percent_and_latency_in_milliseconds() -> None:
@@ -292,28 +293,4 @@ def test_step_marks_come_from_each_change_of_the_weight_in_the_audit(tmp_path: P
 
 
 def make_rollout() -> Rollout:
-    plan = RolloutPlan(
-        steps=(5, 25, 50),
-        step_interval=timedelta(minutes=30),
-        analysis_interval=timedelta(seconds=30),
-        approval=True,
-        approvals_required=1,
-        self_approval=False,
-        progress_deadline=timedelta(minutes=10),
-        approval_timeout=timedelta(hours=24),
-    )
-    return Rollout(
-        id="r-chart",
-        service="checkout",
-        namespace="shop",
-        deployment="checkout",
-        container="app",
-        strategy="replicas",
-        stable_image="registry:5000/shop/checkout:v1",
-        canary_image="registry:5000/shop/checkout:v2",
-        plan=plan,
-        channel="C0RELEASES",
-        started_by="U01ALICE",
-        created_at=START - timedelta(minutes=1),
-        updated_at=START - timedelta(minutes=1),
-    )
+    return rollout(id="r-chart", at=START - timedelta(minutes=1))

@@ -24,42 +24,26 @@ from rollout.machine import (
 )
 from rollout.model import Phase, Rollout, RolloutPlan
 from rollout.traffic.base import TrafficStatus
+from tests.builders import rollout, rollout_plan
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SEC = timedelta(seconds=1)
 
 
 def plan(**changes: object) -> RolloutPlan:
-    base = RolloutPlan(
-        steps=(10, 50),
-        step_interval=timedelta(minutes=10),
-        analysis_interval=timedelta(seconds=30),
-        approval=True,
-        approvals_required=1,
-        self_approval=False,
-        progress_deadline=timedelta(minutes=5),
-        approval_timeout=timedelta(hours=1),
+    return rollout_plan(
+        **{
+            "steps": (10, 50),
+            "step_interval": timedelta(minutes=10),
+            "progress_deadline": timedelta(minutes=5),
+            "approval_timeout": timedelta(hours=1),
+            **changes,
+        }
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def new_rollout(**plan_changes: object) -> Rollout:
-    return Rollout(
-        id="checkout-1",
-        service="checkout",
-        namespace="shop",
-        deployment="checkout",
-        container="app",
-        strategy="replicas",
-        stable_image="app:v1",
-        canary_image="app:v2",
-        plan=plan(**plan_changes),
-        channel="C1",
-        started_by="UALICE",
-        created_at=T0,
-        updated_at=T0,
-        original_replicas=10,
-    )
+    return rollout(at=T0, plan=plan(**plan_changes), started_by="UALICE", original_replicas=10)
 
 
 def ready(weight: float) -> Observation:

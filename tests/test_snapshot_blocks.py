@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from handlers.blocks import Message, snapshot_message
 from rollout.analysis import Analysis, Measurement, RuleResult, TrackValues, Verdict
 from rollout.config import Rule
-from rollout.model import Phase, Rollout, RolloutPlan
+from tests.builders import progressing_rollout
+from tests.test_blocks import payload
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ERROR_RULE = Rule.model_validate({"metric": "error_rate", "above": 0.01, "for": "2m"})
@@ -33,37 +34,6 @@ HEALTHY_VALUES = {
 }
 
 
-def make_rollout() -> Rollout:
-    plan = RolloutPlan(
-        steps=(5, 25, 50),
-        step_interval=timedelta(minutes=30),
-        analysis_interval=timedelta(seconds=30),
-        approval=True,
-        approvals_required=1,
-        self_approval=False,
-        progress_deadline=timedelta(minutes=10),
-        approval_timeout=timedelta(hours=24),
-    )
-    return Rollout(
-        id="r-123",
-        service="checkout",
-        namespace="shop",
-        deployment="checkout",
-        container="app",
-        strategy="replicas",
-        stable_image="registry:5000/shop/checkout:v1",
-        canary_image="registry:5000/shop/checkout:v2",
-        plan=plan,
-        channel="C0RELEASES",
-        started_by="U01ALICE",
-        created_at=NOW - timedelta(hours=1),
-        updated_at=NOW,
-        phase=Phase.PROGRESSING,
-        step_index=1,
-        weight=25.0,
-    )
-
-
 def result(
     rule: Rule,
     verdict: Verdict,
@@ -71,18 +41,6 @@ def result(
     **extra: Any,
 ) -> RuleResult:
     return RuleResult(rule, verdict, values.canary, values.stable, rule.for_, **extra)
-
-
-def payload(message: Message) -> dict[str, Any]:
-    data = message.payload()
-    assert len(data["blocks"]) <= 50
-    assert 0 < len(data["text"]) <= 3000
-    # Limits slack_sdk does not check itself: section fields and context texts.
-    for block in data["blocks"]:
-        assert all(0 < len(cell["text"]) <= 2000 for cell in block.get("fields", []))
-        if block["type"] == "context":
-            assert all(0 < len(element["text"]) <= 3000 for element in block["elements"])
-    return data
 
 
 def metric_rows(message: Message) -> dict[str, dict[str, Any]]:
@@ -125,7 +83,7 @@ def test_healthy_snapshot_lists_every_metric_with_traffic_first_and_each_rules_v
         ),
         latest=latest,
     )
-    message = snapshot_message(make_rollout(), analysis, title="Step 2 of 3 reached")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Step 2 of 3 reached")
 
     rows = metric_rows(message)
     assert list(rows) == [
@@ -176,7 +134,7 @@ def test_breached_rule_shows_the_measured_value_threshold_and_window() -> None:
         ),
         latest=Measurement(at=NOW, values=values),
     )
-    message = snapshot_message(make_rollout(), analysis, title="Breach: rolling back")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Breach: rolling back")
 
     row = metric_rows(message)["error_rate"]
     assert ":x: *Breached* · threshold > 1.00% for 2m · canary 4.20%" in row["text"]
@@ -205,7 +163,7 @@ def test_missing_values_read_as_no_data_never_as_a_number() -> None:
         ),
         latest=Measurement(at=NOW, values=values),
     )
-    message = snapshot_message(make_rollout(), analysis, title="Holding step 2")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Holding step 2")
 
     rows = metric_rows(message)
     assert list(rows) == ["request_rate", "error_rate", "latency_avg_ms"]
@@ -232,7 +190,7 @@ def test_without_any_measurement_it_says_prometheus_gave_nothing_and_lists_the_r
         ),
         latest=None,
     )
-    message = snapshot_message(make_rollout(), analysis, title="Step 1 of 3 reached")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Step 1 of 3 reached")
 
     assert "No data from Prometheus" in heading(message)
     assert message.text.startswith("Step 1 of 3 reached: No data from Prometheus")
@@ -263,7 +221,7 @@ def test_pending_rule_is_not_called_healthy_nor_breached() -> None:
         ),
         latest=Measurement(at=NOW, values=values),
     )
-    message = snapshot_message(make_rollout(), analysis, title="Step 2 of 3")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Step 2 of 3")
 
     text = metric_rows(message)["latency_avg_ms"]["text"]
     assert ":hourglass: *Beyond threshold, not yet for the whole window*" in text
@@ -292,7 +250,7 @@ def test_relative_rules_show_the_threshold_against_stable_and_both_values() -> N
         ),
         latest=Measurement(at=NOW, values=values),
     )
-    rows = metric_rows(snapshot_message(make_rollout(), analysis, title="Breach"))
+    rows = metric_rows(snapshot_message(progressing_rollout(now=NOW), analysis, title="Breach"))
 
     assert (
         ":x: *Breached* · threshold > stable x 1.5 for 1m · canary 900 ms vs stable 400 ms"
@@ -302,7 +260,9 @@ def test_relative_rules_show_the_threshold_against_stable_and_both_values() -> N
     # Slack must receive `>` escaped, or it could start a link or a quote.
     raw = [
         block["text"]["text"]
-        for block in payload(snapshot_message(make_rollout(), analysis, title="Breach"))["blocks"]
+        for block in payload(
+            snapshot_message(progressing_rollout(now=NOW), analysis, title="Breach")
+        )["blocks"]
         if block["type"] == "section" and block["text"]["text"].startswith("*latency_p99_ms*")
     ]
     assert "threshold &gt; stable x 1.5 for 1m" in raw[0]
@@ -316,7 +276,7 @@ def test_many_metrics_and_rules_stay_within_slack_limits_and_say_what_is_hidden(
     # The one breach sits on a metric far past what fits: the heading must still name it.
     results[-1] = result(rules[-1], Verdict.BREACHED, values[rules[-1].metric])
     analysis = Analysis(at=NOW, results=tuple(results), latest=Measurement(at=NOW, values=values))
-    message = snapshot_message(make_rollout(), analysis, title="Breach: rolling back")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Breach: rolling back")
 
     blocks = payload(message)["blocks"]
     assert len(blocks) == 50
@@ -343,7 +303,7 @@ def test_many_rules_on_one_metric_are_cut_between_lines_not_inside_one() -> None
         ),
         latest=Measurement(at=NOW, values=values),
     )
-    message = snapshot_message(make_rollout(), analysis, title="Breach")
+    message = snapshot_message(progressing_rollout(now=NOW), analysis, title="Breach")
 
     text = metric_rows(message)["error_rate"]["text"]
     last = text.split("\n")[-1]
@@ -362,7 +322,9 @@ def test_user_and_config_text_is_escaped() -> None:
         results=(result(rule, Verdict.BREACHED, values["<!channel>"], note="<@U999> & co"),),
         latest=Measurement(at=NOW, values=values),
     )
-    raw = str(payload(snapshot_message(make_rollout(), analysis, title="<!here>\nhi")))
+    raw = str(
+        payload(snapshot_message(progressing_rollout(now=NOW), analysis, title="<!here>\nhi"))
+    )
     assert "<!channel>" not in raw and "<!here>" not in raw and "<@U999>" not in raw
     assert "&lt;!channel&gt;" in raw and "&lt;@U999&gt; &amp; co" in raw
 
@@ -407,7 +369,7 @@ def test_any_analysis_makes_a_valid_message(
     values = {name: TrackValues(canary, stable) for name in metrics}
     latest = Measurement(at=NOW, values=values) if measured else None
     message = snapshot_message(
-        make_rollout(), Analysis(at=NOW, results=results, latest=latest), title=title
+        progressing_rollout(now=NOW), Analysis(at=NOW, results=results, latest=latest), title=title
     )
     blocks = payload(message)["blocks"]
     assert all(len(block.get("text", {}).get("text", "")) <= 3000 for block in blocks)

@@ -1,57 +1,16 @@
-"""The Kubernetes emulator as the official client sees it: CRUD, lists, errors, metadata."""
+"""The Kubernetes kube as the official client sees it: CRUD, lists, errors, metadata."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from emulators.kube import KubeEmulator
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[KubeEmulator]:
-    with KubeEmulator(ready_delay=0.05) as emu:
-        yield emu
-
-
-@pytest.fixture
-def api(emulator: KubeEmulator, tmp_path: Path) -> Iterator[client.ApiClient]:
-    emulator.faults.reset()
-    path = emulator.write_kubeconfig(tmp_path / "kubeconfig")
-    api_client = config.new_client_from_config(config_file=str(path), context="emulator")
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"crud-{next(_names)}"
-
-
-def deployment(name: str, *, image: str = "shop/web:v1", replicas: int = 2) -> dict[str, object]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }
+from tests.builders import deployment
 
 
 def settled(apps: client.AppsV1Api, ns: str, name: str) -> client.V1Deployment:
@@ -198,7 +157,7 @@ def test_service_ingress_configmap_and_events(api: client.ApiClient, ns: str) ->
     assert [e.metadata.name for e in events.list_namespaced_event(ns).items] == ["web.1"]
 
 
-def test_label_and_field_selectors(api: client.ApiClient, emulator: KubeEmulator, ns: str) -> None:
+def test_label_and_field_selectors(api: client.ApiClient, kube: KubeEmulator, ns: str) -> None:
     core = client.CoreV1Api(api)
     for name, labels in [
         ("a", {"app": "web", "track": "stable"}),
@@ -218,9 +177,7 @@ def test_label_and_field_selectors(api: client.ApiClient, emulator: KubeEmulator
     assert names(label_selector="!track") == ["c"]
     assert names(field_selector="metadata.name=b") == ["b"]
     assert names(field_selector="metadata.name!=b", label_selector="app=web") == ["a"]
-    assert (
-        emulator.list("v1", "ConfigMap", ns, label_selector="app=db")[0]["metadata"]["name"] == "c"
-    )
+    assert kube.list("v1", "ConfigMap", ns, label_selector="app=db")[0]["metadata"]["name"] == "c"
 
     listed = core.list_namespaced_config_map(ns, limit=2)
     assert len(listed.items) == 2 and listed.metadata._continue
@@ -340,18 +297,18 @@ def test_status_subresource_owns_status(api: client.ApiClient, ns: str) -> None:
     assert caught.value.status == 404
 
 
-def test_seed_get_and_discovery(api: client.ApiClient, emulator: KubeEmulator, ns: str) -> None:
-    seeded = emulator.seed(
+def test_seed_get_and_discovery(api: client.ApiClient, kube: KubeEmulator, ns: str) -> None:
+    seeded = kube.seed(
         {
             **deployment("seeded"),
             "metadata": {"name": "seeded", "namespace": ns, "labels": {"app": "seeded"}},
         }
     )
-    got = emulator.get("apps/v1", "Deployment", ns, "seeded")
+    got = kube.get("apps/v1", "Deployment", ns, "seeded")
     assert got is not None and got["metadata"]["uid"] == seeded["metadata"]["uid"]
     got["spec"]["replicas"] = 100  # a copy: the store is untouched
-    assert emulator.get("apps/v1", "Deployment", ns, "seeded")["spec"]["replicas"] == 2  # type: ignore[index]
-    assert emulator.get("apps/v1", "Deployment", ns, "absent") is None
+    assert kube.get("apps/v1", "Deployment", ns, "seeded")["spec"]["replicas"] == 2  # type: ignore[index]
+    assert kube.get("apps/v1", "Deployment", ns, "absent") is None
     assert client.VersionApi(api).get_code().git_version.startswith("v1.")
     groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
     assert {"apps", "networking.k8s.io", "events.k8s.io"} <= groups

@@ -2,65 +2,34 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from emulators.kube.patching import merge_patch, strategic_merge_patch
 from emulators.kube.schemas import builtin_schema
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[KubeEmulator]:
-    with KubeEmulator(crd_dir=BUNDLED_CRDS, ready_delay=0.05) as emu:
-        yield emu
-
-
-@pytest.fixture
-def api(emulator: KubeEmulator) -> Iterator[client.ApiClient]:
-    emulator.faults.reset()
-    api_client = emulator.api_client()
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"patch-{next(_names)}"
+from tests.builders import deployment
 
 
 def two_container_deployment(name: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": "shop/web:v1",
-                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-                            "ports": [{"containerPort": 8080}],
-                        },
-                        {"name": "proxy", "image": "envoy:v1"},
-                    ],
-                    "volumes": [{"name": "cache", "emptyDir": {}}],
-                },
+    """The shared Deployment with a second container, env and a volume: lists to merge by key."""
+    body = deployment(name, image="shop/web:v1")
+    body["spec"]["template"]["spec"] = {
+        "containers": [
+            {
+                "name": "app",
+                "image": "shop/web:v1",
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                "ports": [{"containerPort": 8080}],
             },
-        },
+            {"name": "proxy", "image": "envoy:v1"},
+        ],
+        "volumes": [{"name": "cache", "emptyDir": {}}],
     }
+    return body
 
 
 def raw_patch(api: client.ApiClient, path: str, body: Any, content_type: str) -> Any:
@@ -245,7 +214,7 @@ def test_custom_resource_patches_and_status(api: client.ApiClient, ns: str) -> N
         },
     )
     assert obj["spec"]["strategy"]["canary"]["steps"] == [{"setWeight": 50}]
-    # The status sent with the main resource is dropped (the emulator's Argo controller may
+    # The status sent with the main resource is dropped (the kube's Argo controller may
     # have written a status of its own meanwhile).
     assert obj.get("status", {}).get("phase") != "ignored on the main resource"
     assert obj["metadata"]["generation"] == 2

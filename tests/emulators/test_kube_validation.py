@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from emulators.kube import BUNDLED_CRDS, ApiError, KubeEmulator
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[KubeEmulator]:
-    with KubeEmulator(crd_dir=BUNDLED_CRDS, ready_delay=0.05) as emu:
-        yield emu
-
-
-@pytest.fixture
-def api(emulator: KubeEmulator) -> Iterator[client.ApiClient]:
-    api_client = emulator.api_client()
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"valid-{next(_names)}"
-
-
-def deployment(name: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "web:v1"}]},
-            },
-        },
-    }
+from emulators.kube import ApiError, KubeEmulator
+from tests.builders import deployment
 
 
 def invalid(exc: ApiException) -> dict[str, str]:
@@ -86,22 +51,22 @@ def invalid(exc: ApiException) -> dict[str, str]:
     ],
 )
 def test_invalid_deployment_is_rejected_and_not_stored(
-    api: client.ApiClient, emulator: KubeEmulator, ns: str, mutate: Any, field: str
+    api: client.ApiClient, kube: KubeEmulator, ns: str, mutate: Any, field: str
 ) -> None:
     body = deployment("web")
     mutate(body)
     with pytest.raises(ApiException) as caught:
         client.AppsV1Api(api).create_namespaced_deployment(ns, body)
     assert field in invalid(caught.value)
-    assert emulator.list("apps/v1", "Deployment", ns) == []
+    assert kube.list("apps/v1", "Deployment", ns) == []
 
 
 def test_invalid_patches_leave_the_object_alone(
-    api: client.ApiClient, emulator: KubeEmulator, ns: str
+    api: client.ApiClient, kube: KubeEmulator, ns: str
 ) -> None:
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(ns, deployment("web"))
-    before = emulator.get("apps/v1", "Deployment", ns, "web")
+    before = kube.get("apps/v1", "Deployment", ns, "web")
     with pytest.raises(ApiException) as caught:
         apps.patch_namespaced_deployment(
             "web", ns, [{"op": "replace", "path": "/spec/replicas", "value": "three"}]
@@ -115,7 +80,7 @@ def test_invalid_patches_leave_the_object_alone(
     with pytest.raises(ApiException) as caught:
         apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": "many"}})
     assert "spec.replicas" in invalid(caught.value)
-    after = emulator.get("apps/v1", "Deployment", ns, "web")
+    after = kube.get("apps/v1", "Deployment", ns, "web")
     assert before is not None and after is not None
     assert after["spec"] == before["spec"]
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
@@ -188,7 +153,7 @@ HTTP_ROUTE: dict[str, Any] = {
 }
 
 
-def test_virtual_service(api: client.ApiClient, emulator: KubeEmulator, ns: str) -> None:
+def test_virtual_service(api: client.ApiClient, kube: KubeEmulator, ns: str) -> None:
     custom = client.CustomObjectsApi(api)
     args = ("networking.istio.io", "v1", ns, "virtualservices")
     created = custom.create_namespaced_custom_object(*args, VIRTUAL_SERVICE)
@@ -207,14 +172,14 @@ def test_virtual_service(api: client.ApiClient, emulator: KubeEmulator, ns: str)
         custom.create_namespaced_custom_object(*args, bad)
     causes = invalid(caught.value)
     assert {"spec.http[0].route[0].weight", "spec.htpp"} <= causes.keys()
-    assert emulator.get("networking.istio.io/v1", "VirtualService", ns, "bad") is None
+    assert kube.get("networking.istio.io/v1", "VirtualService", ns, "bad") is None
 
     with pytest.raises(ApiException) as caught:
         custom.patch_namespaced_custom_object(
             *args, "web", {"spec": {"http": [{"route": [{"weight": 100}]}]}}
         )
     assert "spec.http[0].route[0].destination" in invalid(caught.value)
-    stored = emulator.get("networking.istio.io/v1", "VirtualService", ns, "web")
+    stored = kube.get("networking.istio.io/v1", "VirtualService", ns, "web")
     assert stored is not None and stored["spec"] == VIRTUAL_SERVICE["spec"]
 
     no_kind = {k: v for k, v in VIRTUAL_SERVICE.items() if k != "kind"}
@@ -223,7 +188,7 @@ def test_virtual_service(api: client.ApiClient, emulator: KubeEmulator, ns: str)
     assert caught.value.status == 400
 
 
-def test_http_route(api: client.ApiClient, emulator: KubeEmulator, ns: str) -> None:
+def test_http_route(api: client.ApiClient, kube: KubeEmulator, ns: str) -> None:
     custom = client.CustomObjectsApi(api)
     args = ("gateway.networking.k8s.io", "v1", ns, "httproutes")
     created = custom.create_namespaced_custom_object(*args, HTTP_ROUTE)
@@ -237,25 +202,25 @@ def test_http_route(api: client.ApiClient, emulator: KubeEmulator, ns: str) -> N
     with pytest.raises(ApiException) as caught:
         custom.create_namespaced_custom_object(*args, bad)
     assert "spec.rules[0].backendRefs[0].weight" in invalid(caught.value)
-    assert emulator.list("gateway.networking.k8s.io/v1", "HTTPRoute", ns) == [
-        emulator.get("gateway.networking.k8s.io/v1", "HTTPRoute", ns, "web")
+    assert kube.list("gateway.networking.k8s.io/v1", "HTTPRoute", ns) == [
+        kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", ns, "web")
     ]
 
 
 def test_seed_validates_too() -> None:
-    emulator = KubeEmulator()  # never started: seed() needs no server
+    kube = KubeEmulator()  # never started: seed() needs no server
     bad = deployment("web")
     bad.update(apiVersion="apps/v1", kind="Deployment")
     bad["spec"]["replicas"] = -1
     with pytest.raises(ApiError) as caught:
-        emulator.seed(bad)
+        kube.seed(bad)
     assert caught.value.code == 422
-    assert emulator.get("apps/v1", "Deployment", "default", "web") is None
+    assert kube.get("apps/v1", "Deployment", "default", "web") is None
 
 
 def test_validation_can_be_turned_off() -> None:
-    emulator = KubeEmulator(validate=False)
+    kube = KubeEmulator(validate=False)
     body = deployment("web")
     body.update(apiVersion="apps/v1", kind="Deployment")
     body["spec"]["replicas"] = "three"
-    assert emulator.seed(body)["spec"]["replicas"] == "three"
+    assert kube.seed(body)["spec"]["replicas"] == "three"

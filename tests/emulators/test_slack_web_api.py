@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -204,11 +203,10 @@ def test_rate_limit_is_a_429_the_sdk_retry_handler_waits_out(emulator: SlackEmul
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
     )
     emulator.faults.rate_limit_next = 1
-    started = time.monotonic()
     retrying.chat_postMessage(channel=CHANNEL, text="after a pause")
     first, second = emulator.calls_to("chat.postMessage")
     assert (first.status, first.error, second.ok) == (429, "ratelimited", True)
-    assert second.at - first.at >= 1.0 and time.monotonic() - started < 5
+    assert second.at - first.at >= 1.0  # Retry-After: 1 waited out (a lower bound: load only adds)
     assert [m.text for m in emulator.messages(CHANNEL)] == ["after a pause"]
 
 

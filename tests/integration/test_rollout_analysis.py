@@ -19,8 +19,8 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -44,7 +44,8 @@ from emulators.slack import Message, payloads
 from emulators.slack.blocks import find_button
 from emulators.slack.records import JsonObject
 from emulators.traffic import TrafficExporter
-from rollout.analysis import Measurement, PrometheusProvider
+from rollout.analysis import Measurement, PrometheusProvider, Verdict, judge
+from rollout.config import Rule
 from rollout.model import Phase, Rollout
 
 pytestmark = pytest.mark.prometheus
@@ -60,9 +61,6 @@ WINDOW = 5
 FOR = 3.0
 NO_DATA_ALERT_AFTER = 3.0
 ERROR_THRESHOLD = 0.05
-# Breach-to-rollback budget beyond `for` + 2 x interval: HTTP, SQLite and emulator round trips
-# on a 2-core machine shared with other test runs.
-MARGIN = 2.0
 
 # The test's own view of the canary's error rate, written independently of the bot's queries.
 _CANARY = f'namespace="{NS}",service="{SERVICE}",track="canary"'
@@ -306,6 +304,28 @@ def assert_rolled_back_on_cluster(sandbox: Sandbox) -> None:
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == STABLE_IMAGE
 
 
+def rollback_decided_at(sandbox: Sandbox) -> datetime:
+    """The beat time of the audit row that moved the rollout from progressing to rolling back."""
+    assert sandbox.runtime is not None
+    for row in sandbox.runtime.store.audit_rows(the_rollout(sandbox).id):
+        if row["after"] and json.loads(row["after"])["phase"] == Phase.ROLLING_BACK.value:
+            return datetime.fromisoformat(row["at"])
+    raise AssertionError("no audit row records the rollback's start")
+
+
+def first_breach_judged(sandbox: Sandbox, rules: Sequence[Rule]) -> datetime:
+    """The first recorded sample at which the judge, seeing the samples so far, finds a breach."""
+    samples = sorted(measurements(sandbox), key=lambda m: m.at)
+    interval = timedelta(seconds=INTERVAL)
+    for seen, sample in enumerate(samples, start=1):
+        analysis = judge(
+            rules=rules, history=samples[:seen], now=sample.at, analysis_interval=interval
+        )
+        if any(r.verdict == Verdict.BREACHED for r in analysis.results):
+            return sample.at
+    raise AssertionError("no recorded sample shows the breach held for `for`")
+
+
 def rolled_back(sandbox: Sandbox) -> bool:
     return replicas(sandbox, "checkout-canary") in (None, 0) and replicas(sandbox, "checkout") == 4
 
@@ -391,22 +411,24 @@ def test_rising_error_rate_is_rolled_back_within_the_rule_window(
     assert visible_at is not None, "the breach never showed in Prometheus"
     assert rolled_back_at is not None, "no rollback within 30 s of the breach"
 
-    elapsed = rolled_back_at - visible_at
-    budget = FOR + 2 * INTERVAL + MARGIN
+    assert_rolled_back_on_cluster(sandbox)
+    wait_until(
+        lambda: the_rollout(sandbox).phase == Phase.ROLLED_BACK, timeout=5, what="rolled_back"
+    )
+    # Within the rule window, counted in the bot's own beats (a loaded machine stretches the
+    # seconds, not the beats): the rollback was decided on the first beat whose samples held
+    # the breach for `for`. The seconds are a figure, printed here and measured by
+    # bench/rollback.py.
+    decided = rollback_decided_at(sandbox)
+    assert decided == first_breach_judged(sandbox, sandbox.config.defaults.rules)
     first_beyond = next(
         m.at.timestamp()
         for m in measurements(sandbox)
         if (m.get("error_rate").canary or 0) > ERROR_THRESHOLD
     )
     print(
-        f"breach visible in Prometheus -> rollback: {elapsed:.2f}s "
-        f"(first beyond sample -> rollback: {rolled_back_at - first_beyond:.2f}s; "
-        f"budget {budget:g}s)"
-    )
-    assert elapsed <= budget
-    assert_rolled_back_on_cluster(sandbox)
-    wait_until(
-        lambda: the_rollout(sandbox).phase == Phase.ROLLED_BACK, timeout=5, what="rolled_back"
+        f"breach visible in Prometheus -> rollback: {rolled_back_at - visible_at:.2f}s "
+        f"(first beyond sample -> rollback decided: {decided.timestamp() - first_beyond:.2f}s)"
     )
 
     alert = wait_until(lambda: alerts(sandbox), timeout=5, what="the on-call alert")
@@ -440,12 +462,17 @@ def test_prometheus_outage_holds_the_rollout_and_pages_once(
     prometheus.stop()
     try:
         stopped_at = time.time()
-        held_until = time.monotonic() + STEP_INTERVAL + 4 * INTERVAL
-        while time.monotonic() < held_until:
+        step_due_by = stopped_at + STEP_INTERVAL + 2 * INTERVAL
+
+        def held_through_the_step_interval() -> bool:
             assert (replicas(sandbox, "checkout-canary"), replicas(sandbox, "checkout")) == (1, 3)
             assert steps_announced(sandbox) == [1]
             assert approval_message(sandbox) is None
-            time.sleep(0.1)
+            # Two beats measured after step 2 fell due: the second is measured only once the
+            # first one's tick is over, so the tick that would have moved on has run.
+            return len([m for m in measurements(sandbox) if m.at.timestamp() > step_due_by]) >= 2
+
+        wait_until(held_through_the_step_interval, timeout=30, what="two beats past step 2's time")
         rollout = the_rollout(sandbox)
         assert rollout.phase == Phase.PROGRESSING and rollout.step_index == 0
         paged = alerts(sandbox)
@@ -505,7 +532,7 @@ def test_breach_while_awaiting_approval_rolls_back_and_closes_the_approval(
     )
     assert refusal[0].response_type == "ephemeral"
     assert "nothing was changed" in refusal[0].text.lower()
-    time.sleep(0.5)  # anything the click wrongly set off would show by now
+    sandbox.drain()  # the refusal came after the ack; so would anything the click set off
     assert sandbox.kube.writes_snapshot() == []
     after = the_rollout(sandbox)
     assert after.phase == Phase.ROLLED_BACK and after.approvals == ()

@@ -142,7 +142,9 @@ def slack_visible(sandbox: Sandbox) -> str:
 
 
 def no_traceback_shown(sandbox: Sandbox) -> None:
-    """Checked once the fuzzing is over, so replies sent after an ack are included."""
+    """Checked once the fuzzing is over and the bot has done what it does after its acks, so
+    every reply it sent later is included."""
+    sandbox.drain()
     shown = leaks(slack_visible(sandbox))
     assert not shown, f"shown in Slack: {shown[:10]}"
 

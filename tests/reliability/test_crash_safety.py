@@ -314,7 +314,6 @@ def test_fifty_sigkills_lose_nothing_and_repeat_nothing(world: CrashWorld) -> No
     print(summary)
     kills = "\n".join(f"  {kill}" for kill in world.kills)
     assert not problems, "\n".join(problems) + f"\n{summary}\nkills:\n{kills}"
-    assert len(world.kills) == KILLS
     assert world.reconcile_checks >= KILLS // 2, summary
     assert world.tampered >= 3, summary
 

@@ -25,11 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from bot.runtime import Runtime, Secrets
-from bot.server import HttpServer
 from canary_sandbox.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_deployment
 from emulators.kube import KubeEmulator
 from emulators.slack import SlackDriver
@@ -282,17 +279,8 @@ def failed_rollback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Failed
     try:
         seed_services(sandbox, ("checkout",))
         clock = ShiftedClock()
-        runtime = Runtime(
-            config=sandbox.config,
-            secrets=Secrets.from_env(sandbox.bot_env()),
-            api_client=k8s_config.new_client_from_config(config_file=str(sandbox.kubeconfig)),
-            clock=clock,
-        )
-        runtime.start()
-        sandbox.runtime = runtime
-        sandbox.server = HttpServer(runtime, host="127.0.0.1", port=0)
-        sandbox.server.start()
-        driver = sandbox.driver_for(sandbox.server.url)
+        sandbox.start_bot(clock=clock)
+        driver = sandbox.driver
         driver.command("start checkout v2.4.0", user=BOB, channel=RELEASE_CHANNEL)
         rollout = wait_for(partial(step_ready, sandbox, "checkout"), what="the first step")
         sandbox.kube.faults.error_rate = 1.0
@@ -320,12 +308,17 @@ def test_a_rollback_that_cannot_complete_fails_and_pages_on_call(
     rollout = latest(sandbox, "checkout")
     assert rollout is not None and rollout.phase == Phase.FAILED
     assert rollout.reason and "rollback could not be completed" in rollout.reason
-    wait_for(lambda: alerts(sandbox), what="the page")
+    assert sandbox.runtime is not None
+    store = sandbox.runtime.store
+
+    def paged() -> list[dict[str, Any]] | None:  # the audit row follows the page's post
+        rows = store.audit_rows(rollout.id)
+        return rows if any(r["action"] == "paged on-call" for r in rows) else None
+
+    rows = wait_for(paged, what="the page")
     page = alerts(sandbox)[0]
     assert "ROLLBACK FAILED" in page.text
     assert "not* back on stable" in str(page.blocks)
-    assert sandbox.runtime is not None
-    rows = sandbox.runtime.store.audit_rows(rollout.id)
     failures = [r for r in rows if "rollback attempt failed" in (r["detail"] or "")]
     assert len(failures) >= 5
     assert [r["action"] for r in rows].count("paged on-call") == 1
@@ -360,9 +353,12 @@ def test_someone_can_act_on_a_failed_rollback(failed_rollback: FailedRollback) -
 
     acknowledged = driver.command("pause checkout", user=ALICE, channel=RELEASE_CHANNEL)
     assert acknowledged.status == 200 and not acknowledged.body, acknowledged.body
+    sandbox.drain()  # the pause is recorded before the ack; its follow-up runs after it
     paged = len(alerts(sandbox))
     clock.offset += timedelta(hours=4)
-    time.sleep(2.5)  # two beats: a page would be due on the first
+    # A tick run here, not a beat hoped for: a page would be due on it (4 h > repage interval).
+    assert sandbox.runtime is not None
+    sandbox.runtime.engine.tick(failed_rollback.rollout_id)
     assert len(alerts(sandbox)) == paged, "paged again after someone acknowledged"
 
     # The cluster is still refusing writes when the retry is asked for, so the bot's own

@@ -88,7 +88,7 @@ def refusals(sandbox: Sandbox) -> list[tuple[str, str]]:
 
 
 def nothing_happened(sandbox: Sandbox) -> None:
-    time.sleep(0.3)  # anything the bot wrongly started after its answer shows by now
+    sandbox.drain()  # the bot acts after its answer: look once that work is done
     assert store_of(sandbox).history("checkout") == []
     assert sandbox.kube.writes_snapshot() == []
     assert sandbox.slack.calls_to("chat.postMessage") == []
@@ -278,7 +278,7 @@ def test_a_reject_submitted_by_someone_not_allowed_is_refused(sandbox: Sandbox) 
     }
     values = {"reason": {"text": {"type": "plain_text_input", "value": "because"}}}
     assert sandbox.driver.submit_view(view=view, user=MALLORY, values=values).status == 200
-    time.sleep(0.5)
+    sandbox.drain()
     after = store_of(sandbox).get(rollout.id)
     assert after is not None and after.phase == "awaiting_approval", after
     assert (MALLORY, "refused: reject") in refusals(sandbox)
@@ -400,6 +400,7 @@ def test_secrets_never_reach_logs_or_messages(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     answers = full_rollout(sandbox, sandbox.driver)
+    sandbox.drain()  # what the bot logs and sends after its acks is in the record too
     # Whoever logs a secret, however (message, argument, exception), it is redacted.
     careless = logging.getLogger("rollout.engine")
     careless.warning("token is %s", BOT_TOKEN)

@@ -57,6 +57,7 @@ def test_two_approvers_clicking_at_once_promote_exactly_once(sandbox: Sandbox) -
         thread.join(timeout=20)
     assert statuses == [200, 200]
     wait_until(lambda: only_rollout(sandbox).phase == Phase.SUCCEEDED, what="promotion")
+    sandbox.drain()  # both clicks' after-ack work is done: a second promotion would show now
 
     rollout = only_rollout(sandbox)
     assert len(rollout.approvals) == 1
@@ -95,6 +96,7 @@ def test_approvals_required_two_needs_two_different_people(two_approvals: Sandbo
     box.driver.click(message=approval, action_id="approve", user=BOB)
     wait_until(lambda: len(box.slack.responses) > seen, what="the refusal")
     assert "already approved" in str(box.slack.responses[seen].body.get("text"))
+    box.drain()  # a promotion the repeated click wrongly set off would have run by now
     assert only_rollout(box).phase == Phase.AWAITING_APPROVAL
     stable = deployment(box, "checkout")
     assert stable is not None and stable["spec"]["template"]["spec"]["containers"][0][

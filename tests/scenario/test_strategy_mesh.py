@@ -9,7 +9,6 @@ DestinationRule the bot must create (and header routing on a route that has matc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from rollout.traffic.argo import ROLLOUT
 from rollout.traffic.gateway import HTTP_ROUTE
 from rollout.traffic.istio import DESTINATION_RULE, VIRTUAL_SERVICE, IstioRouter
 from tests.conformance.cases.argo import argo_rollout, seed_argo
-from tests.conformance.cases.base import NAMESPACE, rollout_for
+from tests.conformance.cases.base import NAMESPACE, rollout_for, tracked_deployment
 from tests.conformance.cases.gateway import http_route, stable_service
 from tests.conformance.cases.istio import (
     CASE as ISTIO_CASE,
@@ -34,9 +33,9 @@ from tests.conformance.cases.istio import (
     destination_rule,
     seed_istio,
     service,
-    tracked_deployment,
     virtual_service,
 )
+from tests.scenario.test_rollout_flow import wait_until
 
 NEW_IMAGE = "registry.example.com/shop/checkout:v2.3.5"
 FIRST_STEP = 25  # the sandbox's steps are 25, 50, 75
@@ -45,16 +44,6 @@ FIRST_STEP = 25  # the sandbox's steps are 25, 50, 75
 def config(strategy: str, **keys: str) -> str:
     lines = "".join(f"    {key}: {value}\n" for key, value in keys.items())
     return SANDBOX_CONFIG.replace("    strategy: replicas\n", f"    strategy: {strategy}\n{lines}")
-
-
-def wait_until(probe: Callable[[], Any], *, timeout: float = 30.0, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def spec_of(kube: KubeEmulator, api_version: str, kind: str, name: str = "checkout") -> Any:

@@ -56,12 +56,6 @@ def config(strategy: str, *, extra: str = "", steps: str = "[25, 50, 75]") -> st
     ) + textwrap.indent(extra, " " * 4)
 
 
-def tracked(deployment: dict[str, Any]) -> dict[str, Any]:
-    deployment["spec"]["selector"]["matchLabels"] = dict(STABLE_PODS)
-    deployment["spec"]["template"]["metadata"]["labels"] = dict(STABLE_PODS)
-    return deployment
-
-
 @contextmanager
 def running(tmp_path: Path, config_text: str, *objects: dict[str, Any]) -> Iterator[Sandbox]:
     box = Sandbox(workdir=tmp_path / "sandbox", config_text=config_text, seed=False)
@@ -81,7 +75,7 @@ def nginx_box(tmp_path: Path) -> Iterator[Sandbox]:
     with running(
         tmp_path,
         config("nginx", extra="ingress: shop\n"),
-        tracked(stable_deployment()),
+        stable_deployment(track="stable"),
         nginx_case.stable_service(),
         nginx_case.stable_ingress(),
     ) as box:
@@ -93,7 +87,7 @@ def service_box(tmp_path: Path) -> Iterator[Sandbox]:
     with running(
         tmp_path,
         config("service", steps="[50]"),
-        tracked(stable_deployment()),
+        stable_deployment(track="stable"),
         nginx_case.stable_service(),
     ) as box:
         yield box
@@ -178,12 +172,13 @@ def test_service_previews_at_zero_then_switches_for_promotion_and_restores(
 def test_a_service_that_also_selects_canary_pods_is_refused_at_start(tmp_path: Path) -> None:
     service = nginx_case.stable_service()
     service["spec"]["selector"] = {"app": "checkout"}
-    with running(tmp_path, config("service"), tracked(stable_deployment()), service) as box:
+    with running(tmp_path, config("service"), stable_deployment(track="stable"), service) as box:
         seen = len(box.slack.responses)
         box.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
         wait_until(lambda: len(box.slack.responses) > seen, what="the refusal")
         text = str(box.slack.responses[seen].body)
         assert "which the canary pods match too" in text and "track: stable" in text
+        box.drain()  # the refusal is sent after the ack; so would a wrong write be
         assert box.kube.writes_snapshot() == []
         assert box.kube.get("apps/v1", "Deployment", "shop", "checkout-canary") is None
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ from emulators.kube import KubeEmulator
 from emulators.slack import SlackDriver, SlackEmulator
 from rollout.analysis import MetricsProvider
 from rollout.config import Config
+from rollout.ports import Clock
 
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-sandbox-bot-token"
@@ -58,22 +60,35 @@ SANDBOX_CONFIG = textwrap.dedent(
 
 
 def stable_deployment(
-    *,
-    namespace: str = "shop",
     name: str = "checkout",
+    *,
+    namespace: str | None = "shop",
     replicas: int = 4,
     image: str = STABLE_IMAGE,
+    track: str | None = None,
 ) -> dict[str, Any]:
+    """A service's stable Deployment: one container `app` serving on 8080, pods labelled and
+    selected by `app: <name>`.
+
+    The one Deployment manifest of the sandbox, the demo, the benchmarks and the tests.
+    `namespace=None` leaves it out, for a test that creates it through the API in a namespace of
+    its own; `track` labels the pods, and selects them, with `track: <track>`, as the strategies
+    that route by Service selector need.
+    """
     labels = {"app": name}
+    pods = {**labels, "track": track} if track is not None else dict(labels)
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace is not None:
+        metadata["namespace"] = namespace
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": dict(pods)},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": dict(pods)},
                 "spec": {
                     "containers": [
                         {"name": "app", "image": image, "ports": [{"containerPort": 8080}]}
@@ -82,6 +97,43 @@ def stable_deployment(
             },
         },
     }
+
+
+class SandboxRuntime(Runtime):
+    """The production `Runtime` that can also say when its work after acknowledgements is done.
+
+    A test that asserts a request changed nothing must look after the moment the bot would
+    have acted, and the bot acts after its answer, on the after-acknowledgement pool; a sleep
+    only guesses that moment, and on a loaded machine guesses short, so the test passes
+    vacuously. `drain()` waits for the pool instead.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._pending = 0
+        self._idle = threading.Condition()
+        super().__init__(**kwargs)
+
+    def _run_after_ack(self, work: Callable[[], object]) -> None:
+        with self._idle:
+            self._pending += 1  # before submitting, so a drain() never misses queued work
+
+        def counted() -> object:
+            try:
+                return work()
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+        super()._run_after_ack(counted)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every piece of work handed to the pool so far (and any it handed on) ran."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._pending == 0, timeout=timeout):
+                raise TimeoutError(
+                    f"{self._pending} after-ack task(s) still running after {timeout:g}s"
+                )
 
 
 class Sandbox:
@@ -103,7 +155,7 @@ class Sandbox:
         self.config_text = config_text
         self.metrics_provider = metrics_provider
         self._seed = seed
-        self.runtime: Runtime | None = None
+        self.runtime: SandboxRuntime | None = None
         self.server: HttpServer | None = None
         self._driver: SlackDriver | None = None
 
@@ -120,14 +172,16 @@ class Sandbox:
         self.config_path.write_text(self.config_text.rstrip() + "\n" + self._store_section())
         return self
 
-    def start_bot(self) -> HttpServer:
+    def start_bot(self, *, clock: Clock | None = None) -> HttpServer:
+        """Start the bot in this process; `clock` lets a test move the bot's time on."""
         config = self.config
         api_client = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
-        self.runtime = Runtime(
+        self.runtime = SandboxRuntime(
             config=config,
             secrets=Secrets.from_env(self.bot_env()),
             api_client=api_client,
             metrics_provider=self.metrics_provider,
+            clock=clock,
         )
         self.runtime.start()
         self.server = HttpServer(self.runtime, host="127.0.0.1", port=0)
@@ -146,6 +200,12 @@ class Sandbox:
         if self.runtime is not None:
             self.runtime.stop()
             self.runtime = None
+
+    def drain(self) -> None:
+        """Wait until the in-process bot has done all it started after answering requests."""
+        if self.runtime is None:
+            raise RuntimeError("the bot is not running in this sandbox; call start_bot()")
+        self.runtime.drain()
 
     def stop(self) -> None:
         self.stop_bot()

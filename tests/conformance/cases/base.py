@@ -6,14 +6,15 @@ added by writing its case, never by copying tests.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from canary_sandbox.sandbox import stable_deployment as sandbox_deployment
 from emulators.kube import KubeEmulator
 from rollout.kube import KubeGateway
-from rollout.model import Rollout, RolloutPlan, TrafficTarget
+from rollout.model import Rollout, TrafficTarget
 from rollout.traffic.base import TrafficRouter
+from tests.builders import rollout, rollout_plan
 
 NAMESPACE = "shop"
 STABLE_IMAGE = "registry.example.com/shop/checkout:v1.0.0"
@@ -46,33 +47,28 @@ class RouterCase(Protocol):
 
 
 def stable_deployment(*, name: str = "checkout", replicas: int = 4) -> dict[str, Any]:
-    return sandbox_deployment(namespace=NAMESPACE, name=name, replicas=replicas, image=STABLE_IMAGE)
+    return sandbox_deployment(name, namespace=NAMESPACE, replicas=replicas, image=STABLE_IMAGE)
+
+
+def tracked_deployment() -> dict[str, Any]:
+    """The suite's stable Deployment with its pods labelled (and selected) `track: stable`, as
+    the strategies that route by label (istio, gateway, nginx, service) need."""
+    return sandbox_deployment(namespace=NAMESPACE, image=STABLE_IMAGE, track="stable")
 
 
 def rollout_for(case: RouterCase) -> Rollout:
-    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-    return Rollout(
+    return rollout(
         id=f"checkout-{case.strategy}-1",
-        service="checkout",
-        namespace=NAMESPACE,
-        deployment="checkout",
-        container="app",
         strategy=case.strategy,
+        namespace=NAMESPACE,
         stable_image=STABLE_IMAGE,
         canary_image=CANARY_IMAGE,
-        plan=RolloutPlan(
+        plan=rollout_plan(
             steps=case.weights,
             step_interval=timedelta(seconds=1),
             analysis_interval=timedelta(seconds=1),
-            approval=True,
-            approvals_required=1,
-            self_approval=False,
             progress_deadline=timedelta(minutes=1),
             approval_timeout=timedelta(hours=1),
         ),
         target=case.target(),
-        channel="C0RELEASES",
-        started_by="U01ALICE",
-        created_at=now,
-        updated_at=now,
     )

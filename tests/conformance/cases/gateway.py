@@ -13,8 +13,8 @@ from rollout.kube import KubeGateway
 from rollout.model import TrafficTarget
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.gateway import HTTP_ROUTE, GatewayRouter, canary_weight
-from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE
-from tests.conformance.cases.istio import service, tracked_deployment
+from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE, tracked_deployment
+from tests.conformance.cases.istio import service
 
 
 def stable_service() -> dict[str, Any]:

@@ -14,17 +14,9 @@ from rollout.kube import KubeGateway
 from rollout.model import TrafficTarget
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.istio import DESTINATION_RULE, VIRTUAL_SERVICE, IstioRouter, canary_weight
-from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE, stable_deployment
+from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE, tracked_deployment
 
 ISTIO = VIRTUAL_SERVICE.api_version
-
-
-def tracked_deployment() -> dict[str, Any]:
-    """The shared stable Deployment with its pods labelled `track: stable`."""
-    deployment = stable_deployment()
-    deployment["spec"]["selector"]["matchLabels"]["track"] = "stable"
-    deployment["spec"]["template"]["metadata"]["labels"]["track"] = "stable"
-    return deployment
 
 
 def service() -> dict[str, Any]:

@@ -13,17 +13,9 @@ from rollout.kube import KubeGateway
 from rollout.model import TrafficTarget
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.nginx import WEIGHT, NginxRouter
-from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE, stable_deployment
+from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE, tracked_deployment
 
 LABELS = {"app": "checkout", "track": "stable"}
-
-
-def tracked_deployment() -> dict[str, Any]:
-    """The suite's stable Deployment with its pods labelled (and selected) `track: stable`."""
-    deployment = stable_deployment()
-    deployment["spec"]["selector"]["matchLabels"] = dict(LABELS)
-    deployment["spec"]["template"]["metadata"]["labels"] = dict(LABELS)
-    return deployment
 
 
 def stable_service() -> dict[str, Any]:

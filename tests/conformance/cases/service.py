@@ -13,8 +13,8 @@ from rollout.kube import KubeGateway
 from rollout.model import TrafficTarget
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.service import ServiceRouter
-from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE
-from tests.conformance.cases.nginx import LABELS, fields, stable_service, tracked_deployment
+from tests.conformance.cases.base import CANARY_IMAGE, NAMESPACE, tracked_deployment
+from tests.conformance.cases.nginx import LABELS, fields, stable_service
 
 
 class ServiceCase:
