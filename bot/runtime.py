@@ -145,6 +145,13 @@ class Runtime:
         # threads; the work after each acknowledgement runs here. stop() waits for it before
         # the store closes, so that work never finds the database gone.
         self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
+        # Group memberships, refreshed in the background (never before an acknowledgement).
+        self.directory = Directory(
+            self.web,
+            clock=self.clock,
+            max_age=config.slack.group_cache_max_age,
+            groups=(*config.slack.deployers, *config.slack.approvers),
+        )
         self.app = self._build_app(secrets)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
@@ -167,7 +174,7 @@ class Runtime:
         )
         services = HandlerServices(
             engine=self.engine,
-            directory=Directory(self.web),
+            directory=self.directory,
             clock=self.clock,
             later=self._run_after_ack,
         )
@@ -197,10 +204,12 @@ class Runtime:
 
     def start(self) -> None:
         self.engine.reconcile()
+        self.directory.start()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
+        self.directory.stop()
         self._after_ack.shutdown(wait=True)
         self.store.close()
 
