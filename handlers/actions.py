@@ -209,6 +209,17 @@ def _out_of_place(
         home = rollout.approval_ts if _HOME.get(action) == "approval" else rollout.thread_ts
         if home is not None and (channel, message_ts) == (rollout.channel, home):
             return False
+        thread = body.get("container", {}).get("thread_ts")
+        if (
+            home is None
+            and _HOME.get(action) == "approval"
+            and rollout.thread_ts is not None
+            and (channel, thread) == (rollout.channel, rollout.thread_ts)
+            and message_ts != rollout.thread_ts
+        ):
+            # The request is posted but its `ts` not saved yet (a moment's window): a reply
+            # in the rollout's own thread is the best the bot can know.
+            return False
     if ack is not None:
         ack()
     why = (

@@ -95,8 +95,8 @@ def awaiting(sandbox: Sandbox) -> tuple[Rollout, Message, Message]:
     assert sandbox.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
     rollout = wait_for(
         lambda: active_rollout(
-            sandbox, "checkout", where=lambda r: r.phase == Phase.AWAITING_APPROVAL
-        ),
+            sandbox, "checkout", where=lambda r: r.approval_ts is not None
+        ),  # stored once posted: a click before that is refused as out of place
         what="the approval gate",
     )
     approval = wait_for(lambda: open_approval(sandbox, rollout.thread_ts), what="the request")
