@@ -141,7 +141,8 @@ class Policy(_Frozen):
     # the shortest step interval any `--interval` may ask for, whoever grants it.
     allow_overrides: AllowOverrides = Field(default_factory=AllowOverrides)
     min_step_interval: Duration = timedelta(minutes=1)
-    # On-demand snapshots (`/canary status <service>`) per service: at most one this often.
+    # On-demand snapshots (`/canary status <service>`) per service: at most one this often
+    # (0s: no limit).
     snapshot_min_interval: Duration = timedelta(minutes=1)
 
     @field_validator("steps")
@@ -166,9 +167,7 @@ class Policy(_Frozen):
                     )
         return value
 
-    @field_validator(
-        "analysis_interval", "step_interval", "min_step_interval", "snapshot_min_interval"
-    )
+    @field_validator("analysis_interval", "step_interval", "min_step_interval")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value.total_seconds() < 1:
