@@ -57,6 +57,7 @@ DEMO_CONFIG = textwrap.dedent(
       progress_deadline: 30s
       min_step_interval: 1s
       allow_overrides:
+        deployers: [steps, interval]
         approvers: [steps, interval, promote]
       rules:
         - {{metric: error_rate, above: {ERROR_RATE_LIMIT}, for: 5s}}
