@@ -149,20 +149,7 @@ class Runtime:
         self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
         self._pending: set[Future[None]] = set()
         self._pending_lock = threading.Lock()
-        # Group memberships, refreshed in the background (never before an acknowledgement).
-        self.directory = Directory(
-            # Its own client without the rate-limit retry handler: a refresh never sleeps on
-            # Retry-After (the next round tries again), so stopping the bot is never held up.
-            WebClient(
-                token=secrets.bot_token,
-                base_url=secrets.slack_api_url,
-                timeout=10,
-                retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
-            ),
-            clock=self.clock,
-            max_age=config.slack.group_cache_max_age,
-            groups=(*config.slack.deployers, *config.slack.approvers),
-        )
+        self.directory = _directory(config, secrets, clock=self.clock)
         self.app = self._build_app(secrets)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
@@ -238,6 +225,24 @@ class Runtime:
         self.directory.stop()
         self._after_ack.shutdown(wait=True)
         self.store.close()
+
+
+def _directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:
+    """Group memberships, refreshed in the background (never before an acknowledgement),
+    with a client of their own that has no rate-limit retry handler: a refresh never sleeps on
+    Retry-After (the next round tries again), so stopping the bot is never held up."""
+    client = WebClient(
+        token=secrets.bot_token,
+        base_url=secrets.slack_api_url,
+        timeout=10,
+        retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
+    )
+    return Directory(
+        client,
+        clock=clock,
+        max_age=config.slack.group_cache_max_age,
+        groups=(*config.slack.deployers, *config.slack.approvers),
+    )
 
 
 def environment() -> Mapping[str, str]:

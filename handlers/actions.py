@@ -26,6 +26,13 @@ REJECT_VIEW = "canary_reject_reason"
 
 
 def register(app: App, *, services: HandlerServices) -> None:
+    _register_approve(app, services=services)
+    _register_reject(app, services=services)
+    for action_id in ("pause", "resume", "rollback"):
+        _register_card_button(app, action_id, services=services)
+
+
+def _register_approve(app: App, *, services: HandlerServices) -> None:
     @app.action("approve")
     def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         user, rollout_id = _who_and_what(body)
@@ -51,6 +58,8 @@ def register(app: App, *, services: HandlerServices) -> None:
             delivery=_delivery(body),
         )
 
+
+def _register_reject(app: App, *, services: HandlerServices) -> None:
     @app.action("reject")
     def reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()
@@ -107,9 +116,6 @@ def register(app: App, *, services: HandlerServices) -> None:
                 )
             return
         services.later(lambda: services.engine.carry_on(rollout_id))
-
-    for action_id in ("pause", "resume", "rollback"):
-        _register_card_button(app, action_id, services=services)
 
 
 def _register_card_button(app: App, action_id: str, *, services: HandlerServices) -> None:

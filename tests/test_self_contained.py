@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A sibling `shared` directory, or an absolute path into a home, a workspace or a CI runner's checkout.
+# A sibling `shared` directory, or an absolute path into a home, a workspace or a CI runner's
+# checkout.
 OUTSIDE = re.compile(r"\.\./shared\b|(?<![\w.])/(?:work|root|home|Users|runner|builds)/[\w.-]+")
 # Upstream copies that we carry unchanged, and binaries.
 NOT_OURS = re.compile(r"^sandbox/src/emulators/kube/crds/.*\.yaml$|^tests/fixtures/slack/.*\.json$")
