@@ -60,7 +60,9 @@ def help_message() -> Message:
     blocks.append(
         context(
             "Steps are canary traffic weights in percent; 100% comes after approval. "
-            "Rollbacks happen on their own when a metric rule is breached."
+            "Rollbacks happen on their own when a metric rule is breached. `--steps`, "
+            "`--interval`, `--no-approval` and `promote` are allowed where the service's "
+            "`allow_overrides` grants them to you."
         )
     )
     return Message(text="How to use /canary", blocks=tuple(blocks))
