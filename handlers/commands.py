@@ -177,11 +177,19 @@ def _override_problem(
     if config is None or not used:
         return None  # an unknown service is refused by the engine's own checks
     slack = services.engine.config.slack
+    approver = services.directory.check(user, slack.approvers)
     roles = Roles(
-        deployer=services.directory.is_among(user, slack.deployers),
-        approver=services.directory.is_among(user, slack.approvers),
+        deployer=services.directory.is_among(user, slack.deployers), approver=approver.allowed
     )
-    return override_problem(service, config, used=used, roles=roles, **kw)
+    why = override_problem(service, config, used=used, roles=roles, **kw)
+    if why and approver.unconfirmed:
+        # Plain text: the refusal is escaped whole, so the groups are named by ID.
+        groups = ", ".join(approver.unconfirmed)
+        why += (
+            f" (Approver group {groups}: membership could not be confirmed in the last "
+            f"{human_duration(services.directory.max_age)}; try again shortly.)"
+        )
+    return why
 
 
 def _start(
