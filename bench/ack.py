@@ -70,6 +70,8 @@ def config_text(services: list[str], *, prometheus_url: str) -> str:
         steps=[5, 25, 50],
         step_interval="1h",
         analysis_interval="10m",
+        # Every asked-for snapshot is rendered: the chart work after the ack is what is timed.
+        snapshot_min_interval="0s",
         rules=[
             {"metric": "error_rate", "above": 0.01, "for": "2m"},
             {"metric": "latency_avg_ms", "above": 500, "for": "2m"},

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,9 @@ class Runtime:
         # threads; the work after each acknowledgement runs here. stop() waits for it before
         # the store closes, so that work never finds the database gone.
         self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
+        self._pending: set[Future[None]] = set()
+        self._pending_lock = threading.Lock()
+        self.directory = _directory(config, secrets, clock=self.clock)
         self.app = self._build_app(secrets)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
@@ -167,7 +172,7 @@ class Runtime:
         )
         services = HandlerServices(
             engine=self.engine,
-            directory=Directory(self.web),
+            directory=self.directory,
             clock=self.clock,
             later=self._run_after_ack,
         )
@@ -193,16 +198,51 @@ class Runtime:
                     "work after an acknowledgement failed: %s: %s", type(error).__name__, error
                 )
 
-        self._after_ack.submit(run)
+        future = self._after_ack.submit(run)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait for the work queued after acknowledgements so far (and what it queued), so
+        tests can check what did not happen without sleeping."""
+        while True:
+            with self._pending_lock:
+                pending = list(self._pending)
+            if not pending:
+                return
+            _, not_done = futures_wait(pending, timeout=timeout)
+            if not_done:
+                raise TimeoutError(f"{len(not_done)} after-ack task(s) still running")
 
     def start(self) -> None:
         self.engine.reconcile()
+        self.directory.start()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
+        self.directory.stop()
         self._after_ack.shutdown(wait=True)
         self.store.close()
+
+
+def _directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:
+    """Group memberships, refreshed in the background (never before an acknowledgement),
+    with a client of their own that has no rate-limit retry handler: a refresh never sleeps on
+    Retry-After (the next round tries again), so stopping the bot is never held up."""
+    client = WebClient(
+        token=secrets.bot_token,
+        base_url=secrets.slack_api_url,
+        timeout=10,
+        retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
+    )
+    return Directory(
+        client,
+        clock=clock,
+        max_age=config.slack.group_cache_max_age,
+        groups=(*config.slack.deployers, *config.slack.approvers),
+    )
 
 
 def environment() -> Mapping[str, str]:

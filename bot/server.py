@@ -114,6 +114,9 @@ def create_web_app(runtime: Runtime) -> Flask:
     def slack_events() -> Response:
         started = time.perf_counter()
         response = _slack_answer(slack)
+        # Group memberships a check found missing or ageing are fetched once this answer
+        # has been sent: nothing Slack waits for calls Slack.
+        response.call_on_close(runtime.directory.wake)
         metrics.ack_seconds.observe(time.perf_counter() - started)
         metrics.requests.labels(status=str(response.status_code)).inc()
         return response

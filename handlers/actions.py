@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from handlers.auth import channel_allowed, describe_principals
+from handlers.auth import Verdict, channel_allowed, describe_principals
 from handlers.context import HandlerServices
 from rollout import commands
 from rollout.machine import Refusal
@@ -25,16 +26,26 @@ REJECT_VIEW = "canary_reject_reason"
 
 
 def register(app: App, *, services: HandlerServices) -> None:
+    _register_approve(app, services=services)
+    _register_reject(app, services=services)
+    for action_id in ("pause", "resume", "rollback"):
+        _register_card_button(app, action_id, services=services)
+
+
+def _register_approve(app: App, *, services: HandlerServices) -> None:
     @app.action("approve")
     def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         user, rollout_id = _who_and_what(body)
         if services.already_handled(_delivery(body)):
             ack()
             return
+        if _out_of_place(services, respond, body, user=user, action="approve", ack=ack):
+            return
         approvers = services.engine.config.slack.approvers
-        if not services.directory.is_among(user, approvers):
+        verdict = services.directory.check(user, approvers)
+        if not verdict:
             ack()
-            why = f"Only approvers may approve: {describe_principals(approvers)}."
+            why = _only(services, "approve", approvers, verdict)
             _refuse(services, respond, user=user, action="approve", why=why, rollout_id=rollout_id)
             return
         _apply(
@@ -47,20 +58,23 @@ def register(app: App, *, services: HandlerServices) -> None:
             delivery=_delivery(body),
         )
 
+
+def _register_reject(app: App, *, services: HandlerServices) -> None:
     @app.action("reject")
     def reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()
         user, rollout_id = _who_and_what(body)
+        if _out_of_place(services, respond, body, user=user, action="reject"):
+            return
         approvers = services.engine.config.slack.approvers
         rollout = services.engine.store.get(rollout_id)
-        allowed = services.directory.is_among(user, approvers) or (
-            rollout is not None and rollout.started_by == user
-        )
-        if not allowed:
-            why = f"Only approvers may reject: {describe_principals(approvers)}."
+        verdict = services.directory.check(user, approvers)
+        if not (verdict or (rollout is not None and rollout.started_by == user)):
+            why = _only(services, "reject", approvers, verdict)
             _refuse(services, respond, user=user, action="reject", why=why, rollout_id=rollout_id)
             return
-        client.views_open(trigger_id=body["trigger_id"], view=_reject_view(rollout_id, body))
+        view = _reject_view(rollout_id, body)
+        services.later(lambda: client.views_open(trigger_id=body["trigger_id"], view=view))
 
     @app.view(REJECT_VIEW)
     def reject_reason(
@@ -71,12 +85,20 @@ def register(app: App, *, services: HandlerServices) -> None:
         rollout_id, channel = str(meta.get("rollout_id") or ""), meta.get("channel")
         rollout = services.engine.store.get(rollout_id)
         approvers = services.engine.config.slack.approvers
-        # The modal can be submitted by anyone who can forge one: check again here.
-        if rollout is None or not (
-            services.directory.is_among(user, approvers) or rollout.started_by == user
+        # The modal can be submitted by anyone who can forge one: check again here, and that
+        # it was opened from this rollout's own approval message.
+        if rollout is None or (channel, meta.get("message_ts")) != (
+            rollout.channel,
+            rollout.approval_ts,
         ):
             ack()
-            why = f"Only approvers may reject: {describe_principals(approvers)}."
+            why = "This dialog does not belong to an open approval request; nothing was changed."
+            services.refused(user=user, action="reject", why=why, rollout_id=rollout_id or None)
+            return
+        verdict = services.directory.check(user, approvers)
+        if not (verdict or rollout.started_by == user):
+            ack()
+            why = _only(services, "reject", approvers, verdict)
             services.refused(user=user, action="reject", why=why, rollout_id=rollout_id or None)
             return
         reason = view.get("state", {}).get("values", {}).get("reason", {}).get("text", {})
@@ -95,9 +117,6 @@ def register(app: App, *, services: HandlerServices) -> None:
             return
         services.later(lambda: services.engine.carry_on(rollout_id))
 
-    for action_id in ("pause", "resume", "rollback"):
-        _register_card_button(app, action_id, services=services)
-
 
 def _register_card_button(app: App, action_id: str, *, services: HandlerServices) -> None:
     @app.action(action_id)
@@ -108,11 +127,14 @@ def _register_card_button(app: App, action_id: str, *, services: HandlerServices
             return
         slack = services.engine.config.slack
         channel = body.get("channel", {}).get("id", "")
-        if not channel_allowed(channel, slack.release_channels) or not services.directory.is_among(
-            user, slack.deployers
-        ):
+        if _out_of_place(services, respond, body, user=user, action=action_id, ack=ack):
+            return
+        verdict = services.directory.check(user, slack.deployers)
+        if not channel_allowed(channel, slack.release_channels) or not verdict:
             ack()
             why = f"Only deployers may {action_id.replace('rollback', 'roll back')} rollouts."
+            if verdict.unconfirmed:
+                why += " (" + services.directory.unconfirmed_text(verdict.unconfirmed) + ")"
             _refuse(services, respond, user=user, action=action_id, why=why, rollout_id=rollout_id)
             return
         command: commands.Command
@@ -170,6 +192,57 @@ def _refuse(
     services.later(lambda: respond(response_type="ephemeral", replace_original=False, text=why))
 
 
+# Which stored message each button belongs to: the status card is the thread's root.
+_HOME = {"approve": "approval", "reject": "approval"}
+
+
+def _out_of_place(
+    services: HandlerServices,
+    respond: Respond,
+    body: dict[str, Any],
+    *,
+    user: str,
+    action: str,
+    ack: Ack | None = None,
+) -> bool:
+    """Refuse a click that did not come from the message the bot posted this button in, for
+    this rollout (a forged or replayed payload, an old message). True when refused."""
+    _, rollout_id = _who_and_what(body)
+    rollout = services.engine.store.get(rollout_id)
+    channel = body.get("channel", {}).get("id")
+    message_ts = body.get("container", {}).get("message_ts") or body.get("message", {}).get("ts")
+    if rollout is not None:
+        home = rollout.approval_ts if _HOME.get(action) == "approval" else rollout.thread_ts
+        if home is not None and (channel, message_ts) == (rollout.channel, home):
+            return False
+        thread = body.get("container", {}).get("thread_ts")
+        if (
+            home is None
+            and _HOME.get(action) == "approval"
+            and rollout.thread_ts is not None
+            and (channel, thread) == (rollout.channel, rollout.thread_ts)
+            and message_ts != rollout.thread_ts
+        ):
+            # The request is posted but its `ts` not saved yet (a moment's window): a reply
+            # in the rollout's own thread is the best the bot can know.
+            return False
+    if ack is not None:
+        ack()
+    why = (
+        "This button is not on the message the bot posted it in for this rollout, so it does "
+        "nothing. Use the buttons on the rollout's status card or approval request."
+    )
+    _refuse(services, respond, user=user, action=action, why=why, rollout_id=rollout_id)
+    return True
+
+
+def _only(services: HandlerServices, verb: str, approvers: Sequence[str], verdict: Verdict) -> str:
+    why = f"Only approvers may {verb}: {describe_principals(approvers)}."
+    if verdict.unconfirmed:
+        why += " Your " + services.directory.unconfirmed_text(verdict.unconfirmed)
+    return why
+
+
 def _who_and_what(body: dict[str, Any]) -> tuple[str, str]:
     action = body["actions"][0]
     return body["user"]["id"], str(action.get("value") or "")
@@ -192,10 +265,12 @@ def _delivery(body: dict[str, Any]) -> str:
 
 def _reject_view(rollout_id: str, body: dict[str, Any]) -> dict[str, Any]:
     channel = body.get("channel", {}).get("id")
+    message_ts = body.get("container", {}).get("message_ts") or body.get("message", {}).get("ts")
+    meta = {"rollout_id": rollout_id, "channel": channel, "message_ts": message_ts}
     return {
         "type": "modal",
         "callback_id": REJECT_VIEW,
-        "private_metadata": json.dumps({"rollout_id": rollout_id, "channel": channel}),
+        "private_metadata": json.dumps(meta),
         "title": {"type": "plain_text", "text": "Reject rollout"},
         "submit": {"type": "plain_text", "text": "Reject and roll back"},
         "close": {"type": "plain_text", "text": "Cancel"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -22,12 +23,16 @@ from handlers.blocks import (
     help_message,
     history_message,
     list_message,
+    refusal_message,
     status_message,
 )
+from handlers.blocks.common import context, human_duration
 from handlers.context import HandlerServices
 from rollout import commands
+from rollout.config import Override
 from rollout.engine import StartRefused, StartRequest
 from rollout.machine import Refusal
+from rollout.overrides import Roles, override_problem, used_at_start
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +52,19 @@ def register(app: App, *, services: HandlerServices) -> None:
             return
         reply = _read_only(parsed, services)
         if reply is not None:
+            snapshot = _snapshot_wanted(parsed, services, channel=channel)
+            if snapshot is not None and not isinstance(snapshot, str):
+                reply = _with_note(reply, _snapshot_limited(snapshot, services, parsed))
             ack(response_type="ephemeral", **reply.payload())
-            release = services.engine.config.slack.release_channels
-            # Snapshots go into the release thread: only asked for from a release channel.
-            if (
-                isinstance(parsed, parse.Status)
-                and parsed.service
-                and channel_allowed(channel, release)
-            ):
-                service = parsed.service
+            if isinstance(snapshot, str):
+                service = snapshot
                 services.later(lambda: _snapshot_on_demand(service, services, user=user))
             return
-        why = _permission_problem(parsed, services, user=user, channel=channel)
-        if why:
-            _refuse(ack, services, user=user, action=type(parsed).__name__.lower(), why=why)
+        problem = _permission_problem(parsed, services, user=user, channel=channel)
+        if problem:
+            why, then = problem
+            verb = type(parsed).__name__.lower()
+            _refuse(ack, services, user=user, action=verb, why=why, then=then)
             return
         if isinstance(parsed, parse.Start):
             _start(
@@ -106,6 +110,41 @@ def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | No
     return None
 
 
+def _snapshot_wanted(
+    parsed: parse.Command, services: HandlerServices, *, channel: str
+) -> str | timedelta | None:
+    """For `/canary status <service>` in a release channel with a rollout running: the
+    service when a snapshot goes ahead, or how long ago the latest one was, when it is too
+    soon for another (`snapshot_min_interval`)."""
+    engine = services.engine
+    if not isinstance(parsed, parse.Status) or parsed.service is None:
+        return None
+    service = engine.config.services.get(parsed.service)
+    # Snapshots go into the release thread: only asked for from a release channel.
+    if service is None or not channel_allowed(channel, engine.config.slack.release_channels):
+        return None
+    rollout = engine.store.active_for(parsed.service)
+    if rollout is None or rollout.thread_ts is None:
+        return None
+    every = service.policy.snapshot_min_interval
+    ago = services.snapshots.take(parsed.service, now=services.clock.now(), every=every)
+    return parsed.service if ago is None else ago
+
+
+def _snapshot_limited(ago: timedelta, services: HandlerServices, parsed: parse.Command) -> str:
+    name = getattr(parsed, "service", "")
+    every = services.engine.config.services[name].policy.snapshot_min_interval
+    return (
+        f":hourglass: No new snapshot: the latest is in the rollout's thread, taken "
+        f"{human_duration(ago)} ago. `snapshot_min_interval` allows one per "
+        f"{human_duration(every)} per service; ask again in {human_duration(every - ago)}."
+    )
+
+
+def _with_note(reply: Message, note: str) -> Message:
+    return Message(text=reply.text, blocks=(*reply.blocks, context(note)))
+
+
 def _snapshot_on_demand(service: str, services: HandlerServices, *, user: str) -> None:
     """After the ack: the active rollout's snapshot and chart go into its thread."""
     rollout = services.engine.store.active_for(service)
@@ -115,17 +154,42 @@ def _snapshot_on_demand(service: str, services: HandlerServices, *, user: str) -
 
 def _permission_problem(
     parsed: parse.Command, services: HandlerServices, *, user: str, channel: str
-) -> str | None:
+) -> tuple[str, str] | None:
+    """Plain text (escaped when shown) and the bot's own mrkdwn that follows it."""
     slack = services.engine.config.slack
     if not channel_allowed(channel, slack.release_channels):
         channels = ", ".join(f"<#{c}>" for c in slack.release_channels)
-        return f"`/canary` changes rollouts only in the release channel: use it in {channels}."
-    if not services.directory.is_among(user, slack.deployers):
-        return (
-            "You are not a deployer, so you cannot start or change rollouts. Deployers: "
-            f"{describe_principals(slack.deployers)}."
-        )
+        return "`/canary` changes rollouts only in the release channel: use it in ", channels
+    verdict = services.directory.check(user, slack.deployers)
+    if not verdict:
+        then = f"{describe_principals(slack.deployers)}."
+        if verdict.unconfirmed:
+            then += " (" + services.directory.unconfirmed_text(verdict.unconfirmed) + ")"
+        return "You are not a deployer, so you cannot start or change rollouts. Deployers: ", then
     return None
+
+
+def _override_problem(
+    service: str, used: tuple[Override, ...], services: HandlerServices, *, user: str, **kw: Any
+) -> str | None:
+    """`allow_overrides` and its floor, judged with the roles the person holds right now."""
+    config = services.engine.config.services.get(service)
+    if config is None or not used:
+        return None  # an unknown service is refused by the engine's own checks
+    slack = services.engine.config.slack
+    approver = services.directory.check(user, slack.approvers)
+    roles = Roles(
+        deployer=services.directory.is_among(user, slack.deployers), approver=approver.allowed
+    )
+    why = override_problem(service, config, used=used, roles=roles, **kw)
+    if why and approver.unconfirmed:
+        # Plain text: the refusal is escaped whole, so the groups are named by ID.
+        groups = ", ".join(approver.unconfirmed)
+        why += (
+            f" (Approver group {groups}: membership could not be confirmed in the last "
+            f"{human_duration(services.directory.max_age)}; try again shortly.)"
+        )
+    return why
 
 
 def _start(
@@ -138,6 +202,11 @@ def _start(
     channel: str,
     delivery: str | None,
 ) -> None:
+    used = used_at_start(steps=parsed.steps, interval=parsed.interval, approval=parsed.approval)
+    why = _override_problem(parsed.service, used, services, user=user, interval=parsed.interval)
+    if why:
+        _refuse(ack, services, user=user, action="start", why=why)
+        return
     request = StartRequest(
         service=parsed.service,
         image=parsed.image,
@@ -192,6 +261,11 @@ def _change(
     if service not in services.engine.config.services:
         _refuse(ack, services, user=user, action=verb, why=_unknown_service(service, services))
         return
+    if isinstance(parsed, parse.Promote):
+        why = _override_problem(service, ("promote",), services, user=user)
+        if why:
+            _refuse(ack, services, user=user, action=verb, why=why)
+            return
     rollout = services.engine.store.active_for(service)
     if rollout is None:
         why = (
@@ -207,16 +281,20 @@ def _change(
         ack()
         return
     if isinstance(outcome, Refusal):
-        ack(response_type="ephemeral", **error_message(outcome.message).payload())
+        ack(response_type="ephemeral", **refusal_message(outcome.message).payload())
         return
     ack()
     rollout_id = rollout.id
     services.later(lambda: services.engine.carry_on(rollout_id))
 
 
-def _refuse(ack: Ack, services: HandlerServices, *, user: str, action: str, why: str) -> None:
-    services.refused(user=user, action=action, why=why)
-    ack(response_type="ephemeral", **error_message(why).payload())
+def _refuse(
+    ack: Ack, services: HandlerServices, *, user: str, action: str, why: str, then: str = ""
+) -> None:
+    """`why` is plain text that may echo what the user typed: it is escaped when shown;
+    `then` is the bot's own mrkdwn (mentions, channel links) added after the escaping."""
+    services.refused(user=user, action=action, why=why + then)
+    ack(response_type="ephemeral", **error_message(why, then=then).payload())
 
 
 def _unknown_service(service: str, services: HandlerServices) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from handlers.auth import Directory
+from handlers.limits import SnapshotLimiter
 from rollout.engine import Engine
 from rollout.ports import Clock
 
@@ -18,6 +19,7 @@ class HandlerServices:
     # Runs work after Slack's acknowledgement, off the request thread: listeners answer
     # Slack when they return, so anything slow (the cluster, charts, Slack calls) goes here.
     later: Callable[[Callable[[], object]], None]
+    snapshots: SnapshotLimiter = field(default_factory=SnapshotLimiter)
 
     def already_handled(self, key: str | None) -> bool:
         """A cheap early answer for Slack's retries; the engine re-checks under its lock."""

@@ -100,6 +100,22 @@ def _default_rules() -> tuple[Rule, ...]:
     )
 
 
+Override = Literal["steps", "interval", "no_approval", "promote"]
+OVERRIDES: tuple[Override, ...] = ("steps", "interval", "no_approval", "promote")
+
+
+class AllowOverrides(_Frozen):
+    """Who may change a rollout's policy for one rollout: `--steps`, `--interval`,
+    `--no-approval` at start, and `/canary promote` (skip the remaining steps).
+
+    A role left out (None) gets the environment's default: on production deployers get none
+    and approvers `steps` and `interval`; elsewhere both get all four (`ServiceConfig.granted`).
+    """
+
+    deployers: tuple[Override, ...] | None = None
+    approvers: tuple[Override, ...] | None = None
+
+
 class Policy(_Frozen):
     """How a rollout proceeds: the `defaults` section, overridable per service."""
 
@@ -121,13 +137,37 @@ class Policy(_Frozen):
     require_digest: bool = False
     progress_deadline: Duration = timedelta(minutes=10)
     rules: tuple[Rule, ...] = Field(default_factory=_default_rules)
+    # Which start flags and `/canary promote` each role may use (see `AllowOverrides`), and
+    # the shortest step interval any `--interval` may ask for, whoever grants it.
+    allow_overrides: AllowOverrides = Field(default_factory=AllowOverrides)
+    min_step_interval: Duration = timedelta(minutes=1)
+    # On-demand snapshots (`/canary status <service>`) per service: at most one this often
+    # (0s: no limit).
+    snapshot_min_interval: Duration = timedelta(minutes=1)
 
     @field_validator("steps")
     @classmethod
     def _steps_rise_below_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
         return validate_steps(steps)
 
-    @field_validator("analysis_interval", "step_interval")
+    @field_validator("allow_overrides", mode="before")
+    @classmethod
+    def _override_names(cls, value: Any) -> Any:
+        """Name the allowed values in the message, rather than pydantic's literal error."""
+        if not isinstance(value, dict):
+            return value
+        for role, names in value.items():
+            if role not in ("deployers", "approvers"):
+                continue  # extra="forbid" reports it with the allowed keys
+            for name in names if isinstance(names, list | tuple) else ():
+                if name not in OVERRIDES:
+                    raise ValueError(
+                        f"{role}: {name!r} is not an override; use any of "
+                        f"{', '.join(OVERRIDES)} (or [] for none)"
+                    )
+        return value
+
+    @field_validator("analysis_interval", "step_interval", "min_step_interval")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value.total_seconds() < 1:
@@ -182,6 +222,15 @@ class ServiceConfig(_Frozen):
     def is_production(self) -> bool:
         return self.environment.lower() in {"production", "prod"}
 
+    def granted(self, role: Literal["deployers", "approvers"]) -> tuple[Override, ...]:
+        """The overrides `allow_overrides` gives `role` here, environment defaults filled in."""
+        given = getattr(self.policy.allow_overrides, role)
+        if given is not None:
+            return tuple(given)
+        if not self.is_production:
+            return OVERRIDES
+        return ("steps", "interval") if role == "approvers" else ()
+
 
 class SlackConfig(_Frozen):
     release_channels: tuple[str, ...] = ()
@@ -189,6 +238,16 @@ class SlackConfig(_Frozen):
     oncall: str | None = None
     deployers: tuple[str, ...] = ()
     approvers: tuple[str, ...] = ()
+    # A user-group membership read longer ago than this grants nothing (the bot refreshes
+    # memberships in the background, never while Slack waits for an acknowledgement).
+    group_cache_max_age: Duration = timedelta(minutes=10)
+
+    @field_validator("group_cache_max_age")
+    @classmethod
+    def _cache_age(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 10:
+            raise ValueError("must be at least 10s (memberships are refreshed in the background)")
+        return value
 
     @field_validator("release_channels")
     @classmethod

@@ -40,6 +40,7 @@ from rollout.observer import Observer
 from rollout.ports import Clock, Notifier
 from rollout.store import ActiveRolloutExists, SqliteStore
 from rollout.traffic.base import TrafficRouter
+from rollout.wording import quote, unquote
 
 log = logging.getLogger(__name__)
 _Sender = Callable[[], object]
@@ -180,7 +181,9 @@ class Engine:
         started = self.store.get(rollout_id)
         assert started is not None
         if started.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
-            raise StartRefused(f"Rollout of `{started.service}` stopped: {started.reason}")
+            raise StartRefused(
+                f"Rollout of `{started.service}` stopped: {unquote(started.reason or '')}"
+            )
         return started
 
     def start(self, request: StartRequest) -> Rollout:
@@ -216,7 +219,10 @@ class Engine:
     def _refuse_start(self, rollout: Rollout, reason: str) -> Rollout:
         now = self._clock.now()
         ended = rollout.evolve(
-            now=now, phase=Phase.ROLLED_BACK, reason=f"could not start: {reason}", finished_at=now
+            now=now,
+            phase=Phase.ROLLED_BACK,
+            reason=f"could not start: {quote(reason)}",
+            finished_at=now,
         )
         self._save(rollout, ended, actor=BOT, action="start refused", detail=reason)
         return ended
@@ -405,7 +411,7 @@ class Engine:
             prepared = self._router_for(rollout).prepare(rollout)
         except Exception as error:
             log.warning("preparing %s failed: %s", rollout.id, error)
-            reason = f"could not create the canary: {error}"
+            reason = f"could not create the canary: {quote(str(error))}"
             failed = rollout.evolve(now=self._clock.now(), phase=Phase.ROLLING_BACK, reason=reason)
             self._save(rollout, failed, actor=BOT, action="prepare failed", detail=reason)
             return failed
@@ -524,7 +530,7 @@ class Engine:
                 retried = rollout.evolve(now=now, failures=failures)
                 self._save(rollout, retried, actor=BOT, action="rollback retry")
                 return retried
-            reason = f"rollback could not be completed: {error}"
+            reason = f"rollback could not be completed: {quote(str(error))}"
             failed = rollout.evolve(
                 now=now, phase=Phase.FAILED, failures=failures, reason=reason, paged_at=now
             )

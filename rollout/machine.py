@@ -25,6 +25,7 @@ from rollout.events import (
 )
 from rollout.model import Phase, Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.wording import person, quote
 
 WATCHED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL})
 
@@ -358,14 +359,14 @@ def apply_command(rollout: Rollout, command: Command, *, now: datetime) -> Decis
                     f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; "
                     "it cannot be rolled back now."
                 )
-            why = f"rolled back by <@{by}>" + (f": {reason}" if reason else "")
+            why = f"rolled back by {person(by)}" + (f": {quote(reason)}" if reason else "")
             return _start_rollback(rollout, reason=why, by=by, now=now)
         case Approve(by=by):
             return _approve(rollout, by=by, now=now)
         case Reject(by=by, reason=reason):
             if rollout.phase != Phase.AWAITING_APPROVAL:
                 return _moved_on(rollout)
-            why = f"rejected by <@{by}>" + (f": {reason}" if reason else "")
+            why = f"rejected by {person(by)}" + (f": {quote(reason)}" if reason else "")
             decided = rollout.evolve(now=now, rejected_by=by, decided_at=now)
             return _start_rollback(decided, reason=why, by=by, now=now)
     raise AssertionError(f"unhandled command {command!r}")
@@ -404,8 +405,10 @@ def _pause(rollout: Rollout, *, by: str, reason: str | None, now: datetime) -> D
             f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; only a "
             "progressing rollout can be paused."
         )
-    paused = rollout.evolve(now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=reason)
-    return Decision(paused, (Announce(Paused(by=by, reason=reason)),))
+    # What a person typed is quoted into the reason's markup (rollout/wording.py).
+    said = quote(reason) if reason else None
+    paused = rollout.evolve(now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=said)
+    return Decision(paused, (Announce(Paused(by=by, reason=said)),))
 
 
 def _resume(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:

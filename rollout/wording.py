@@ -48,3 +48,25 @@ def describe_breach(result: RuleResult) -> str:
     if result.stable is not None:
         text += f"; stable {format_value(rule.metric, result.stable)}"
     return text + ")"
+
+
+# Reasons (a rollout's `reason`, the reason of a pause or rollback event) are a small markup
+# that Slack shows as is: `<@ID>` names a person, and is written only by the bot through
+# `person`; any other text inside a reason, and above all what a person typed, goes through
+# `quote`, which escapes `&`, `<` and `>` the way Slack does. So a reason like
+# `<!subteam^S1> <https://evil.example|approve>` typed into `/canary pause` reaches Slack as
+# text, while "paused by <@U1>" still mentions U1.
+
+
+def person(user_id: str) -> str:
+    return f"<@{user_id}>"
+
+
+def quote(text: str) -> str:
+    """Outside text (typed by a person, or an error message) for use inside a reason."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unquote(reason: str) -> str:
+    """A reason as plain text, for places that escape everything themselves."""
+    return reason.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -407,10 +407,13 @@ def test_help_shows_copyable_examples() -> None:
         assert example in text
 
 
-def test_error_message_escapes_user_text_but_keeps_mentions() -> None:
-    text = all_text(error_message("Usage: `/canary pause <service>`; ask <@U02BOB> & co"))
+def test_error_message_escapes_user_text_and_adds_the_bots_mentions_after() -> None:
+    text = all_text(
+        error_message("Usage: `/canary pause <service>`; <@U04EVE> & co, ask ", then="<@U02BOB>")
+    )
     assert text.startswith(":warning: ")
-    assert "&lt;service&gt;" in text and "<@U02BOB>" in text and "&amp; co" in text
+    assert "&lt;service&gt;" in text and "&lt;@U04EVE&gt;" in text and "&amp; co" in text
+    assert "<@U02BOB>" in text and "<@U04EVE>" not in text
     payload(error_message(HUGE))
 
 

@@ -9,7 +9,13 @@ from handlers.blocks.alerts import alert_message
 from handlers.blocks.approval import approval_closed, approval_request
 from handlers.blocks.card import status_card, status_message
 from handlers.blocks.common import Message, mention, progress_bar, slack_date
-from handlers.blocks.lists import error_message, help_message, history_message, list_message
+from handlers.blocks.lists import (
+    error_message,
+    help_message,
+    history_message,
+    list_message,
+    refusal_message,
+)
 from handlers.blocks.snapshot import snapshot_message
 from handlers.blocks.thread import event_message
 
@@ -25,6 +31,7 @@ __all__ = [
     "list_message",
     "mention",
     "progress_bar",
+    "refusal_message",
     "slack_date",
     "snapshot_message",
     "status_card",

@@ -51,8 +51,9 @@ PHASE_LABEL = {
 
 _USER = re.compile(r"[UW][A-Z0-9]{2,}")
 _GROUP = re.compile(r"S[A-Z0-9]{2,}")
-# Markup our own builders produce; everything else in a refusal is escaped.
-_ENTITY = re.compile(r"<(?:@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|#C[A-Z0-9]+|!date\^[^<>]*)>")
+# A reason's markup (rollout/wording.py): the bot's own `<@U…>` mentions and the escapes of the
+# text quoted into it. Nothing else in a reason is markup.
+_REASON_MARKUP = re.compile(r"<@[UW][A-Z0-9]+>|&(?:amp|lt|gt);")
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,13 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def escape_keeping_entities(text: str) -> str:
-    """Escape `text` but keep the mentions, channel links and dates that builders produce."""
+def reason_markup(text: str) -> str:
+    """A reason as mrkdwn: the bot's mentions and the escapes made by `rollout.wording.quote`
+    stay; any other `&`, `<` or `>` (in text the domain wrote, like `threshold > 1%`) is
+    escaped. User text in a reason is already quoted, so it can never become an entity."""
     parts: list[str] = []
     last = 0
-    for match in _ENTITY.finditer(text):
+    for match in _REASON_MARKUP.finditer(text):
         parts.append(escape(text[last : match.start()]))
         parts.append(match.group(0))
         last = match.end()
@@ -108,9 +111,8 @@ def plain(text: str, limit: int) -> str:
 
 
 def reason_text(text: str, limit: int) -> str:
-    """A reason for mrkdwn: escaped like `plain`, but the mentions the bot wrote (`<@U…>` in
-    "rolled back by <@U…>") stay mentions."""
-    return clip(escape_keeping_entities(text.strip()), limit)
+    """A reason for mrkdwn (see `reason_markup`), clipped."""
+    return clip(reason_markup(text.strip()), limit)
 
 
 def one_line(text: str, limit: int) -> str:

@@ -20,13 +20,14 @@ from handlers.blocks.common import (
     clip,
     code,
     context,
-    escape_keeping_entities,
+    escape,
     fallback,
     human_duration,
     mention,
     mentions,
     plain,
     progress_bar,
+    reason_markup,
     reason_text,
     section,
     slack_date,
@@ -59,16 +60,25 @@ def help_message() -> Message:
     blocks.append(
         context(
             "Steps are canary traffic weights in percent; 100% comes after approval. "
-            "Rollbacks happen on their own when a metric rule is breached."
+            "Rollbacks happen on their own when a metric rule is breached. `--steps`, "
+            "`--interval`, `--no-approval` and `promote` are allowed where the service's "
+            "`allow_overrides` grants them to you."
         )
     )
     return Message(text="How to use /canary", blocks=tuple(blocks))
 
 
-def error_message(text: str) -> Message:
-    """An ephemeral refusal. `text` is plain: Slack's special characters are escaped, except
-    mentions, channel links and dates written with this package's helpers."""
-    body = f":warning: {escape_keeping_entities(text)}"
+def error_message(text: str, *, then: str = "") -> Message:
+    """An ephemeral refusal. `text` is plain, and may hold what the user typed: it is escaped
+    whole, so nothing in it becomes a mention or a link. `then` is mrkdwn the bot wrote (who
+    to ask, which channel), added after the escaping."""
+    body = f":warning: {escape(text)}{then}"
+    return Message(text=fallback(body), blocks=(section(body),))
+
+
+def refusal_message(markup: str) -> Message:
+    """A refusal from the state machine: a reason-like markup (see `reason_markup`)."""
+    body = f":warning: {reason_markup(markup)}"
     return Message(text=fallback(body), blocks=(section(body),))
 
 
@@ -77,7 +87,7 @@ def list_message(rollouts: Sequence[Rollout], *, now: datetime) -> Message:
     active = sorted((r for r in rollouts if r.phase.is_active), key=lambda r: r.created_at)
     if not active:
         text = "No rollouts are running. Start one with `/canary start <service> <tag-or-image>`."
-        return Message(text=text, blocks=(section(escape_keeping_entities(text)),))
+        return Message(text=text, blocks=(section(escape(text)),))
     lines = [_list_line(rollout, now=now) for rollout in active]
     title = f"{len(active)} active rollout{'s' if len(active) != 1 else ''}"
     blocks: list[Block] = [section(f"*{title}*")]

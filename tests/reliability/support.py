@@ -316,6 +316,7 @@ def sandbox_config(
     rules: str = "[]",
     progress_deadline: str = "30s",
     staging: Sequence[str] = (),
+    allow_overrides: str = "{approvers: [steps, interval, promote]}",
 ) -> str:
     """A sandbox config with one `replicas` service per name (Deployment of the same name);
     production unless named in `staging`."""
@@ -341,5 +342,6 @@ def sandbox_config(
         "  analysis_interval: 1s\n"
         f"  progress_deadline: {progress_deadline}\n"
         f"  rules: {rules}\n"
+        f"  allow_overrides: {allow_overrides}\n"
         "services:\n" + blocks
     )

@@ -237,7 +237,7 @@ def test_every_command_and_click_checks_channel_and_person(sandbox: Sandbox) -> 
         )
         click_refused(
             click_body(sandbox, message=card, action_id=button, user=BOB, channel=ELSEWHERE),
-            "Only deployers",
+            "not on the message the bot posted it in",
         )
 
     assert driver.command("promote checkout", user=BOB, channel=RELEASE_CHANNEL).status == 200

@@ -48,6 +48,10 @@ SANDBOX_CONFIG = textwrap.dedent(
       analysis_interval: 1s
       progress_deadline: 30s
       rules: []
+      min_step_interval: 1s
+      allow_overrides:
+        deployers: [steps, interval]
+        approvers: [steps, interval, promote]
     services:
       checkout:
         namespace: shop

@@ -55,6 +55,10 @@ DEMO_CONFIG = textwrap.dedent(
       analysis_interval: 1s
       analysis_window: 10s
       progress_deadline: 30s
+      min_step_interval: 1s
+      allow_overrides:
+        deployers: [steps, interval]
+        approvers: [steps, interval, promote]
       rules:
         - {{metric: error_rate, above: {ERROR_RATE_LIMIT}, for: 5s}}
         - {{metric: latency_p99_ms, above: 800, for: 5s}}

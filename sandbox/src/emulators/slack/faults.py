@@ -2,7 +2,9 @@
 
 Rates draw from a `random.Random(seed)`, so the same sequence of calls meets the same faults on
 every run. `rate_limit_next` / `error_next` fault exactly the next N calls, for tests that want
-one precise failure rather than a rate.
+one precise failure rather than a rate. `hold` makes calls of some methods wait until
+`release`, so a test can prove that an answer did not wait for such a call (it came back while
+the call could not have) without measuring any time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,24 @@ class SlackFaults:
     _rng: random.Random | None = field(default=None, init=False, repr=False)
     _rng_seed: int | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _held: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+    _released: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    held_calls: int = field(default=0, init=False)
+
+    def hold(self, *methods: str) -> None:
+        """From now on, calls of `methods` wait (up to a minute) until `release()`."""
+        self._released.clear()
+        self._held = frozenset(methods)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_if_held(self, method: str) -> None:
+        if method not in self._held or self._released.is_set():
+            return
+        with self._lock:
+            self.held_calls += 1
+        self._released.wait(timeout=60)
 
     def draw(self, method: str) -> str | None:
         """The fault this call of `method` meets, if any."""

@@ -36,6 +36,7 @@ def build_app(ws: Workspace, faults: Callable[[], SlackFaults]) -> Flask:
         status = 200
         body: JsonObject = {}
         args: dict[str, Any] = {}
+        faults().wait_if_held(method)  # outside the lock: only this call waits
         # One lock hold for handling and recording, so `calls` is in the order Slack acted.
         with ws.lock:
             try:
