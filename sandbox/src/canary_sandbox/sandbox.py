@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -103,43 +102,6 @@ def stable_deployment(
     }
 
 
-class SandboxRuntime(Runtime):
-    """The production `Runtime` that can also say when its work after acknowledgements is done.
-
-    A test that asserts a request changed nothing must look after the moment the bot would
-    have acted, and the bot acts after its answer, on the after-acknowledgement pool; a sleep
-    only guesses that moment, and on a loaded machine guesses short, so the test passes
-    vacuously. `drain()` waits for the pool instead.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._pending = 0
-        self._idle = threading.Condition()
-        super().__init__(**kwargs)
-
-    def _run_after_ack(self, work: Callable[[], object]) -> None:
-        with self._idle:
-            self._pending += 1  # before submitting, so a drain() never misses queued work
-
-        def counted() -> object:
-            try:
-                return work()
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
-
-        super()._run_after_ack(counted)
-
-    def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every piece of work handed to the pool so far (and any it handed on) ran."""
-        with self._idle:
-            if not self._idle.wait_for(lambda: self._pending == 0, timeout=timeout):
-                raise TimeoutError(
-                    f"{self._pending} after-ack task(s) still running after {timeout:g}s"
-                )
-
-
 class Sandbox:
     def __init__(
         self,
@@ -159,7 +121,7 @@ class Sandbox:
         self.config_text = config_text
         self.metrics_provider = metrics_provider
         self._seed = seed
-        self.runtime: SandboxRuntime | None = None
+        self.runtime: Runtime | None = None
         self.server: HttpServer | None = None
         self._driver: SlackDriver | None = None
 
@@ -180,7 +142,7 @@ class Sandbox:
         """Start the bot in this process; `clock` lets a test move the bot's time on."""
         config = self.config
         api_client = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
-        self.runtime = SandboxRuntime(
+        self.runtime = Runtime(
             config=config,
             secrets=Secrets.from_env(self.bot_env()),
             api_client=api_client,
