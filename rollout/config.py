@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from rollout.durations import parse_duration
+from rollout.images import parse_registry_rule
 
 STRATEGIES = ("replicas", "service", "nginx", "istio", "gateway", "argo")
 Strategy = Literal["replicas", "service", "nginx", "istio", "gateway", "argo"]
@@ -115,8 +116,9 @@ class Policy(_Frozen):
     no_data_alert_after: Duration = timedelta(minutes=5)
     on_failure: Literal["rollback", "pause"] = "rollback"
     repage_interval: Duration = timedelta(minutes=15)
-    # Image policy: canary images must come from one of these prefixes (empty: any registry),
-    # and be pinned by digest when required.
+    # Image policy: canary images must come from one of these registries, each `host[:port]`
+    # with an optional repository path, matched on whole parts (empty: any registry), and be
+    # pinned by digest when required.
     allowed_registries: tuple[str, ...] = ()
     require_digest: bool = False
     progress_deadline: Duration = timedelta(minutes=10)
@@ -126,6 +128,13 @@ class Policy(_Frozen):
     @classmethod
     def _steps_rise_below_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
         return validate_steps(steps)
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _registry_rules(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in rules:
+            parse_registry_rule(rule)
+        return rules
 
     @field_validator("analysis_interval", "step_interval")
     @classmethod
