@@ -27,6 +27,7 @@ from bot.kube import load_api_client
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
+from bot.prometheus import PrometheusSetupError, prometheus_access
 from handlers import actions, commands
 from handlers.auth import Directory
 from handlers.context import HandlerServices
@@ -101,6 +102,18 @@ def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRout
     return {name: ROUTERS[name](gateway) for name in wanted}
 
 
+def _prometheus(config: Config, env: Mapping[str, str]) -> PrometheusProvider:
+    try:
+        access = prometheus_access(config.prometheus, env)
+    except PrometheusSetupError as error:
+        raise StartupError(str(error)) from None
+    secrets = (access.bearer_token, access.basic_auth[1] if access.basic_auth else None)
+    install_redaction(*secrets)  # never in a log line, whatever a library prints
+    return PrometheusProvider(
+        config.prometheus.url, timeout=config.prometheus.timeout, access=access
+    )
+
+
 class Runtime:
     def __init__(
         self,
@@ -110,8 +123,11 @@ class Runtime:
         clock: Clock | None = None,
         api_client: k8s.ApiClient | None = None,
         metrics_provider: MetricsProvider | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
+        if metrics_provider is None:
+            metrics_provider = _prometheus(config, os.environ if env is None else env)
         self.config = config
         self.clock = clock or SystemClock()
         self.store = SqliteStore(config.store.path)
@@ -130,9 +146,7 @@ class Runtime:
             on_call=self._count_kube_call,
         )
         self.kube_calls = 0
-        provider = metrics_provider or PrometheusProvider(
-            config.prometheus.url, timeout=config.prometheus.timeout
-        )
+        provider = metrics_provider
         self.engine = Engine(
             config=config,
             store=self.store,
