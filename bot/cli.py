@@ -67,34 +67,57 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    path = args.config or os.environ.get("CANARY_CONFIG")
-    if not path:
-        raise StartupError("no config: pass --config PATH or set CANARY_CONFIG")
-    config = load_config(path)
+    config = load_config(config_path(args.config))
     secrets = Secrets.from_env(os.environ, socket_mode=args.socket_mode)
     runtime = Runtime(config=config, secrets=secrets)
+    from bot.server import AdminServer, HttpServer
+
+    # Both servers listen before start-up reconciliation begins (it runs in the background):
+    # /healthz answers at once, /readyz once the cluster has been reconciled.
+    admin_port = _port(args.admin_port, config.server.admin_port)
+    servers: list[AdminServer | HttpServer] = [
+        AdminServer(runtime, host=args.host, port=admin_port)
+    ]
+    if not args.socket_mode:
+        port = _port(args.port, config.server.port)
+        servers.append(HttpServer(runtime, host=args.host, port=port))
+    for server in servers:
+        server.start()
     runtime.start()
+    log.info(
+        "canary-bot listening on %s (cluster %s)",
+        ", ".join(server.url for server in servers),
+        config.cluster_name,
+    )
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         assert secrets.app_token is not None
         SocketModeHandler(runtime.app, secrets.app_token).start()  # type: ignore[no-untyped-call]
         return 0
-    from bot.server import HttpServer
-
-    server = HttpServer(runtime, host=args.host, port=args.port)
-    server.start()
-    log.info("canary-bot listening on %s (cluster %s)", server.url, config.cluster_name)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         log.info("stopping on signal %s", signum)
-        server.stop()
+        for server in servers:
+            server.stop()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    server.wait()
+    servers[-1].wait()
     runtime.stop()
     return 0
+
+
+def config_path(given: str | None) -> str:
+    """`--config`, else `$CANARY_CONFIG`: how every command that needs the config finds it."""
+    path = given or os.environ.get("CANARY_CONFIG")
+    if not path:
+        raise StartupError("no config: pass --config PATH or set CANARY_CONFIG")
+    return path
+
+
+def _port(given: int | None, configured: int) -> int:
+    return configured if given is None else given
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bot (HTTP mode unless --socket-mode)")
     serve.add_argument("--config", help="config file (default: $CANARY_CONFIG)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--port", type=int, help="main port: /slack/events (default: server.port, 3000)"
+    )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        help="admin port: /healthz, /readyz, /metrics (default: server.admin_port, 9100)",
+    )
     serve.add_argument("--socket-mode", action="store_true", help="development: Socket Mode")
     demo = sub.add_parser(
         "demo",

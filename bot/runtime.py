@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
+from tenacity import Retrying, retry_if_result, wait_exponential
 
 from bot.kube import load_api_client
 from bot.logging_setup import install_redaction
@@ -49,6 +52,10 @@ from rollout.traffic.service import ServiceRouter
 log = logging.getLogger(__name__)
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# Start-up reconciliation is retried with back-off up to this many seconds between attempts.
+RECONCILE_BACKOFF_MAX_S = 30.0
+# stop() waits this long for a reconciliation attempt in flight (its calls have deadlines).
+STARTUP_JOIN_TIMEOUT_S = 15.0
 
 # One router class per strategy name (STYLE.md): an unknown or not-yet-built strategy is a
 # start-up error, never a silent fallback.
@@ -160,6 +167,14 @@ class Runtime:
         # the store closes, so that work never finds the database gone.
         self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
         self.app = self._build_app(secrets)
+        # The HTTP server checks Slack's signature on the raw body before anything parses it.
+        self.signatures = SignatureVerifier(secrets.signing_secret)
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._lifecycle = threading.Lock()
+        self._ticking = False
+        self._reconcile_attempts = 0
+        self._startup = threading.Thread(target=self._start_up, name="startup", daemon=True)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
             interval=min(
@@ -210,10 +225,64 @@ class Runtime:
         self._after_ack.submit(run)
 
     def start(self) -> None:
-        self.engine.reconcile()
-        self.scheduler.start()
+        """Begin start-up in the background and return at once, so the HTTP servers can answer
+        `/healthz` while a slow API server holds reconciliation (a liveness probe must never
+        kill a pod for waiting on the cluster). `ready` turns true once every active rollout
+        is reconciled; reconciliation is tried again, with back-off, until then."""
+        self._startup.start()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def readiness(self) -> str:
+        """Why the bot is or is not ready, for `/readyz`."""
+        if self._ready.is_set():
+            return "reconciled"
+        return f"reconciling active rollouts (attempt {self._reconcile_attempts})"
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def _start_up(self) -> None:
+        retrying = Retrying(
+            retry=retry_if_result(lambda reconciled: not reconciled),
+            wait=wait_exponential(multiplier=0.5, max=RECONCILE_BACKOFF_MAX_S),
+            stop=lambda state: self._stopping.is_set(),
+            sleep=self._pause,
+            retry_error_callback=lambda state: False,
+        )
+        if retrying(self._reconcile_once):
+            self._ready.set()
+            log.info("reconciled after %d attempt(s); ready", self._reconcile_attempts)
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)  # stop() cuts a back-off short
+
+    def _reconcile_once(self) -> bool:
+        self._reconcile_attempts += 1
+        try:
+            return self.engine.reconcile()
+        except Exception as error:  # the store itself failed; try again like any fault
+            log.error("reconciliation failed: %s: %s", type(error).__name__, error)
+            return False
+        finally:
+            # Ticking starts after the first pass whatever came of it, as it always did: one
+            # rollout that cannot be reconciled must not keep the others from being watched.
+            self._start_ticking()
+
+    def _start_ticking(self) -> None:
+        with self._lifecycle:
+            if not self._stopping.is_set() and not self._ticking:
+                self.scheduler.start()
+                self._ticking = True
 
     def stop(self) -> None:
+        with self._lifecycle:
+            self._stopping.set()
+        if self._startup.is_alive():
+            self._startup.join(timeout=STARTUP_JOIN_TIMEOUT_S)
         self.scheduler.stop()
         self._after_ack.shutdown(wait=True)
         self.store.close()

@@ -288,10 +288,11 @@ def failed_rollback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Failed
             api_client=k8s_config.new_client_from_config(config_file=str(sandbox.kubeconfig)),
             clock=clock,
         )
-        runtime.start()
         sandbox.runtime = runtime
         sandbox.server = HttpServer(runtime, host="127.0.0.1", port=0)
         sandbox.server.start()
+        runtime.start()
+        assert runtime.wait_ready(timeout=30)
         driver = sandbox.driver_for(sandbox.server.url)
         driver.command("start checkout v2.4.0", user=BOB, channel=RELEASE_CHANNEL)
         rollout = wait_for(partial(step_ready, sandbox, "checkout"), what="the first step")
