@@ -1,4 +1,4 @@
-"""`canary-bot serve | demo | check-config` — the console script.
+"""`canary-bot serve | demo | check-config | audit` — the console script.
 
 Start-up problems (a missing secret, a bad config, no cluster credentials) end the process with
 one line on stderr naming what is wrong, and exit status 2.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
 
+from bot import audit_cli
 from bot.check_config import run_check_config
 from bot.config_loader import ConfigError, load_config
 from bot.kube import ClusterConfigError
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args)
     try:
+        if args.command == "audit":
+            return audit_cli.run(args, out=sys.stdout, err=sys.stderr, find_config=config_path)
         return _serve(args)
     except (StartupError, ClusterConfigError) as error:
         print(f"canary-bot: {error}", file=sys.stderr)
@@ -150,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
+    audit_cli.add_parser(sub)
     return parser
 
 
