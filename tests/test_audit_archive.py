@@ -88,7 +88,12 @@ def test_an_intact_export_verifies(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("actor", "U04MALLORY"), ("action", "approve"), ("detail", "added later"), ("at", "2026-11-30")],
+    [
+        ("actor", "U04MALLORY"),
+        ("action", "approve"),
+        ("detail", "added later"),
+        ("at", "2026-11-30"),
+    ],
 )
 def test_one_changed_field_is_named_by_its_row(
     config: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, field: str, value: object
