@@ -36,8 +36,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The SQLite file lives here (mount a volume); a relative store.path lands here too.
 WORKDIR /var/lib/canary-bot
 USER 10001:10001
-EXPOSE 3000
+# 3000: /slack/events (public); 9100: /healthz, /readyz, /metrics (admin, never public)
+EXPOSE 3000 9100
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=4)"]
 ENTRYPOINT ["canary-bot"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "3000"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "3000", "--admin-port", "9100"]

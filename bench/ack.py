@@ -158,7 +158,7 @@ def fire(port: int, batch: list[Request]) -> list[tuple[str, int, float, str]]:
 
 
 def server_side_buckets(port: int) -> dict[float, float]:
-    """The bot's own `canary_bot_slack_ack_seconds` histogram: cumulative count per bound."""
+    """The bot's own `canary_bot_slack_ack_seconds` histogram (admin port): count per bound."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     buckets: dict[float, float] = {}
     for match in re.finditer(
@@ -195,10 +195,10 @@ def run(args: argparse.Namespace) -> int:
                         name=name, replicas=4, image=f"registry.example.com/shop/{name}:v2.3.4"
                     )
                 )
-            port = free_port()
+            port, admin_port = free_port(), free_port()
             log = (Path(tmp) / "bot.log").open("wb")
             bot = subprocess.Popen(
-                box.serve_command(port=port),
+                box.serve_command(port=port, admin_port=admin_port),
                 env=box.process_env(),
                 cwd=common.ROOT,
                 stdout=log,
@@ -208,7 +208,15 @@ def run(args: argparse.Namespace) -> int:
             common.wait_until(
                 lambda: _healthy(port), timeout=30, what="canary-bot serve to answer /healthz"
             )
-            figures = measure(box, bot=bot, port=port, pool=pool, rounds=rounds, services=services)
+            figures = measure(
+                box,
+                bot=bot,
+                port=port,
+                admin_port=admin_port,
+                pool=pool,
+                rounds=rounds,
+                services=services,
+            )
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if bot is not None:
@@ -243,6 +251,7 @@ def measure(
     *,
     bot: subprocess.Popen[bytes],
     port: int,
+    admin_port: int,
     pool: ProcessPoolExecutor,
     rounds: dict[int, int],
     services: list[str],
@@ -274,7 +283,7 @@ def measure(
         by_kind: dict[str, list[float]] = defaultdict(list)
         statuses: dict[int, int] = defaultdict(int)
         replies: dict[str, int] = defaultdict(int)
-        before = server_side_buckets(port)
+        before = server_side_buckets(admin_port)
         cpu_before = common.cpu_seconds(bot.pid)
         wall_before = time.monotonic()
         for _ in range(rounds[n]):
@@ -286,7 +295,7 @@ def measure(
                 statuses[status] += 1
                 replies[_reply_kind(kind, text)] += 1
             settle()
-        after = server_side_buckets(port)
+        after = server_side_buckets(admin_port)
         by_command = {
             kind: round(common.percentile(values, 99), 1) for kind, values in by_kind.items()
         }

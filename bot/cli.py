@@ -1,4 +1,4 @@
-"""`canary-bot serve | demo | check-config` — the console script.
+"""`canary-bot serve | demo | check-config | audit` — the console script.
 
 Start-up problems (a missing secret, a bad config, no cluster credentials) end the process with
 one line on stderr naming what is wrong, and exit status 2.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
 
+from bot import audit_cli
 from bot.check_config import run_check_config
 from bot.config_loader import ConfigError, load_config
 from bot.kube import ClusterConfigError
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args)
     try:
+        if args.command == "audit":
+            return audit_cli.run(args, out=sys.stdout, err=sys.stderr, find_config=config_path)
         return _serve(args)
     except (StartupError, ClusterConfigError) as error:
         print(f"canary-bot: {error}", file=sys.stderr)
@@ -67,34 +70,57 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    path = args.config or os.environ.get("CANARY_CONFIG")
-    if not path:
-        raise StartupError("no config: pass --config PATH or set CANARY_CONFIG")
-    config = load_config(path)
+    config = load_config(config_path(args.config))
     secrets = Secrets.from_env(os.environ, socket_mode=args.socket_mode)
     runtime = Runtime(config=config, secrets=secrets)
+    from bot.server import AdminServer, HttpServer
+
+    # Both servers listen before start-up reconciliation begins (it runs in the background):
+    # /healthz answers at once, /readyz once the cluster has been reconciled.
+    admin_port = _port(args.admin_port, config.server.admin_port)
+    servers: list[AdminServer | HttpServer] = [
+        AdminServer(runtime, host=args.host, port=admin_port)
+    ]
+    if not args.socket_mode:
+        port = _port(args.port, config.server.port)
+        servers.append(HttpServer(runtime, host=args.host, port=port))
+    for server in servers:
+        server.start()
     runtime.start()
+    log.info(
+        "canary-bot listening on %s (cluster %s)",
+        ", ".join(server.url for server in servers),
+        config.cluster_name,
+    )
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         assert secrets.app_token is not None
         SocketModeHandler(runtime.app, secrets.app_token).start()  # type: ignore[no-untyped-call]
         return 0
-    from bot.server import HttpServer
-
-    server = HttpServer(runtime, host=args.host, port=args.port)
-    server.start()
-    log.info("canary-bot listening on %s (cluster %s)", server.url, config.cluster_name)
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         log.info("stopping on signal %s", signum)
-        server.stop()
+        for server in servers:
+            server.stop()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    server.wait()
+    servers[-1].wait()
     runtime.stop()
     return 0
+
+
+def config_path(given: str | None) -> str:
+    """`--config`, else `$CANARY_CONFIG`: how every command that needs the config finds it."""
+    path = given or os.environ.get("CANARY_CONFIG")
+    if not path:
+        raise StartupError("no config: pass --config PATH or set CANARY_CONFIG")
+    return path
+
+
+def _port(given: int | None, configured: int) -> int:
+    return configured if given is None else given
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bot (HTTP mode unless --socket-mode)")
     serve.add_argument("--config", help="config file (default: $CANARY_CONFIG)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--port", type=int, help="main port: /slack/events (default: server.port, 3000)"
+    )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        help="admin port: /healthz, /readyz, /metrics (default: server.admin_port, 9100)",
+    )
     serve.add_argument("--socket-mode", action="store_true", help="development: Socket Mode")
     demo = sub.add_parser(
         "demo",
@@ -120,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
+    audit_cli.add_parser(sub)
     return parser
 
 

@@ -24,11 +24,14 @@ from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
+from tenacity import Retrying, retry_if_result, wait_exponential
 
 from bot.kube import load_api_client
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
+from bot.prometheus import PrometheusSetupError, prometheus_access
 from handlers import actions, commands
 from handlers.auth import Directory
 from handlers.context import HandlerServices
@@ -50,6 +53,10 @@ from rollout.traffic.service import ServiceRouter
 log = logging.getLogger(__name__)
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# Start-up reconciliation is retried with back-off up to this many seconds between attempts.
+RECONCILE_BACKOFF_MAX_S = 30.0
+# stop() waits this long for a reconciliation attempt in flight (its calls have deadlines).
+STARTUP_JOIN_TIMEOUT_S = 15.0
 
 # One router class per strategy name (STYLE.md): an unknown or not-yet-built strategy is a
 # start-up error, never a silent fallback.
@@ -103,6 +110,18 @@ def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRout
     return {name: ROUTERS[name](gateway) for name in wanted}
 
 
+def _prometheus(config: Config, env: Mapping[str, str]) -> PrometheusProvider:
+    try:
+        access = prometheus_access(config.prometheus, env)
+    except PrometheusSetupError as error:
+        raise StartupError(str(error)) from None
+    secrets = (access.bearer_token, access.basic_auth[1] if access.basic_auth else None)
+    install_redaction(*secrets)  # never in a log line, whatever a library prints
+    return PrometheusProvider(
+        config.prometheus.url, timeout=config.prometheus.timeout, access=access
+    )
+
+
 class Runtime:
     def __init__(
         self,
@@ -112,8 +131,11 @@ class Runtime:
         clock: Clock | None = None,
         api_client: k8s.ApiClient | None = None,
         metrics_provider: MetricsProvider | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
+        if metrics_provider is None:
+            metrics_provider = _prometheus(config, os.environ if env is None else env)
         self.config = config
         self.clock = clock or SystemClock()
         self.store = SqliteStore(config.store.path)
@@ -132,9 +154,7 @@ class Runtime:
             on_call=self._count_kube_call,
         )
         self.kube_calls = 0
-        provider = metrics_provider or PrometheusProvider(
-            config.prometheus.url, timeout=config.prometheus.timeout
-        )
+        provider = metrics_provider
         self.engine = Engine(
             config=config,
             store=self.store,
@@ -151,6 +171,14 @@ class Runtime:
         self._pending_lock = threading.Lock()
         self.directory = _directory(config, secrets, clock=self.clock)
         self.app = self._build_app(secrets)
+        # The HTTP server checks Slack's signature on the raw body before anything parses it.
+        self.signatures = SignatureVerifier(secrets.signing_secret)
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._lifecycle = threading.Lock()
+        self._ticking = False
+        self._reconcile_attempts = 0
+        self._startup = threading.Thread(target=self._start_up, name="startup", daemon=True)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
             interval=min(
@@ -216,11 +244,68 @@ class Runtime:
                 raise TimeoutError(f"{len(not_done)} after-ack task(s) still running")
 
     def start(self) -> None:
-        self.engine.reconcile()
+        """Begin start-up in the background and return at once, so the HTTP servers can answer
+        `/healthz` while a slow API server holds reconciliation (a liveness probe must never
+        kill a pod for waiting on the cluster). `ready` turns true once every active rollout
+        is reconciled; reconciliation is tried again, with back-off, until then."""
+        self._startup.start()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def readiness(self) -> str:
+        """Why the bot is or is not ready, for `/readyz`."""
+        if self._ready.is_set():
+            return "reconciled"
+        return f"reconciling active rollouts (attempt {self._reconcile_attempts})"
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def _start_up(self) -> None:
+        # Group memberships first (one round, then in the background), so the first commands
+        # find the approver groups known; on this thread, so a slow Slack delays readiness,
+        # never serving.
         self.directory.start()
-        self.scheduler.start()
+        retrying = Retrying(
+            retry=retry_if_result(lambda reconciled: not reconciled),
+            wait=wait_exponential(multiplier=0.5, max=RECONCILE_BACKOFF_MAX_S),
+            stop=lambda state: self._stopping.is_set(),
+            sleep=self._pause,
+            retry_error_callback=lambda state: False,
+        )
+        if retrying(self._reconcile_once):
+            self._ready.set()
+            log.info("reconciled after %d attempt(s); ready", self._reconcile_attempts)
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)  # stop() cuts a back-off short
+
+    def _reconcile_once(self) -> bool:
+        self._reconcile_attempts += 1
+        try:
+            return self.engine.reconcile()
+        except Exception as error:  # the store itself failed; try again like any fault
+            log.error("reconciliation failed: %s: %s", type(error).__name__, error)
+            return False
+        finally:
+            # Ticking starts after the first pass whatever came of it, as it always did: one
+            # rollout that cannot be reconciled must not keep the others from being watched.
+            self._start_ticking()
+
+    def _start_ticking(self) -> None:
+        with self._lifecycle:
+            if not self._stopping.is_set() and not self._ticking:
+                self.scheduler.start()
+                self._ticking = True
 
     def stop(self) -> None:
+        with self._lifecycle:
+            self._stopping.set()
+        if self._startup.is_alive():
+            self._startup.join(timeout=STARTUP_JOIN_TIMEOUT_S)
         self.scheduler.stop()
         self.directory.stop()
         self._after_ack.shutdown(wait=True)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from rollout.durations import parse_duration
+from rollout.images import parse_registry_rule
 
 STRATEGIES = ("replicas", "service", "nginx", "istio", "gateway", "argo")
 Strategy = Literal["replicas", "service", "nginx", "istio", "gateway", "argo"]
@@ -131,8 +132,9 @@ class Policy(_Frozen):
     no_data_alert_after: Duration = timedelta(minutes=5)
     on_failure: Literal["rollback", "pause"] = "rollback"
     repage_interval: Duration = timedelta(minutes=15)
-    # Image policy: canary images must come from one of these prefixes (empty: any registry),
-    # and be pinned by digest when required.
+    # Image policy: canary images must come from one of these registries, each `host[:port]`
+    # with an optional repository path, matched on whole parts (empty: any registry), and be
+    # pinned by digest when required.
     allowed_registries: tuple[str, ...] = ()
     require_digest: bool = False
     progress_deadline: Duration = timedelta(minutes=10)
@@ -166,6 +168,13 @@ class Policy(_Frozen):
                         f"{', '.join(OVERRIDES)} (or [] for none)"
                     )
         return value
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _registry_rules(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in rules:
+            parse_registry_rule(rule)
+        return rules
 
     @field_validator("analysis_interval", "step_interval", "min_step_interval")
     @classmethod
@@ -272,9 +281,67 @@ class SlackConfig(_Frozen):
         return _check_ids([value], _USER_OR_GROUP, "user (U...) or user-group (S...)")[0]
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name: it names the variable that holds "
+            "the secret (like PROMETHEUS_TOKEN), never the secret itself"
+        )
+    return value
+
+
+class PrometheusTls(_Frozen):
+    """How the bot checks Prometheus' certificate: always, unless told in so many words."""
+
+    ca_file: str | None = None  # a PEM bundle of the CAs to trust; default: the system's
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PrometheusTls:
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError(
+                "ca_file and insecure_skip_verify: true contradict each other: keep ca_file "
+                "to verify against it, or drop it to skip verification"
+            )
+        return self
+
+
+class PrometheusAuth(_Frozen):
+    """Credentials for Prometheus (Thanos, Mimir and managed Prometheus want them).
+
+    The config names environment variables, never the secrets themselves, so the file can
+    be committed and shown; start-up fails if a named variable is not set.
+    """
+
+    bearer_token_env: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+
+    _names = field_validator("bearer_token_env", "password_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> PrometheusAuth:
+        if self.bearer_token_env is not None and (self.username or self.password_env):
+            raise ValueError(
+                "choose one way to authenticate: bearer_token_env, or username with "
+                "password_env, not both"
+            )
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError(
+                "basic auth needs both username and password_env (the variable holding "
+                "the password)"
+            )
+        return self
+
+
 class PrometheusConfig(_Frozen):
     url: str = "http://127.0.0.1:9090"
     timeout: Duration = timedelta(seconds=10)
+    tls: PrometheusTls = Field(default_factory=PrometheusTls)
+    auth: PrometheusAuth = Field(default_factory=PrometheusAuth)
 
     @field_validator("url")
     @classmethod
@@ -288,6 +355,24 @@ class KubernetesConfig(_Frozen):
     context: str | None = None
 
 
+class ServerConfig(_Frozen):
+    """`serve`'s two ports: the main one Slack and pipelines reach, the admin one for probes
+    and Prometheus, which the public ingress never exposes (DESIGN.md "Command line")."""
+
+    port: int = Field(default=3000, ge=1, le=65535)
+    admin_port: int = Field(default=9100, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _apart(self) -> ServerConfig:
+        if self.port == self.admin_port:
+            raise ValueError(
+                f"port and admin_port are both {self.port}: the admin port (/metrics, "
+                "/readyz) must differ from the port Slack reaches, like port: 3000, "
+                "admin_port: 9100"
+            )
+        return self
+
+
 class StoreConfig(_Frozen):
     path: str = "canary-bot.db"
 
@@ -296,6 +381,7 @@ class Config(_Frozen):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     cluster_name: str = "default"
     defaults: Policy = Field(default_factory=Policy)

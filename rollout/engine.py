@@ -420,8 +420,13 @@ class Engine:
             self._save(rollout, prepared, actor=BOT, action="prepare")
         return prepared
 
-    def reconcile(self) -> None:
-        """At start-up: put the stored weight back on the cluster and repair lost messages."""
+    def reconcile(self) -> bool:
+        """At start-up: put the stored weight back on the cluster and repair lost messages.
+
+        True when every active rollout was reconciled; the caller tries again otherwise, and
+        reports the bot ready (`/readyz`) only once this is True.
+        """
+        reconciled = True
         for rollout in self.store.active():
             with self._lock(rollout.id):
                 try:
@@ -441,6 +446,8 @@ class Engine:
                     self._messages.ensure(rollout, before=None)
                 except Exception:
                     log.exception("reconciling %s failed", rollout.id)
+                    reconciled = False
+        return reconciled
 
     def _is_due(self, rollout: Rollout, now: datetime) -> bool:
         last = self._last_tick.get(rollout.id)

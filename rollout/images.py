@@ -121,10 +121,11 @@ def policy_problem(
 ) -> str | None:
     """The optional policies (config `allowed_registries`, `require_digest`) for a full image
     reference; a bare tag is judged after it is resolved against the stable image."""
-    if allowed_registries and not any(image.startswith(prefix) for prefix in allowed_registries):
-        allowed = ", ".join(f"`{prefix}`" for prefix in allowed_registries)
+    if allowed_registries and not any(registry_allows(rule, image) for rule in allowed_registries):
+        allowed = ", ".join(f"`{rule}`" for rule in allowed_registries)
         return (
-            f"`{_clip(image)}` is not from an allowed registry; images must start with {allowed}."
+            f"`{_clip(image)}` is not from an allowed registry; images must come from {allowed} "
+            "(a registry host, with its port if it has one, and optionally a repository path)."
         )
     if require_digest and "@sha256:" not in image:
         return (
@@ -132,3 +133,69 @@ def policy_problem(
             "`registry/app@sha256:<64 hex digits>` (or `sha256:<digest>` alone)."
         )
     return None
+
+
+# Docker's defaults: a reference without a registry host is on Docker Hub, and a one-part
+# repository there lives under `library/` (`nginx` is `docker.io/library/nginx`).
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+def registry_path(reference: str) -> tuple[str, tuple[str, ...]]:
+    """(registry host with port, repository path components) of an image reference or a rule.
+
+    Host names compare case-insensitively (DNS); a port is part of the registry, so
+    `registry:5000` and `registry` are different registries.
+    """
+    name = _split(reference.strip()).name
+    components = [part for part in name.split("/") if part]
+    first = components[0] if components else ""
+    if len(components) > 1 and ("." in first or ":" in first or first == "localhost"):
+        host, path = first.lower(), components[1:]
+    else:
+        host, path = DOCKER_HUB, components
+    if host in _DOCKER_HUB_ALIASES:
+        host = DOCKER_HUB
+        if len(path) == 1:
+            path = ["library", *path]
+    return host, tuple(path)
+
+
+def parse_registry_rule(rule: str) -> tuple[str, tuple[str, ...]]:
+    """A rule of `allowed_registries`: `host[:port][/path...]`, without scheme, tag or digest."""
+    text = rule.strip().rstrip("/")
+    host, _, path = text.partition("/")
+    if not text or "://" in rule or "@" in text or ":" in path:
+        raise ValueError(
+            f"{rule!r} is not a registry rule: write a registry host with an optional port "
+            "and repository path, like registry.example.com, registry:5000 or ghcr.io/acme"
+        )
+    if _DOMAIN.fullmatch(host) is None or not all(
+        _PATH_COMPONENT.fullmatch(part) for part in path.split("/") if path
+    ):
+        raise ValueError(
+            f"{rule!r} is not a registry rule: {host!r} must be a host name (with an optional "
+            ":port) and the path lower-case components separated by /, like ghcr.io/acme"
+        )
+    if not ("." in host or ":" in host or host.lower() == "localhost"):
+        raise ValueError(
+            f"{rule!r} is not a registry rule: an image reference reads {host!r} as a "
+            "repository, not a registry; name the registry host, like docker.io or "
+            f"registry.example.com/{host}"
+        )
+    host = host.lower()
+    parts = tuple(path.split("/")) if path else ()
+    if host in _DOCKER_HUB_ALIASES:
+        return DOCKER_HUB, parts
+    return host, parts
+
+
+def registry_allows(rule: str, image: str) -> bool:
+    """Whether `image` comes from the registry (and path) `rule` names.
+
+    The comparison is on whole parts, never on text: `registry.example.com` does not allow
+    `registry.example.com.evil.io/app`, and `ghcr.io/acme` does not allow `ghcr.io/acme-evil`.
+    """
+    rule_host, rule_path = parse_registry_rule(rule)
+    host, path = registry_path(image)
+    return host == rule_host and path[: len(rule_path)] == rule_path

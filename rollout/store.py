@@ -2,7 +2,9 @@
 
 One SQLite file (shared with APScheduler's job store) through sqlite-utils. Every state change is
 written together with its audit row in one transaction, so the log never disagrees with the
-state. The audit table refuses UPDATE and DELETE at the database level.
+state. The audit table refuses UPDATE and DELETE at the database level, and each row carries a
+hash chained to the row before it (`rollout/audit_chain.py`), computed in the same transaction,
+so an exported copy can be checked for changed, deleted or inserted rows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
+from rollout.audit_chain import EXPORT_FIELDS, GENESIS, row_hash
 from rollout.model import Rollout
 from rollout.serialize import rollout_from_dict, rollout_to_dict
 
@@ -30,7 +33,11 @@ class ActiveRolloutExists(Exception):
         self.existing = existing
 
 
-_SCHEMA = """
+_NO_UPDATE_TRIGGER = """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY,
     service TEXT NOT NULL,
@@ -51,11 +58,14 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     before TEXT,
     after TEXT,
-    detail TEXT
+    detail TEXT,
+    prev_hash TEXT,
+    hash TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_rollout ON audit (rollout_id);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+    + _NO_UPDATE_TRIGGER
+    + """;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS messages (
@@ -77,6 +87,7 @@ CREATE TABLE IF NOT EXISTS measurements (
 );
 CREATE INDEX IF NOT EXISTS measurements_rollout ON measurements (rollout_id, at);
 """
+)
 
 
 class SqliteStore:
@@ -93,6 +104,7 @@ class SqliteStore:
         self._db = sqlite_utils.Database(connection)
         # One connection shared by the bot's threads; SQLite serialises writers anyway.
         self._lock = threading.RLock()
+        self._chain_audit_rows()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -192,6 +204,44 @@ class SqliteStore:
             params.append(rollout_id)
         with self._lock:
             return list(self._db.query(sql + " ORDER BY id", params))
+
+    def audit_export(
+        self, *, since: datetime | None = None, service: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit rows with their chain (`prev_hash`, `hash`), oldest first, for an archive."""
+        sql = f"SELECT {', '.join(EXPORT_FIELDS)} FROM audit WHERE 1 = 1"
+        params: list[Any] = []
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(since.isoformat())
+        if service is not None:
+            sql += " AND rollout_id IN (SELECT id FROM rollouts WHERE service = ?)"
+            params.append(service)
+        with self._lock:
+            return list(self._db.query(sql + " ORDER BY id", params))
+
+    def _chain_audit_rows(self) -> None:
+        """A database from before the chain: add its columns and seal the rows it has, once.
+
+        The only UPDATE the audit table ever sees, with its trigger lifted for the length of
+        one transaction and put back before it commits.
+        """
+        columns = {column.name for column in self._db["audit"].columns}
+        if "hash" in columns:
+            return
+        with self._transaction() as db:
+            db.execute("ALTER TABLE audit ADD COLUMN prev_hash TEXT")
+            db.execute("ALTER TABLE audit ADD COLUMN hash TEXT")
+            db.execute("DROP TRIGGER audit_no_update")
+            prev = GENESIS
+            for row in list(db.query("SELECT * FROM audit ORDER BY id")):
+                sealed = row_hash(row, prev_hash=prev)
+                db.execute(
+                    "UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
+                    [prev, sealed, row["id"]],
+                )
+                prev = sealed
+            db.execute(_NO_UPDATE_TRIGGER)
 
     # ----------------------------------------------------------------- idempotency
 
@@ -309,19 +359,21 @@ def _audit(
     after: Rollout | None,
     detail: str | None,
 ) -> None:
-    _insert(
-        db,
-        "audit",
-        {
-            "at": at.isoformat(),
-            "rollout_id": rollout_id,
-            "actor": actor,
-            "action": action,
-            "before": json.dumps(_audit_view(before)) if before else None,
-            "after": json.dumps(_audit_view(after)) if after else None,
-            "detail": detail,
-        },
-    )
+    # Inside the caller's BEGIN IMMEDIATE: no other writer can take the same place in the chain.
+    last = list(db.query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"))
+    row: dict[str, Any] = {
+        "id": last[0]["id"] + 1 if last else 1,
+        "at": at.isoformat(),
+        "rollout_id": rollout_id,
+        "actor": actor,
+        "action": action,
+        "before": json.dumps(_audit_view(before)) if before else None,
+        "after": json.dumps(_audit_view(after)) if after else None,
+        "detail": detail,
+    }
+    row["prev_hash"] = last[0]["hash"] if last else GENESIS
+    row["hash"] = row_hash(row, prev_hash=row["prev_hash"])
+    _insert(db, "audit", row)
 
 
 def _audit_view(rollout: Rollout) -> dict[str, Any]:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from functools import partial
+
 import pytest
 
-from rollout.images import image_problem, resolve_image
+from bot.config_loader import ConfigError, load_config_text
+from rollout.images import (
+    image_problem,
+    parse_registry_rule,
+    policy_problem,
+    registry_allows,
+    resolve_image,
+)
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -93,3 +103,87 @@ def test_invalid_references_are_refused_in_every_environment(image: str, fragmen
         assert "is not a valid image reference" in problem
         assert fragment in problem
         assert len(problem) < 500
+
+
+# --- allowed_registries: whole host (and path) parts, never a text prefix ---------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "image", "allowed"),
+    [
+        ("registry.example.com", "registry.example.com/shop/app:v1", True),
+        ("registry.example.com/", "registry.example.com/shop/app:v1", True),
+        ("Registry.Example.com", "registry.example.COM/shop/app:v1", True),
+        # the defect: a text prefix let a look-alike host through
+        ("registry.example.com", "registry.example.com.evil.io/app:v1", False),
+        ("registry.example.com", "registry.example.comevil.io/app:v1", False),
+        ("registry.example.com", "evil.io/registry.example.com/app:v1", False),
+        # ports belong to the registry
+        ("registry:5000", "registry:5000/shop/app:v1", True),
+        ("registry:5000", "registry:50000/shop/app:v1", False),
+        ("registry:5000", "registry/shop/app:v1", False),
+        ("registry.example.com", "registry.example.com:5000/shop/app:v1", False),
+        ("localhost:5000", "localhost:5000/app@" + DIGEST, True),
+        ("[::1]:5000", "[::1]:5000/app:v1", True),
+        # paths match on whole components
+        ("ghcr.io/acme", "ghcr.io/acme/app:v1", True),
+        ("ghcr.io/acme", "ghcr.io/acme/team/app:v1", True),
+        ("ghcr.io/acme", "ghcr.io/acme-evil/app:v1", False),
+        ("ghcr.io/acme", "ghcr.io/acmeco/app:v1", False),
+        ("ghcr.io/acme/app", "ghcr.io/acme/app:v1", True),
+        ("ghcr.io/acme/team", "ghcr.io/acme/app:v1", False),
+        # Docker Hub: no host means docker.io, one-part names are under library/
+        ("docker.io", "nginx:1.27", True),
+        ("docker.io", "shop/app:v1", True),
+        ("docker.io/library", "nginx:1.27", True),
+        ("docker.io/library", "shop/app:v1", False),
+        ("docker.io/shop", "shop/app:v1", True),
+        ("docker.io/shop", "docker.io/shop/app:v1", True),
+        ("index.docker.io/shop", "docker.io/shop/app:v1", True),
+        ("docker.io", "index.docker.io/library/nginx:1", True),
+        ("registry.example.com", "nginx:1.27", False),
+        ("docker.io", "registry.example.com/nginx:1.27", False),
+        ("docker.io", "docker.io.evil.io/nginx:1.27", False),
+    ],
+)
+def test_allowed_registries_match_host_and_path_boundaries(
+    rule: str, image: str, allowed: bool
+) -> None:
+    assert registry_allows(rule, image) is allowed
+    problem = policy_problem(image, allowed_registries=(rule,), require_digest=False)
+    assert (problem is None) is allowed, problem
+    if not allowed:
+        assert problem is not None and "not from an allowed registry" in problem
+
+
+def test_any_allowed_registry_is_enough() -> None:
+    rules = ("ghcr.io/acme", "registry.example.com")
+    judge = partial(policy_problem, allowed_registries=rules, require_digest=False)
+    assert judge("registry.example.com/a:v1") is None
+    assert judge("ghcr.io/acme/a:v1") is None
+    assert judge("ghcr.io/other/a:v1")
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragment"),
+    [
+        ("https://registry.example.com", "not a registry rule"),
+        ("registry.example.com/app:v1", "not a registry rule"),
+        ("registry.example.com/app@" + DIGEST, "not a registry rule"),
+        ("shop", "reads 'shop' as a repository"),
+        ("", "not a registry rule"),
+        ("bad_host!.com", "must be a host name"),
+        ("ghcr.io/Acme", "must be a host name"),
+    ],
+)
+def test_a_bad_registry_rule_is_a_config_error(rule: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match="not a registry rule") as raised:
+        parse_registry_rule(rule)
+    assert fragment in str(raised.value)
+    text = f"defaults:\n  allowed_registries: [{json.dumps(rule)}]\n"
+    with pytest.raises(ConfigError) as config_error:
+        load_config_text(text)
+    [problem] = config_error.value.problems
+    assert problem.path == "defaults.allowed_registries"
+    assert problem.line == 2
+    assert fragment in problem.message

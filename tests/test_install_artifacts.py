@@ -27,6 +27,7 @@ from bot.config_loader import load_config, load_config_text
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 DEPLOY = REPO / "deploy"
+HEALTHZ = "http://127.0.0.1:9100/healthz"  # liveness, on the admin port
 BOT_SCOPES = {
     "commands",
     "chat:write",
@@ -150,14 +151,75 @@ def test_bot_runs_as_non_root_with_a_read_only_root_filesystem() -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
-def test_probes_ask_healthz_on_the_port_the_bot_listens_on() -> None:
+def container_ports() -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in bot_container()["ports"]}
+
+
+def shipped_config() -> Any:
+    return load_config_text(one_of_kind("ConfigMap")["data"]["config.yaml"])
+
+
+def test_ports_are_the_configs_main_and_admin_ports() -> None:
+    server = shipped_config().server
+    assert container_ports() == {"http": server.port, "admin": server.admin_port}
+    args = bot_container()["args"]
+    assert args[args.index("--port") + 1] == str(server.port)
+    assert args[args.index("--admin-port") + 1] == str(server.admin_port)
+    annotations = one_of_kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    # Prometheus scrapes /metrics where it is served: the admin port, never the main one.
+    assert annotations["prometheus.io/port"] == str(server.admin_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_probes_start_and_ready_on_readyz_and_live_on_healthz_of_the_admin_port() -> None:
     container = bot_container()
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("livenessProbe", "readinessProbe"):
+    ports = container_ports()
+    expected = {
+        "startupProbe": "/readyz",
+        "readinessProbe": "/readyz",
+        "livenessProbe": "/healthz",
+    }
+    for probe, path in expected.items():
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz"
-        assert ports.get(get["port"], get["port"]) == 3000
-    assert "3000" in container["args"]
+        assert get["path"] == path, probe
+        assert ports.get(get["port"], get["port"]) == ports["admin"], probe
+    # Liveness waits for start-up (Kubernetes holds it back until the startupProbe succeeds),
+    # and start-up gets minutes for a slow API server, not the default 30 s.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_network_policy_admits_slack_from_the_ingress_and_metrics_from_monitoring() -> None:
+    policy = one_of_kind("NetworkPolicy")
+    pod_labels = one_of_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["metadata"]["namespace"] == one_of_kind("Deployment")["metadata"]["namespace"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    admitted = {}
+    for rule in spec["ingress"]:
+        [source] = rule["from"]
+        namespace = source["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        [port] = rule["ports"]
+        admitted[port["port"]] = namespace
+    # Each port from exactly one namespace: the admin port is never reachable from the ingress.
+    assert admitted == {"http": "ingress-nginx", "admin": "monitoring"}
+    assert set(admitted) == set(container_ports())
+
+
+def test_network_policy_lets_out_only_dns_the_api_server_prometheus_and_slack() -> None:
+    egress = one_of_kind("NetworkPolicy")["spec"]["egress"]
+    allowed = {(p["port"], p.get("protocol", "TCP")) for rule in egress for p in rule["ports"]}
+    assert allowed == {(53, "UDP"), (53, "TCP"), (6443, "TCP"), (9090, "TCP"), (443, "TCP")}
+    for rule in egress:
+        assert rule.get("to"), rule  # no rule without a destination (that would be "anywhere")
+    [slack] = [rule for rule in egress if rule["ports"] == [{"port": 443, "protocol": "TCP"}]]
+    [block] = slack["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+    # HTTPS to public addresses only: not a way into other in-cluster services.
+    assert set(block["ipBlock"]["except"]) == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+    prometheus_port = int(shipped_config().prometheus.url.rsplit(":", 1)[1])
+    assert (prometheus_port, "TCP") in allowed
 
 
 def test_service_sends_port_80_to_the_bot() -> None:
@@ -267,6 +329,36 @@ def test_rbac_covers_every_kind_of_call_the_gateway_makes() -> None:
             assert (kinds[kind], verbs[action]) in granted, (action, kind)
 
 
+def role_grants() -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in one_of_kind("Role")["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+def readme_rbac_table() -> dict[tuple[str, str], set[str]]:
+    """The README's RBAC table: `| API group | resource | verbs | used by |` rows."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("| API group | resource | verbs | used by |")
+    table: dict[tuple[str, str], set[str]] = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        group, resource, verbs = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        key = ("" if group == "(core)" else group, resource)
+        assert key not in table, f"README lists {key} twice"
+        table[key] = set(verbs.split())
+    return table
+
+
+def test_readme_rbac_table_is_the_role() -> None:
+    """The README once promised list/watch/update on deployments and pods that the Role never
+    granted; the table is now read back and must say exactly what deploy/role.yaml grants."""
+    assert readme_rbac_table() == role_grants()
+
+
 def test_role_binding_gives_the_role_to_the_bots_service_account() -> None:
     role, binding = one_of_kind("Role"), one_of_kind("RoleBinding")
     account = one_of_kind("ServiceAccount")
@@ -352,18 +444,20 @@ def test_dockerfile_runs_as_a_non_root_user(instructions: list[dockerfile.Comman
     assert user.isdigit()  # numeric, so Kubernetes' runAsNonRoot can verify it
 
 
-def test_dockerfile_checks_health_and_serves_on_3000(
+def test_dockerfile_checks_health_on_the_admin_port_and_serves_on_3000(
     instructions: list[dockerfile.Command],
 ) -> None:
     stage = final_stage(instructions)
     [healthcheck] = [c for c in stage if c.cmd == "HEALTHCHECK"]
     assert healthcheck.value[0] == "CMD"
-    assert "http://127.0.0.1:3000/healthz" in " ".join(healthcheck.value)
+    assert HEALTHZ in " ".join(healthcheck.value)
     by_cmd = {c.cmd: c.value for c in stage}
-    assert by_cmd["EXPOSE"] == ("3000",)
+    assert by_cmd["EXPOSE"] == ("3000", "9100")
     assert by_cmd["ENTRYPOINT"] == ("canary-bot",)
-    assert by_cmd["CMD"][:1] == ("serve",)
-    assert "3000" in by_cmd["CMD"]
+    command = list(by_cmd["CMD"])
+    assert command[:1] == ["serve"]
+    assert command[command.index("--port") + 1] == "3000"
+    assert command[command.index("--admin-port") + 1] == "9100"
 
 
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
@@ -384,9 +478,7 @@ def test_dockerfile_healthcheck_command_follows_healthz(
     thread.start()
     try:
         local = f"http://127.0.0.1:{server.server_address[1]}/healthz"
-        argv = [
-            arg.replace("http://127.0.0.1:3000/healthz", local) for arg in healthcheck.value[1:]
-        ]
+        argv = [arg.replace(HEALTHZ, local) for arg in healthcheck.value[1:]]
         argv[0] = sys.executable if argv[0] == "python" else argv[0]
         result = subprocess.run(argv, capture_output=True, timeout=30, check=False)
     finally:

@@ -10,6 +10,7 @@ from rollout.analysis.measure import Analyzer
 from rollout.analysis.provider import (
     MetricsProvider,
     MetricsUnavailable,
+    PrometheusAccess,
     PrometheusProvider,
     QueryFailed,
     Series,
@@ -35,6 +36,7 @@ __all__ = [
     "Measurement",
     "MetricsProvider",
     "MetricsUnavailable",
+    "PrometheusAccess",
     "PrometheusProvider",
     "QueryFailed",
     "RuleResult",

@@ -53,18 +53,49 @@ class MetricsProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrometheusAccess:
+    """How to reach Prometheus safely: which certificates to trust and which credentials to send.
+
+    `verify` is True (the system's CAs), a path to a CA bundle, or False, which only an
+    explicit `insecure_skip_verify: true` in the config produces. The secrets are values, not
+    variable names: `bot/` reads the environment, the domain never does.
+    """
+
+    verify: bool | str = True
+    bearer_token: str | None = field(default=None, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.bearer_token}"} if self.bearer_token else {}
+
+
 class PrometheusProvider:
     """`MetricsProvider` over the Prometheus HTTP API (`/api/v1/query`)."""
 
-    def __init__(self, url: str, *, timeout: timedelta = timedelta(seconds=5)) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: timedelta = timedelta(seconds=5),
+        access: PrometheusAccess | None = None,
+    ) -> None:
+        access = access or PrometheusAccess()
         # One quick retry for a dropped connection; none on HTTP status codes, so a broken
         # query fails at once instead of being re-sent with back-off inside an analysis tick.
         retry = Retry(total=1, backoff_factor=0, status_forcelist=())
+        # The client only knows "verify or not"; a CA bundle goes in through its session.
+        session = requests.Session()
+        session.verify = access.verify
+        credentials: dict[str, Any] = {"headers": access.headers()}
+        if access.basic_auth is not None:
+            credentials["auth"] = access.basic_auth
         self._client = PrometheusConnect(
-            # The client types its timeout as whole seconds.
             url,
-            disable_ssl=True,
+            session=session,
+            **credentials,
             retry=retry,
+            # The client types its timeout as whole seconds.
             timeout=max(1, math.ceil(timeout.total_seconds())),
         )
         self.url = url

@@ -35,7 +35,8 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 FORM = "application/x-www-form-urlencoded"
 
-# Imports the bot once, then forks a `canary-bot serve` per line read: "<port> <log path>".
+# Imports the bot once, then forks a `canary-bot serve` per line read:
+# "<port> <admin port> <log path>".
 # SIGCHLD is ignored so the kernel reaps killed children (no zombies keep their pid alive).
 _FORK_SERVER = textwrap.dedent(
     """\
@@ -43,7 +44,7 @@ _FORK_SERVER = textwrap.dedent(
     import bot.cli, bot.server
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     for line in sys.stdin:
-        port, log_path = line.split(maxsplit=1)
+        port, admin_port, log_path = line.split(maxsplit=2)
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -51,7 +52,8 @@ _FORK_SERVER = textwrap.dedent(
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os._exit(bot.cli.main(["serve", "--host", "127.0.0.1", "--port", port]))
+            argv = ["serve", "--host", "127.0.0.1", "--port", port, "--admin-port", admin_port]
+            os._exit(bot.cli.main(argv))
         sys.stdout.write(f"{pid}\\n")
         sys.stdout.flush()
     """
@@ -87,6 +89,8 @@ class BotProcess:
     def __init__(self, sandbox: Sandbox, *, log_path: Path, log_level: str = "WARNING") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.log_path = log_path
         self.starts = 0
         self.pid: int | None = None
@@ -101,25 +105,28 @@ class BotProcess:
         )
 
     def start(self, *, timeout: float = 30.0) -> float:
-        """Start a fresh process and wait until it answers /healthz; returns the seconds taken."""
+        """Start a fresh process and wait until it is ready (/readyz: reconciled); returns the
+        seconds taken."""
         assert self.pid is None, "already running"
         began = time.monotonic()
         self.starts += 1
         with self.log_path.open("a") as log:
             log.write(f"===== start #{self.starts} =====\n")
         assert self._server.stdin is not None and self._server.stdout is not None
-        self._server.stdin.write(f"{self.port} {self.log_path}\n")
+        self._server.stdin.write(f"{self.port} {self.admin_port} {self.log_path}\n")
         self._server.stdin.flush()
         self.pid = int(self._server.stdout.readline())
-        wait_for(self._healthy, what=f"/healthz of start #{self.starts}", timeout=timeout)
+        wait_for(self._ready, what=f"/readyz of start #{self.starts}", timeout=timeout)
         return time.monotonic() - began
 
-    def _healthy(self) -> bool:
+    def _ready(self) -> bool:
         assert self.pid is not None
         if not _alive(self.pid):
             raise AssertionError(f"canary-bot exited during start-up:\n{self.log_tail()}")
         try:
-            return requests.get(f"{self.url}/healthz", timeout=0.5).status_code == 200
+            ready = requests.get(f"{self.admin_url}/readyz", timeout=0.5).status_code == 200
+            # The main port is up too (it listens before the admin port reports ready).
+            return ready and requests.get(f"{self.url}/healthz", timeout=0.5).status_code == 200
         except requests.RequestException:
             return False
 

@@ -7,8 +7,8 @@ it starts each wave, approves, and rolls some rollouts back with `/canary rollba
 land right after any of those was acknowledged. On some restarts someone has also scaled a
 canary by hand while the bot was down.
 
-At every restart the cluster must already hold the stored weight when the bot answers
-/healthz (it reconciles before serving), whenever the stored state did not move in between.
+At every restart the cluster must already hold the stored weight when the bot reports ready
+(`/readyz`, once it has reconciled), whenever the stored state did not move in between.
 At the end every rollout ends where it should, with one status card, each step announced once
 and in order, no message posted twice under one key, the audit log entering each step once, and
 the cluster's canary replica counts only ever at planned values, in order.

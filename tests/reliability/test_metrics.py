@@ -46,8 +46,8 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 
 
 def scrape(sandbox: Sandbox) -> Samples:
-    assert sandbox.server is not None
-    answer = requests.get(f"{sandbox.server.url}/metrics", timeout=5)
+    assert sandbox.admin is not None
+    answer = requests.get(f"{sandbox.admin.url}/metrics", timeout=5)
     assert answer.status_code == 200
     assert answer.headers["Content-Type"].startswith("text/plain")
     return {

@@ -332,6 +332,11 @@ def test_pinned_images_and_staging_services_may_start(
             "evil.example.org/x/checkout:v1",
             "registr",
         ),
+        (  # a host that merely starts with the allowed one is another registry
+            "allowed_registries: [registry.example.com]",
+            "registry.example.com.evil.io/shop/checkout:v1",
+            "not from an allowed registry",
+        ),
         ("require_digest: true", "v2.3.5", "digest"),
     ],
 )

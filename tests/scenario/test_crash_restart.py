@@ -110,6 +110,7 @@ class BotProcess:
         self._sandbox = sandbox
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port()
         self.log_path = log_path
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -119,22 +120,23 @@ class BotProcess:
         with self.log_path.open("ab") as log:
             log.write(f"===== start #{self.starts} =====\n".encode())
             self._proc = subprocess.Popen(
-                self._sandbox.serve_command(port=self.port),
+                self._sandbox.serve_command(port=self.port, admin_port=self.admin_port),
                 cwd=REPO,
                 env=self._sandbox.process_env(),
                 stdout=log,
                 stderr=log,
             )
-        wait_for(self._healthy, what=f"/healthz of start #{self.starts}", timeout=30)
+        wait_for(self._ready, what=f"/readyz of start #{self.starts}", timeout=30)
 
-    def _healthy(self) -> bool:
+    def _ready(self) -> bool:
         assert self._proc is not None
         if self._proc.poll() is not None:
             raise AssertionError(
                 f"canary-bot exited with {self._proc.returncode}:\n{self.log_tail()}"
             )
         try:
-            return requests.get(f"{self.url}/healthz", timeout=0.5).status_code == 200
+            ready = f"http://127.0.0.1:{self.admin_port}/readyz"
+            return requests.get(ready, timeout=0.5).status_code == 200
         except requests.RequestException:
             return False
 

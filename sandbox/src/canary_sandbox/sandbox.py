@@ -19,7 +19,7 @@ from kubernetes import config as k8s_config
 
 from bot.config_loader import load_config_text
 from bot.runtime import Runtime, Secrets
-from bot.server import HttpServer
+from bot.server import AdminServer, HttpServer
 from emulators.kube import KubeEmulator
 from emulators.slack import SlackDriver, SlackEmulator
 from rollout.analysis import MetricsProvider
@@ -29,6 +29,7 @@ from rollout.ports import Clock
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-sandbox-bot-token"
 RELEASE_CHANNEL = "C0RELEASES"
+READY_TIMEOUT_S = 60.0
 ALICE, BOB, CAROL, MALLORY = "U01ALICE", "U02BOB", "U03CAROL", "U04MALLORY"
 SRE_GROUP = "S0SRE"
 STABLE_IMAGE = "registry.example.com/shop/checkout:v2.3.4"
@@ -123,6 +124,7 @@ class Sandbox:
         self._seed = seed
         self.runtime: Runtime | None = None
         self.server: HttpServer | None = None
+        self.admin: AdminServer | None = None
         self._driver: SlackDriver | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -138,8 +140,11 @@ class Sandbox:
         self.config_path.write_text(self.config_text.rstrip() + "\n" + self._store_section())
         return self
 
-    def start_bot(self, *, clock: Clock | None = None) -> HttpServer:
-        """Start the bot in this process; `clock` lets a test move the bot's time on."""
+    def start_bot(self, *, clock: Clock | None = None, wait_ready: bool = True) -> HttpServer:
+        """Start the bot as `serve` does: both servers listen, then start-up reconciles in the
+        background. By default this waits until the bot is ready (reconciled), which is what
+        most tests mean by "the bot is up"; `wait_ready=False` returns as soon as it listens.
+        `clock` lets a test move the bot's time on."""
         config = self.config
         api_client = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
         self.runtime = Runtime(
@@ -149,20 +154,25 @@ class Sandbox:
             metrics_provider=self.metrics_provider,
             clock=clock,
         )
-        self.runtime.start()
+        self.admin = AdminServer(self.runtime, host="127.0.0.1", port=0)
+        self.admin.start()
         self.server = HttpServer(self.runtime, host="127.0.0.1", port=0)
         self.server.start()
+        self.runtime.start()
         self._driver = SlackDriver(
             bot_url=f"{self.server.url}/slack/events",
             signing_secret=SIGNING_SECRET,
             emulator=self.slack,
         )
+        if wait_ready and not self.runtime.wait_ready(timeout=READY_TIMEOUT_S):
+            raise RuntimeError(f"the bot was not ready within {READY_TIMEOUT_S:.0f}s")
         return self.server
 
     def stop_bot(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        for server in (self.server, self.admin):
+            if server is not None:
+                server.stop()
+        self.server = self.admin = None
         if self.runtime is not None:
             self.runtime.stop()
             self.runtime = None
@@ -220,8 +230,9 @@ class Sandbox:
             "CANARY_CONFIG": str(self.config_path),
         }
 
-    def serve_command(self, *, port: int) -> list[str]:
-        """`canary-bot serve` as a separate process (for tests that kill it)."""
+    def serve_command(self, *, port: int, admin_port: int = 0) -> list[str]:
+        """`canary-bot serve` as a separate process (for tests that kill it); admin port 0
+        picks any free one (pass a port to ask `/readyz` or `/metrics`)."""
         return [
             sys.executable,
             "-m",
@@ -231,6 +242,8 @@ class Sandbox:
             "127.0.0.1",
             "--port",
             str(port),
+            "--admin-port",
+            str(admin_port),
         ]
 
     def process_env(self) -> dict[str, str]:
