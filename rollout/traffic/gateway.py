@@ -35,6 +35,7 @@ from rollout.traffic.workloads import (
     read_canary,
     read_service,
     read_stable,
+    refuse_foreign_canaries,
     remove_then_restore,
     scale_canary,
     stable_container,
@@ -107,6 +108,7 @@ class GatewayRouter:
         # cannot split, with the reason.
         stable = read_stable(self._kube, rollout)
         self._original(rollout, stable)
+        refuse_foreign_canaries(self._kube, rollout, service=target_service(rollout))
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:

@@ -32,21 +32,24 @@ from rollout.traffic.workloads import (
     TRACK_LABEL,
     RouterError,
     canary_capacity,
-    canary_name,
     canary_pod_labels,
     canary_pods,
     delete_canary,
     ensure_canary,
+    our_canary,
+    ours,
     pod_labels,
     promote_then_remove,
     read_canary,
     read_stable,
+    refuse_foreign_canaries,
     remove_then_restore,
     scale_canary,
     selects,
     show_labels,
     stable_container,
     target_service,
+    uid_of,
 )
 
 VIRTUAL_SERVICE = CustomKind("networking.istio.io", "v1", "virtualservices", "VirtualService")
@@ -146,6 +149,7 @@ class IstioRouter:
         # cannot split, with the reason.
         stable = read_stable(self._kube, rollout)
         self._originals(rollout, stable)
+        refuse_foreign_canaries(self._kube, rollout)
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
@@ -320,15 +324,17 @@ class IstioRouter:
                 DESTINATION_RULE, rollout.namespace, name, saved["destination_rule"]
             )
         else:
-            rule = self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name)
-            labels = (rule or {}).get("metadata", {}).get("labels") or {}
-            if rule is not None and MANAGED_BY.items() <= labels.items():
-                self._kube.delete_custom(DESTINATION_RULE, rollout.namespace, name)
+            # Created by the bot for this rollout (none existed): it goes, and only that one.
+            rule = ours(self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name), rollout)
+            if rule is not None:
+                self._kube.delete_custom(
+                    DESTINATION_RULE, rollout.namespace, name, uid=uid_of(rule)
+                )
                 changed = True
         return changed
 
     def _canary_exists(self, rollout: Rollout) -> bool:
-        return self._kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None
+        return our_canary(self._kube, rollout) is not None
 
 
 def _saved(rollout: Rollout) -> dict[str, Any]:

@@ -32,14 +32,18 @@ from rollout.traffic.workloads import (
     delete_canary_service,
     ensure_canary,
     ensure_canary_service,
+    ours,
     promote_then_remove,
     read_canary,
     read_service,
     read_stable,
+    refuse_foreign,
+    refuse_foreign_canaries,
     remove_then_restore,
     scale_canary,
     stable_container,
     target_service,
+    uid_of,
 )
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -83,6 +87,9 @@ class NginxRouter:
         # `/canary start` with the reason, instead of failing half-way through.
         stable = read_stable(self._kube, rollout)
         self._check(rollout, stable)
+        refuse_foreign_canaries(
+            self._kube, rollout, service=target_service(rollout), ingress=rollout.target.ingress
+        )
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
@@ -93,9 +100,12 @@ class NginxRouter:
         # nothing ever points at an object that does not exist yet.
         ensure_canary(self._kube, rollout, stable=stable)
         ensure_canary_service(self._kube, rollout, service=service)
-        if self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout)) is None:
+        existing = self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout))
+        if existing is None:
             body = canary_ingress_body(ingress, rollout, annotations=annotations)
             self._kube.create_ingress(rollout.namespace, body)
+        else:
+            refuse_foreign(existing, rollout, kind="Ingress")
         return rollout
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
@@ -187,12 +197,16 @@ class NginxRouter:
         return service, ingress
 
     def _canary_ingress(self, rollout: Rollout) -> dict[str, Any] | None:
-        return self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout))
+        """The canary Ingress, if the bot created it for this rollout."""
+        return ours(self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout)), rollout)
 
     def _remove_canary(self, rollout: Rollout) -> bool:
         removed = False
-        if rollout.target.ingress and self._canary_ingress(rollout) is not None:
-            self._kube.delete_ingress(rollout.namespace, _canary_ingress(rollout))
+        canary_ingress = self._canary_ingress(rollout) if rollout.target.ingress else None
+        if canary_ingress is not None:
+            self._kube.delete_ingress(
+                rollout.namespace, _canary_ingress(rollout), uid=uid_of(canary_ingress)
+            )
             removed = True
         if rollout.target.service:
             removed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)

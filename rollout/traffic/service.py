@@ -24,7 +24,6 @@ from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import (
     RouterError,
     canary_capacity,
-    canary_name,
     canary_selector,
     canary_service_name,
     check_tracks_apart,
@@ -34,9 +33,11 @@ from rollout.traffic.workloads import (
     deployment_rolled_out,
     ensure_canary,
     ensure_canary_service,
+    our_canary,
     read_canary,
     read_service,
     read_stable,
+    refuse_foreign_canaries,
     scale_canary,
     selector_of,
     selector_patch,
@@ -59,6 +60,7 @@ class ServiceRouter:
         # `/canary start` with the reason, instead of failing half-way through.
         stable = read_stable(self._kube, rollout)
         check_tracks_apart(self._main(rollout), stable)
+        refuse_foreign_canaries(self._kube, rollout, service=target_service(rollout))
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
@@ -93,7 +95,7 @@ class ServiceRouter:
         service = self._main(rollout)
         original = rollout.router_state.get(ORIGINAL_SELECTOR)
         live = original is not None and selector_of(service) == canary_selector(dict(original))
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        canary = our_canary(self._kube, rollout)
         if canary is None:
             weight = 100.0 if live else 0.0
             return TrafficStatus(weight=weight, canary_ready=False, detail="no canary Deployment")

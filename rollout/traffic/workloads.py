@@ -4,6 +4,12 @@
 stable Deployment whose pods carry the stable pod labels with `track: canary` (DESIGN.md, "Pods
 and names"), so the clone, the stable container's image and the rollout check live here once.
 
+The bot uses, changes and deletes only objects it created for the rollout at hand: each one
+carries the `app.kubernetes.io/managed-by: canary-bot` label and the annotation naming the
+rollout, and deletes carry the object's uid as a precondition. A `-canary` object at one of its
+names that lacks either (a team's own `checkout-canary`, a leftover of another rollout) is
+refused at start and never touched afterwards.
+
 `nginx` and `service` also need a Service that reaches only the canary pods
 (`<service>-canary`), and they depend on the stable Service reaching only the stable pods. A
 Service selector can only ask for equal labels, so that holds when it selects a label whose
@@ -16,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rollout.kube import MANAGED_BY, KubeGateway
@@ -29,6 +35,73 @@ CANARY_TRACK = "canary"
 
 class RouterError(Exception):
     """The cluster is not in a state the router can work with; the message says why."""
+
+
+class ForeignObject(RouterError):
+    """An object at a name the bot would use was not created by the bot for this rollout."""
+
+
+# ----------------------------------------------------------------- ownership
+
+
+def owns(obj: dict[str, Any], rollout: Rollout) -> bool:
+    """True if the bot created `obj` for `rollout`: its label and its annotation both say so."""
+    metadata = obj.get("metadata", {})
+    labelled = all((metadata.get("labels") or {}).get(k) == v for k, v in MANAGED_BY.items())
+    return labelled and (metadata.get("annotations") or {}).get(ROLLOUT_ANNOTATION) == rollout.id
+
+
+def ours(obj: dict[str, Any] | None, rollout: Rollout) -> dict[str, Any] | None:
+    """`obj` if the bot created it for `rollout`; None if it is absent or somebody else's."""
+    return obj if obj is not None and owns(obj, rollout) else None
+
+
+def uid_of(obj: dict[str, Any]) -> str | None:
+    uid = obj.get("metadata", {}).get("uid")
+    return str(uid) if uid else None
+
+
+def refuse_foreign(obj: dict[str, Any] | None, rollout: Rollout, *, kind: str) -> None:
+    """Raises `ForeignObject` if `obj` exists and was not created by the bot for `rollout`."""
+    if obj is None or owns(obj, rollout):
+        return
+    metadata = obj["metadata"]
+    where = f"{metadata.get('namespace', rollout.namespace)}/{metadata['name']}"
+    created_for = (metadata.get("annotations") or {}).get(ROLLOUT_ANNOTATION)
+    whose = (
+        f"canary-bot created it for another rollout ({created_for})"
+        if created_for and owns(obj, replace(rollout, id=created_for))
+        else (
+            "canary-bot did not create it (it lacks the label "
+            f"{show_labels(MANAGED_BY)} and the annotation {ROLLOUT_ANNOTATION})"
+        )
+    )
+    raise ForeignObject(
+        f"{kind} {where} is in the way: {whose}, so the bot will not use, change or delete "
+        f"it. Remove or rename it if nothing needs it (kubectl -n "
+        f"{metadata.get('namespace', rollout.namespace)} delete {kind.lower()} "
+        f"{metadata['name']}), then start again."
+    )
+
+
+def refuse_foreign_canaries(
+    kube: KubeGateway,
+    rollout: Rollout,
+    *,
+    service: str | None = None,
+    ingress: str | None = None,
+) -> None:
+    """Checked at start: every `-canary` name the strategy would create is free or ours."""
+    namespace = rollout.namespace
+    refuse_foreign(
+        kube.read_deployment(namespace, canary_name(rollout)), rollout, kind="Deployment"
+    )
+    if service:
+        name = canary_service_name(service)
+        refuse_foreign(kube.read_service(namespace, name), rollout, kind="Service")
+    if ingress:
+        name = f"{ingress}-canary"
+        refuse_foreign(kube.read_ingress(namespace, name), rollout, kind="Ingress")
 
 
 # ----------------------------------------------------------------- the canary Deployment
@@ -101,9 +174,16 @@ def canary_deployment_body(stable: dict[str, Any], rollout: Rollout) -> dict[str
     }
 
 
+def our_canary(kube: KubeGateway, rollout: Rollout) -> dict[str, Any] | None:
+    """The canary Deployment, if the bot created it for this rollout."""
+    return ours(kube.read_deployment(rollout.namespace, canary_name(rollout)), rollout)
+
+
 def ensure_canary(kube: KubeGateway, rollout: Rollout, *, stable: dict[str, Any]) -> bool:
     """Creates the canary Deployment unless it exists; True if it had to be created."""
-    if kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None:
+    existing = kube.read_deployment(rollout.namespace, canary_name(rollout))
+    if existing is not None:
+        refuse_foreign(existing, rollout, kind="Deployment")
         return False
     kube.create_deployment(rollout.namespace, canary_deployment_body(stable, rollout))
     kube.emit_event(
@@ -115,7 +195,7 @@ def ensure_canary(kube: KubeGateway, rollout: Rollout, *, stable: dict[str, Any]
 
 
 def read_canary(kube: KubeGateway, rollout: Rollout) -> dict[str, Any]:
-    canary = kube.read_deployment(rollout.namespace, canary_name(rollout))
+    canary = our_canary(kube, rollout)
     if canary is None:
         raise RouterError(f"canary Deployment {canary_name(rollout)} is missing")
     return canary
@@ -171,10 +251,11 @@ def set_stable_image(
 
 
 def delete_canary(kube: KubeGateway, rollout: Rollout) -> bool:
-    """Deletes the canary Deployment; True if it was there."""
-    if kube.read_deployment(rollout.namespace, canary_name(rollout)) is None:
+    """Deletes the canary Deployment the bot created; True if it was there."""
+    canary = our_canary(kube, rollout)
+    if canary is None:
         return False
-    kube.delete_deployment(rollout.namespace, canary_name(rollout))
+    kube.delete_deployment(rollout.namespace, canary_name(rollout), uid=uid_of(canary))
     return True
 
 
@@ -265,7 +346,9 @@ def canary_service_body(service: dict[str, Any], rollout: Rollout) -> dict[str, 
 
 def ensure_canary_service(kube: KubeGateway, rollout: Rollout, *, service: dict[str, Any]) -> bool:
     name = canary_service_name(service["metadata"]["name"])
-    if kube.read_service(rollout.namespace, name) is not None:
+    existing = kube.read_service(rollout.namespace, name)
+    if existing is not None:
+        refuse_foreign(existing, rollout, kind="Service")
         return False
     kube.create_service(rollout.namespace, canary_service_body(service, rollout))
     return True
@@ -273,9 +356,10 @@ def ensure_canary_service(kube: KubeGateway, rollout: Rollout, *, service: dict[
 
 def delete_canary_service(kube: KubeGateway, rollout: Rollout, *, service: str) -> bool:
     name = canary_service_name(service)
-    if kube.read_service(rollout.namespace, name) is None:
+    existing = ours(kube.read_service(rollout.namespace, name), rollout)
+    if existing is None:
         return False
-    kube.delete_service(rollout.namespace, name)
+    kube.delete_service(rollout.namespace, name, uid=uid_of(existing))
     return True
 
 
@@ -302,7 +386,7 @@ class CanaryPods:
 
 
 def canary_pods(kube: KubeGateway, rollout: Rollout) -> CanaryPods:
-    canary = kube.read_deployment(rollout.namespace, canary_name(rollout)) or {}
+    canary = our_canary(kube, rollout) or {}
     return CanaryPods(
         wanted=int(canary.get("spec", {}).get("replicas", 0)),
         ready_pods=int(canary.get("status", {}).get("readyReplicas", 0) or 0),
