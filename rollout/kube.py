@@ -136,6 +136,24 @@ class KubeGateway:
             if error.status != 409 or "AlreadyExists" not in str(error.body):
                 raise
 
+    def list_replica_sets(
+        self, namespace: str, *, selector: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The ReplicaSets whose labels match `selector` (a Deployment's `matchLabels`)."""
+        label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+        response = self._call(
+            "list",
+            f"replicasets {namespace} ({label_selector})",
+            lambda: self._apps.list_namespaced_replica_set(
+                namespace,
+                label_selector=label_selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        items = _json(response).get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
     def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Strategic-merge patch (the client picks it for a dict body on Deployments)."""
         self._call(

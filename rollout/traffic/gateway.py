@@ -9,7 +9,8 @@ Service and Deployment are deleted, so the route never names a Service that is g
 
 The weight is set at the route, so `<service>` must reach only the stable pods: its selector
 must ask for a label the canary pods do not share (e.g. `track: stable`), which
-`workloads.check_tracks_apart` verifies at start, as for `nginx`.
+the bot pins to the stable ReplicaSet when its selector would reach the canary pods, as for
+`nginx` (`workloads.pin_stable_service`).
 """
 
 from __future__ import annotations
@@ -22,24 +23,32 @@ from rollout.kube import CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import (
+    PINNED_SERVICES,
     RouterError,
     canary_capacity,
     canary_pods,
     canary_service_name,
-    check_tracks_apart,
+    check_selects_stable,
     delete_canary,
     delete_canary_service,
     ensure_canary,
     ensure_canary_service,
+    needs_pin,
+    original_selector,
+    pin_stable_service,
     promote_then_remove,
+    promote_through_canary,
     read_canary,
     read_service,
     read_stable,
     refuse_foreign_canaries,
+    remember_selector,
     remove_then_restore,
     scale_canary,
     stable_container,
+    stable_only,
     target_service,
+    unpin_stable_service,
 )
 
 HTTP_ROUTE = CustomKind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
@@ -115,7 +124,11 @@ class GatewayRouter:
         stable = read_stable(self._kube, rollout)
         saved = self._original(rollout, stable)
         service = read_service(self._kube, rollout, name=target_service(rollout))
-        # Pods, then the Service that reaches them; the route names it only in set_weight.
+        if needs_pin(original_selector(rollout, service), stable):
+            rollout = remember_selector(rollout, service)
+        # The stable Service off the canary pods before they exist; then pods, then the
+        # Service that reaches them; the route names it only in set_weight.
+        pin_stable_service(self._kube, rollout, service=service, stable=stable)
         ensure_canary(self._kube, rollout, stable=stable)
         ensure_canary_service(self._kube, rollout, service=service)
         if rollout.router_state.get(STATE) == saved:
@@ -127,6 +140,7 @@ class GatewayRouter:
         stable = read_stable(self._kube, rollout)
         canary = read_canary(self._kube, rollout)
         count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
+        self._repin(rollout, stable)
         # Pods up before the share goes up, share down before pods go down.
         raising = count > int(canary["spec"].get("replicas", 0))
         changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
@@ -158,9 +172,18 @@ class GatewayRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        return promote_then_remove(
-            self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout)
-        )
+        def remove() -> bool:
+            return self._remove_canary(rollout)
+
+        if PINNED_SERVICES in rollout.router_state:
+            return promote_through_canary(
+                self._kube,
+                rollout,
+                all_to_canary=lambda: self.set_weight(rollout, 100),
+                repin=lambda stable: self._repin(rollout, stable),
+                remove_canary=remove,
+            )
+        return promote_then_remove(self._kube, rollout, remove_canary=remove)
 
     def rollback(self, rollout: Rollout) -> None:
         remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
@@ -173,7 +196,8 @@ class GatewayRouter:
             saved: dict[str, Any] = rollout.router_state[STATE]
             return saved
         service = read_service(self._kube, rollout, name=target_service(rollout))
-        check_tracks_apart(service, stable)
+        check_selects_stable(service, stable)
+        stable_only(self._kube, original_selector(rollout, service), stable=stable)  # pinnable
         route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
         if route is None:
             raise RouterError(
@@ -213,7 +237,15 @@ class GatewayRouter:
         if rollout.target.service:
             changed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
         changed |= delete_canary(self._kube, rollout)
+        if rollout.target.service:  # no canary pod left: the stable Service's own selector
+            changed |= unpin_stable_service(self._kube, rollout, name=rollout.target.service)
         return changed
+
+    def _repin(self, rollout: Rollout, stable: dict[str, Any]) -> bool:
+        if PINNED_SERVICES not in rollout.router_state:
+            return False
+        service = read_service(self._kube, rollout, name=target_service(rollout))
+        return pin_stable_service(self._kube, rollout, service=service, stable=stable)
 
 
 def _saved(rollout: Rollout) -> dict[str, Any]:

@@ -10,10 +10,12 @@ routing (`/canary start ... --header name=value`, kept in `router_state["header"
 each such route, matching that header as well, comes first and sends its requests to the canary
 whatever the weight.
 
-A subset selects pods whose labels include all of its labels, so the stable subset selects
-canary pods too unless the stable pods carry a `track` label other than `canary` (say
-`track: stable`): that is checked at start, as the other strategies check their Services,
-and it keeps the split right even when the stable pods are restarted mid-rollout. The original
+A subset selects pods whose labels include all of its labels, so a stable subset of just the
+stable pods' labels (`app: checkout`) would select the canary pods too. Then the bot pins the
+`stable` subset to the stable ReplicaSet's `pod-template-hash`, and promotes through the
+canary: all traffic to the full-size canary, stable updated, the pin moved to stable's new
+ReplicaSet, traffic back. Pods that carry a `track` label other than `canary` (say
+`track: stable`) need no pin. The original
 VirtualService and DestinationRule specs are kept in `router_state` and put back exactly after
 promotion or rollback, once all traffic is on stable and the canary is gone.
 """
@@ -29,25 +31,25 @@ from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import (
     ROLLOUT_ANNOTATION,
-    TRACK_LABEL,
     RouterError,
     canary_capacity,
     canary_pod_labels,
     canary_pods,
     delete_canary,
     ensure_canary,
+    needs_pin,
     our_canary,
     ours,
     pod_labels,
     promote_then_remove,
+    promote_through_canary,
     read_canary,
     read_stable,
     refuse_foreign_canaries,
     remove_then_restore,
     scale_canary,
-    selects,
-    show_labels,
     stable_container,
+    stable_only,
     target_service,
     uid_of,
 )
@@ -197,9 +199,20 @@ class IstioRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        return promote_then_remove(
-            self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout)
-        )
+        def remove() -> bool:
+            return self._remove_canary(rollout)
+
+        stable = read_stable(self._kube, rollout)
+        if needs_pin(pod_labels(stable), stable):
+            # The `stable` subset is pinned to a ReplicaSet the new image replaces.
+            return promote_through_canary(
+                self._kube,
+                rollout,
+                all_to_canary=lambda: self.set_weight(rollout, 100),
+                repin=lambda now: self._subsets(rollout, _saved(rollout), now),
+                remove_canary=remove,
+            )
+        return promote_then_remove(self._kube, rollout, remove_canary=remove)
 
     def rollback(self, rollout: Rollout) -> None:
         remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
@@ -212,13 +225,9 @@ class IstioRouter:
             saved: dict[str, Any] = rollout.router_state[STATE]
             return saved
         service = target_service(rollout)
-        if selects(pod_labels(stable), canary_pod_labels(stable)):
-            raise RouterError(
-                f"the stable pods of {rollout.deployment} ({show_labels(pod_labels(stable))}) "
-                f"would fall in the `stable` subset together with the canary pods (which add "
-                f"{TRACK_LABEL}=canary). Label the stable pod template {TRACK_LABEL}: stable, "
-                "then start again."
-            )
+        # Pods labelled only like the canary's (`app: checkout`) get the `stable` subset pinned
+        # to stable's ReplicaSet; that needs its current ReplicaSet to be found.
+        stable_only(self._kube, pod_labels(stable), stable=stable)
         virtual = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
         if virtual is None:
             raise RouterError(
@@ -248,7 +257,8 @@ class IstioRouter:
         wanted = with_subsets(
             saved["destination_rule"],
             host=_service_host(rollout, saved),
-            stable=pod_labels(stable),
+            # Read afresh, so the pin follows stable to a new ReplicaSet on promotion.
+            stable=stable_only(self._kube, pod_labels(stable), stable=stable),
             canary=canary_pod_labels(stable),
         )
         name = _dr_name(rollout)
