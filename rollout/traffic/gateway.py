@@ -22,6 +22,7 @@ from typing import Any
 from rollout.kube import CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.routes import choose_route, entry_label
 from rollout.traffic.workloads import (
     PINNED_SERVICES,
     RouterError,
@@ -66,32 +67,48 @@ def refers_to(ref: dict[str, Any], *, service: str, namespace: str) -> bool:
 
 
 def split_backends(
-    rules: list[dict[str, Any]], *, service: str, namespace: str, weight: int
+    rules: list[dict[str, Any]],
+    *,
+    service: str,
+    namespace: str,
+    weight: int,
+    route: str | None = None,
+    owner: str = "the HTTPRoute",
+    config_service: str = "",
 ) -> list[dict[str, Any]]:
-    """`rules` with each rule whose only backend is the Service weighted between it and
-    `<service>-canary`. Raises if no rule can be split, or one already shares its traffic."""
-    result: list[dict[str, Any]] = []
-    split_any = False
-    for index, rule in enumerate(rules):
+    """`rules` with the one rule that carries the Service's traffic weighted between it and
+    `<service>-canary`; every other rule exactly as it was. Raises if no rule, or several
+    without `route` naming one, reach the Service, or the chosen one already shares its
+    traffic between backends."""
+
+    def reaches(rule: dict[str, Any]) -> bool:
         refs = rule.get("backendRefs") or []
-        if not any(refers_to(ref, service=service, namespace=namespace) for ref in refs):
-            result.append(copy.deepcopy(rule))
-            continue
-        if len(refs) > 1:
-            raise RouterError(
-                f"rule {rule.get('name') or index} of the HTTPRoute already divides its "
-                f"traffic between backends; the bot only splits a rule whose one backend is "
-                f"{service}"
-            )
-        stable = copy.deepcopy(refs[0])
-        canary = copy.deepcopy(refs[0])
-        stable["weight"] = 100 - weight
-        canary["name"] = canary_service_name(service)
-        canary["weight"] = weight
-        result.append({**copy.deepcopy(rule), "backendRefs": [stable, canary]})
-        split_any = True
-    if not split_any:
-        raise RouterError(f"no rule of the HTTPRoute sends its traffic to Service {service}")
+        return any(refers_to(ref, service=service, namespace=namespace) for ref in refs)
+
+    chosen = choose_route(
+        rules,
+        reaches=reaches,
+        wanted=route,
+        kind="rule",
+        owner=owner,
+        service=service,
+        config_service=config_service,
+    )
+    picked = rules[chosen]
+    refs = picked.get("backendRefs") or []
+    if len(refs) > 1:
+        raise RouterError(
+            f"rule {entry_label(picked, chosen)} of the HTTPRoute already divides its "
+            f"traffic between backends; the bot only splits a rule whose one backend is "
+            f"{service}"
+        )
+    stable = copy.deepcopy(refs[0])
+    canary = copy.deepcopy(refs[0])
+    stable["weight"] = 100 - weight
+    canary["name"] = canary_service_name(service)
+    canary["weight"] = weight
+    result = [copy.deepcopy(rule) for rule in rules]
+    result[chosen] = {**copy.deepcopy(picked), "backendRefs": [stable, canary]}
     return result
 
 
@@ -208,6 +225,7 @@ class GatewayRouter:
             service=target_service(rollout),
             namespace=rollout.namespace,
             weight=0,
+            **_which(rollout),
         )
         return {"http_route": route["spec"]}
 
@@ -220,6 +238,7 @@ class GatewayRouter:
                 service=target_service(rollout),
                 namespace=rollout.namespace,
                 weight=weight,
+                **_which(rollout),
             ),
         }
         return self._kube.set_custom_spec(
@@ -246,6 +265,15 @@ class GatewayRouter:
             return False
         service = read_service(self._kube, rollout, name=target_service(rollout))
         return pin_stable_service(self._kube, rollout, service=service, stable=stable)
+
+
+def _which(rollout: Rollout) -> dict[str, Any]:
+    """The `route` choice and how messages name it, for `split_backends`."""
+    return {
+        "route": rollout.target.route,
+        "owner": f"HTTPRoute {rollout.namespace}/{_route_name(rollout)}",
+        "config_service": rollout.service,
+    }
 
 
 def _saved(rollout: Rollout) -> dict[str, Any]:

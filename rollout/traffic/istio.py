@@ -29,6 +29,7 @@ from typing import Any
 from rollout.kube import MANAGED_BY, CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.routes import choose_route, entry_label
 from rollout.traffic.workloads import (
     ROLLOUT_ANNOTATION,
     RouterError,
@@ -86,35 +87,48 @@ def split_routes(
     namespace: str,
     weight: int,
     header: tuple[str, str] | None,
+    route: str | None = None,
+    owner: str = "the VirtualService",
+    config_service: str = "",
 ) -> list[dict[str, Any]]:
-    """`http` with every route that sends everything to the Service split between the subsets
-    (and preceded by its header-matching copy). Raises if no route can be split, or if a route
-    to the Service already splits its traffic some other way."""
-    result: list[dict[str, Any]] = []
-    split_any = False
-    for index, route in enumerate(http):
-        targets = route.get("route") or []
-        ours = [t for t in targets if names_service(_host(t), service=service, namespace=namespace)]
-        if not ours:
-            result.append(copy.deepcopy(route))
-            continue
-        if len(targets) > 1 or ours[0]["destination"].get("subset"):
-            raise RouterError(
-                f"HTTP route {route.get('name') or index} already divides the traffic of "
-                f"{service} between destinations; the bot only splits a route with one "
-                "destination and no subset"
-            )
-        if header is not None:
-            result.append(_header_route(route, header))
-        split = copy.deepcopy(route)
-        split["route"] = [
-            _to_subset(ours[0], STABLE, 100 - weight),
-            _to_subset(ours[0], CANARY, weight),
-        ]
-        result.append(split)
-        split_any = True
-    if not split_any:
-        raise RouterError(f"no HTTP route sends all its traffic to Service {service}")
+    """`http` with the one route that carries the Service's traffic split between the subsets
+    (and preceded by its header-matching copy); every other route exactly as it was. Raises if
+    no route, or several without `route` naming one, reach the Service, or if the chosen route
+    already splits its traffic some other way."""
+
+    def reaches(entry: dict[str, Any]) -> bool:
+        return any(
+            names_service(_host(t), service=service, namespace=namespace)
+            for t in entry.get("route") or []
+        )
+
+    chosen = choose_route(
+        http,
+        reaches=reaches,
+        wanted=route,
+        kind="http route",
+        owner=owner,
+        service=service,
+        config_service=config_service,
+    )
+    picked = http[chosen]
+    targets = picked.get("route") or []
+    if len(targets) > 1 or targets[0]["destination"].get("subset"):
+        raise RouterError(
+            f"HTTP route {entry_label(picked, chosen)} already divides the traffic of "
+            f"{service} between destinations; the bot only splits a route with one "
+            "destination and no subset"
+        )
+    result = [copy.deepcopy(entry) for entry in http[:chosen]]
+    if header is not None:
+        result.append(_header_route(picked, header))
+    split = copy.deepcopy(picked)
+    split["route"] = [
+        _to_subset(targets[0], STABLE, 100 - weight),
+        _to_subset(targets[0], CANARY, weight),
+    ]
+    result.append(split)
+    result.extend(copy.deepcopy(entry) for entry in http[chosen + 1 :])
     return result
 
 
@@ -239,6 +253,7 @@ class IstioRouter:
             namespace=rollout.namespace,
             weight=0,
             header=parse_header(rollout.router_state.get("header")),
+            **_which(rollout),
         )
         rule = self._kube.read_custom(DESTINATION_RULE, rollout.namespace, _dr_name(rollout))
         if rule is not None:
@@ -302,6 +317,7 @@ class IstioRouter:
                 namespace=rollout.namespace,
                 weight=weight,
                 header=header,
+                **_which(rollout),
             ),
         }
         return self._kube.set_custom_spec(
@@ -345,6 +361,15 @@ class IstioRouter:
 
     def _canary_exists(self, rollout: Rollout) -> bool:
         return our_canary(self._kube, rollout) is not None
+
+
+def _which(rollout: Rollout) -> dict[str, Any]:
+    """The `route` choice and how messages name it, for `split_routes`."""
+    return {
+        "route": rollout.target.route,
+        "owner": f"VirtualService {rollout.namespace}/{_vs_name(rollout)}",
+        "config_service": rollout.service,
+    }
 
 
 def _saved(rollout: Rollout) -> dict[str, Any]:

@@ -61,10 +61,10 @@ def routing_objects(strategy: str) -> list[dict[str, Any]]:
 
 
 def config(strategy: str, *, approval: bool) -> str:
-    extra = {
+    extra = {  # two routes reach checkout in each of these objects: `route` names the one
         "nginx": "ingress: shop\n",
-        "gateway": "http_route: checkout\n",
-        "istio": "virtual_service: checkout\n",
+        "gateway": "http_route: checkout\nroute: 2\n",
+        "istio": "virtual_service: checkout\nroute: default\n",
     }.get(strategy, "")
     steps = "[50]" if strategy == "service" else f"[{', '.join(map(str, STEPS))}]"
     return textwrap.dedent(
