@@ -211,6 +211,9 @@ class ServiceConfig(_Frozen):
     virtual_service: str | None = None
     destination_rule: str | None = None
     http_route: str | None = None
+    # Which route of the VirtualService (http route name) or HTTPRoute (rule name or index)
+    # carries the service's traffic; needed only when several reach the Service.
+    route: str | None = None
     argo_rollout: str | None = None
     environment: str = "production"
     metrics: dict[str, str] = Field(default_factory=dict)
@@ -222,6 +225,20 @@ class ServiceConfig(_Frozen):
         if not _K8S_NAME.match(value) or len(value) > 63:
             raise ValueError(f"{value!r} is not a valid Kubernetes name (lower-case, digits, '-')")
         return value
+
+    @field_validator("route", mode="before")
+    @classmethod
+    def _route_name_or_index(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _route_only_where_routes_are_split(self) -> ServiceConfig:
+        if self.route is not None and self.strategy not in ("istio", "gateway"):
+            raise ValueError(
+                f"`route` names the route to split for strategies istio and gateway; strategy "
+                f"{self.strategy} splits no route, so remove `route: {self.route}`"
+            )
+        return self
 
     @property
     def canary_deployment(self) -> str:

@@ -264,6 +264,7 @@ class Engine:
                 virtual_service=service.virtual_service,
                 destination_rule=service.destination_rule,
                 http_route=service.http_route,
+                route=service.route,
                 argo_rollout=service.argo_rollout,
             ),
             channel=request.channel,

@@ -52,10 +52,19 @@ class KubeUnavailable(Exception):
     """The API server did not accept a request after every retry."""
 
 
+def _only_if(uid: str | None) -> k8s.V1DeleteOptions | None:
+    """Delete options that make the API server refuse unless the object still has `uid`."""
+    if uid is None:
+        return None
+    return k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid))
+
+
 def _transient(error: BaseException) -> bool:
     if isinstance(error, ApiException):
         if error.status == 409 and "AlreadyExists" in str(error.body):
             return False  # a create that already happened: final, and callers treat it as done
+        if error.status == 409 and "Precondition failed" in str(error.body):
+            return False  # the object is no longer the one we meant: final, never retried
         return error.status in RETRIED_STATUSES or error.status == 0
     return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
@@ -127,6 +136,24 @@ class KubeGateway:
             if error.status != 409 or "AlreadyExists" not in str(error.body):
                 raise
 
+    def list_replica_sets(
+        self, namespace: str, *, selector: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The ReplicaSets whose labels match `selector` (a Deployment's `matchLabels`)."""
+        label_selector = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+        response = self._call(
+            "list",
+            f"replicasets {namespace} ({label_selector})",
+            lambda: self._apps.list_namespaced_replica_set(
+                namespace,
+                label_selector=label_selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        items = _json(response).get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
     def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Strategic-merge patch (the client picks it for a dict body on Deployments)."""
         self._call(
@@ -150,18 +177,17 @@ class KubeGateway:
             ),
         )
 
-    def delete_deployment(self, namespace: str, name: str) -> None:
-        try:
-            self._call(
-                "delete",
-                f"deployment {namespace}/{name}",
-                lambda: self._apps.delete_namespaced_deployment(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                ),
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    def delete_deployment(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        self._delete_unless_gone(
+            f"deployment {namespace}/{name}",
+            lambda: self._apps.delete_namespaced_deployment(
+                name,
+                namespace,
+                body=_only_if(uid),
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
 
     # ----------------------------------------------------------------- custom objects
     # Custom resources accept JSON merge patches (never strategic merge); replace (PUT) is
@@ -283,12 +309,15 @@ class KubeGateway:
 
         return self.update_custom(kind, namespace, name, change)
 
-    def delete_custom(self, kind: CustomKind, namespace: str, name: str) -> None:
+    def delete_custom(
+        self, kind: CustomKind, namespace: str, name: str, *, uid: str | None = None
+    ) -> None:
         self._delete_unless_gone(
             f"{kind.kind} {namespace}/{name}",
             lambda: self._custom.delete_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
+                body=_only_if(uid),
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             ),
@@ -312,11 +341,15 @@ class KubeGateway:
             ),
         )
 
-    def delete_service(self, namespace: str, name: str) -> None:
+    def delete_service(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         self._delete_unless_gone(
             f"service {namespace}/{name}",
             lambda: self._core.delete_namespaced_service(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                name,
+                namespace,
+                body=_only_if(uid),
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
         )
 
@@ -360,11 +393,15 @@ class KubeGateway:
             ),
         )
 
-    def delete_ingress(self, namespace: str, name: str) -> None:
+    def delete_ingress(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         self._delete_unless_gone(
             f"ingress {namespace}/{name}",
             lambda: self._networking.delete_namespaced_ingress(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                name,
+                namespace,
+                body=_only_if(uid),
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
         )
 
@@ -388,9 +425,17 @@ class KubeGateway:
                 raise
 
     def _delete_unless_gone(self, what: str, request: Callable[[], Any]) -> None:
+        """Deletes; an object already gone is success, and so is a uid precondition that no
+        longer holds: the object the bot created is gone, and the one now at that name is
+        somebody else's, which the bot must not delete."""
         try:
             self._call("delete", what, request)
         except ApiException as error:
+            if error.status == 409 and "Precondition failed" in str(error.body):
+                log.warning(
+                    "not deleting %s: it was replaced by an object canary-bot did not create", what
+                )
+                return
             if error.status != 404:
                 raise
 

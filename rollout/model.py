@@ -65,6 +65,7 @@ class TrafficTarget:
     virtual_service: str | None = None
     destination_rule: str | None = None
     http_route: str | None = None
+    route: str | None = None  # the route to split where several reach the Service
     argo_rollout: str | None = None
 
 

@@ -350,3 +350,20 @@ def test_check_config_missing_file_is_one_problem(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert run_check_config(str(tmp_path / "nope.yaml"), out=out, err=err) == 1
     assert err.getvalue().splitlines()[0] == f"{tmp_path / 'nope.yaml'}: 1 problem"
+
+
+def test_route_is_refused_for_a_strategy_that_splits_no_route() -> None:
+    text = BASE.replace("    deployment: cart\n", "    deployment: cart\n    route: main\n")
+    problem = only_problem(text)
+    assert problem.path.startswith("services.cart")
+    assert "strategies istio and gateway" in problem.message
+    assert "remove `route: main`" in problem.message
+
+
+def test_route_may_be_a_rule_index_for_the_gateway() -> None:
+    text = BASE.replace(
+        "    deployment: cart\n",
+        "    deployment: cart\n    strategy: gateway\n    service: cart\n"
+        "    http_route: cart\n    route: 2\n",
+    )
+    assert load_config_text(text).services["cart"].route == "2"

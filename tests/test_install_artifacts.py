@@ -285,6 +285,7 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
     assert granted == {
         ("apps", "deployments"): made,
         ("apps", "deployments/scale"): {"patch"},
+        ("apps", "replicasets"): {"list"},
         ("", "services"): made,
         ("", "events"): {"create"},
         ("networking.k8s.io", "ingresses"): made,
@@ -306,9 +307,12 @@ def test_rbac_covers_every_kind_of_call_the_gateway_makes() -> None:
         "patch": "patch",
         "delete": "delete",
         "replace": "update",
+        "list": "list",
     }
     calls = set(
-        re.findall(r"self\._\w+\.(read|get|create|patch|delete|replace)_namespaced_(\w+)", source)
+        re.findall(
+            r"self\._\w+\.(read|get|create|patch|delete|replace|list)_namespaced_(\w+)", source
+        )
     )
     role = one_of_kind("Role")
     granted = {
@@ -320,6 +324,7 @@ def test_rbac_covers_every_kind_of_call_the_gateway_makes() -> None:
     kinds = {
         "deployment": "deployments",
         "deployment_scale": "deployments/scale",
+        "replica_set": "replicasets",
         "service": "services",
         "event": "events",
         "ingress": "ingresses",

@@ -142,7 +142,16 @@ class TestBatching:
     def test_p99_keeps_the_bucket_label(self) -> None:
         batch = self.batch([target("a")], "latency_p99_ms")
         assert batch.startswith("1000 * histogram_quantile(0.99, sum by (namespace, service, ")
-        assert "track, le) (rate(http_request_duration_seconds_bucket{" in batch
+        assert "track, le) (label_replace(rate(http_request_duration_seconds_bucket{" in batch
+
+    def test_generic_series_without_a_track_label_count_as_stable(self) -> None:
+        # Stable pods as teams label them (`app` only) report no `track`; only canary pods do.
+        batch = self.batch([target("a")], "request_rate")
+        assert batch == (
+            "sum by (namespace, service, track) (label_replace("
+            'rate(http_requests_total{namespace=~"shop",service=~"a"}[1m]), '
+            '"track", "stable", "track", ""))'
+        )
 
     def test_istio_groups_by_destination_workload_of_both_tracks(self) -> None:
         batch = self.batch([target("a", strategy="istio")], "request_rate")
@@ -258,7 +267,9 @@ class TestAnalyzer:
 
         provider = ScriptedProvider(
             (
-                lambda q: q.startswith("sum by (namespace, service, track) (rate(http_requests"),
+                lambda q: q.startswith(
+                    "sum by (namespace, service, track) (label_replace(rate(http_requests"
+                ),
                 [rate("a", "canary", 1.0), rate("a", "stable", 9.0), rate("b", "canary", 3.0)],
             ),
             (lambda q: "5.." in q, [rate("a", "canary", math.nan), rate("b", "canary", 0.5)]),

@@ -11,7 +11,8 @@ rollout, metric and track.
 Families and what tells the tracks apart:
 - generic (strategies replicas, service, gateway, argo): the app's own `http_requests_total`
   and `http_request_duration_seconds` with labels `namespace`, `service` (the key in
-  `services:`), `track`, `code`.
+  `services:`), `track`, `code`. Stable pods of a team's own manifests carry no `track` label
+  (only the canary pods get `track: canary`), so a series without one counts as stable.
 - istio: `istio_requests_total` / `istio_request_duration_milliseconds` as reported by the
   destination, by `destination_workload_namespace` and `destination_workload` (the Deployment:
   `<deployment>` or `<deployment>-canary`), errors by `response_code`.
@@ -85,6 +86,11 @@ def _nginx_tracks(expr: str) -> str:
     marked = f'label_replace({expr}, "track", "canary", "canary", ".+")'
     marked = f'label_replace({marked}, "track", "canary", "ingress", ".+-canary")'
     return f'label_replace({marked}, "ingress", "$1", "ingress", "(.+)-canary")'
+
+
+def _generic_tracks(expr: str) -> str:
+    """A series without a `track` label comes from pods labelled as the team made them: stable."""
+    return f'label_replace({expr}, "track", "stable", "track", "")'
 
 
 def _ingress(target: AnalysisTarget) -> str:
@@ -187,6 +193,7 @@ GENERIC = Family(
             duration="http_request_duration_seconds",
             to_ms=1000,
             code="code",
+            normalise=_generic_tracks,
         )
     ),
 )

@@ -9,7 +9,8 @@ Service and Deployment are deleted, so the route never names a Service that is g
 
 The weight is set at the route, so `<service>` must reach only the stable pods: its selector
 must ask for a label the canary pods do not share (e.g. `track: stable`), which
-`workloads.check_tracks_apart` verifies at start, as for `nginx`.
+the bot pins to the stable ReplicaSet when its selector would reach the canary pods, as for
+`nginx` (`workloads.pin_stable_service`).
 """
 
 from __future__ import annotations
@@ -21,24 +22,34 @@ from typing import Any
 from rollout.kube import CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.routes import choose_route, entry_label
 from rollout.traffic.workloads import (
+    PINNED_SERVICES,
     RouterError,
     canary_capacity,
     canary_pods,
     canary_service_name,
-    check_tracks_apart,
+    check_selects_stable,
     delete_canary,
     delete_canary_service,
     ensure_canary,
     ensure_canary_service,
+    needs_pin,
+    original_selector,
+    pin_stable_service,
     promote_then_remove,
+    promote_through_canary,
     read_canary,
     read_service,
     read_stable,
+    refuse_foreign_canaries,
+    remember_selector,
     remove_then_restore,
     scale_canary,
     stable_container,
+    stable_only,
     target_service,
+    unpin_stable_service,
 )
 
 HTTP_ROUTE = CustomKind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
@@ -56,32 +67,48 @@ def refers_to(ref: dict[str, Any], *, service: str, namespace: str) -> bool:
 
 
 def split_backends(
-    rules: list[dict[str, Any]], *, service: str, namespace: str, weight: int
+    rules: list[dict[str, Any]],
+    *,
+    service: str,
+    namespace: str,
+    weight: int,
+    route: str | None = None,
+    owner: str = "the HTTPRoute",
+    config_service: str = "",
 ) -> list[dict[str, Any]]:
-    """`rules` with each rule whose only backend is the Service weighted between it and
-    `<service>-canary`. Raises if no rule can be split, or one already shares its traffic."""
-    result: list[dict[str, Any]] = []
-    split_any = False
-    for index, rule in enumerate(rules):
+    """`rules` with the one rule that carries the Service's traffic weighted between it and
+    `<service>-canary`; every other rule exactly as it was. Raises if no rule, or several
+    without `route` naming one, reach the Service, or the chosen one already shares its
+    traffic between backends."""
+
+    def reaches(rule: dict[str, Any]) -> bool:
         refs = rule.get("backendRefs") or []
-        if not any(refers_to(ref, service=service, namespace=namespace) for ref in refs):
-            result.append(copy.deepcopy(rule))
-            continue
-        if len(refs) > 1:
-            raise RouterError(
-                f"rule {rule.get('name') or index} of the HTTPRoute already divides its "
-                f"traffic between backends; the bot only splits a rule whose one backend is "
-                f"{service}"
-            )
-        stable = copy.deepcopy(refs[0])
-        canary = copy.deepcopy(refs[0])
-        stable["weight"] = 100 - weight
-        canary["name"] = canary_service_name(service)
-        canary["weight"] = weight
-        result.append({**copy.deepcopy(rule), "backendRefs": [stable, canary]})
-        split_any = True
-    if not split_any:
-        raise RouterError(f"no rule of the HTTPRoute sends its traffic to Service {service}")
+        return any(refers_to(ref, service=service, namespace=namespace) for ref in refs)
+
+    chosen = choose_route(
+        rules,
+        reaches=reaches,
+        wanted=route,
+        kind="rule",
+        owner=owner,
+        service=service,
+        config_service=config_service,
+    )
+    picked = rules[chosen]
+    refs = picked.get("backendRefs") or []
+    if len(refs) > 1:
+        raise RouterError(
+            f"rule {entry_label(picked, chosen)} of the HTTPRoute already divides its "
+            f"traffic between backends; the bot only splits a rule whose one backend is "
+            f"{service}"
+        )
+    stable = copy.deepcopy(refs[0])
+    canary = copy.deepcopy(refs[0])
+    stable["weight"] = 100 - weight
+    canary["name"] = canary_service_name(service)
+    canary["weight"] = weight
+    result = [copy.deepcopy(rule) for rule in rules]
+    result[chosen] = {**copy.deepcopy(picked), "backendRefs": [stable, canary]}
     return result
 
 
@@ -107,13 +134,18 @@ class GatewayRouter:
         # cannot split, with the reason.
         stable = read_stable(self._kube, rollout)
         self._original(rollout, stable)
+        refuse_foreign_canaries(self._kube, rollout, service=target_service(rollout))
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
         stable = read_stable(self._kube, rollout)
         saved = self._original(rollout, stable)
         service = read_service(self._kube, rollout, name=target_service(rollout))
-        # Pods, then the Service that reaches them; the route names it only in set_weight.
+        if needs_pin(original_selector(rollout, service), stable):
+            rollout = remember_selector(rollout, service)
+        # The stable Service off the canary pods before they exist; then pods, then the
+        # Service that reaches them; the route names it only in set_weight.
+        pin_stable_service(self._kube, rollout, service=service, stable=stable)
         ensure_canary(self._kube, rollout, stable=stable)
         ensure_canary_service(self._kube, rollout, service=service)
         if rollout.router_state.get(STATE) == saved:
@@ -125,6 +157,7 @@ class GatewayRouter:
         stable = read_stable(self._kube, rollout)
         canary = read_canary(self._kube, rollout)
         count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
+        self._repin(rollout, stable)
         # Pods up before the share goes up, share down before pods go down.
         raising = count > int(canary["spec"].get("replicas", 0))
         changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
@@ -156,9 +189,18 @@ class GatewayRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        return promote_then_remove(
-            self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout)
-        )
+        def remove() -> bool:
+            return self._remove_canary(rollout)
+
+        if PINNED_SERVICES in rollout.router_state:
+            return promote_through_canary(
+                self._kube,
+                rollout,
+                all_to_canary=lambda: self.set_weight(rollout, 100),
+                repin=lambda stable: self._repin(rollout, stable),
+                remove_canary=remove,
+            )
+        return promote_then_remove(self._kube, rollout, remove_canary=remove)
 
     def rollback(self, rollout: Rollout) -> None:
         remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
@@ -171,7 +213,8 @@ class GatewayRouter:
             saved: dict[str, Any] = rollout.router_state[STATE]
             return saved
         service = read_service(self._kube, rollout, name=target_service(rollout))
-        check_tracks_apart(service, stable)
+        check_selects_stable(service, stable)
+        stable_only(self._kube, original_selector(rollout, service), stable=stable)  # pinnable
         route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
         if route is None:
             raise RouterError(
@@ -182,6 +225,7 @@ class GatewayRouter:
             service=target_service(rollout),
             namespace=rollout.namespace,
             weight=0,
+            **_which(rollout),
         )
         return {"http_route": route["spec"]}
 
@@ -194,6 +238,7 @@ class GatewayRouter:
                 service=target_service(rollout),
                 namespace=rollout.namespace,
                 weight=weight,
+                **_which(rollout),
             ),
         }
         return self._kube.set_custom_spec(
@@ -211,7 +256,24 @@ class GatewayRouter:
         if rollout.target.service:
             changed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
         changed |= delete_canary(self._kube, rollout)
+        if rollout.target.service:  # no canary pod left: the stable Service's own selector
+            changed |= unpin_stable_service(self._kube, rollout, name=rollout.target.service)
         return changed
+
+    def _repin(self, rollout: Rollout, stable: dict[str, Any]) -> bool:
+        if PINNED_SERVICES not in rollout.router_state:
+            return False
+        service = read_service(self._kube, rollout, name=target_service(rollout))
+        return pin_stable_service(self._kube, rollout, service=service, stable=stable)
+
+
+def _which(rollout: Rollout) -> dict[str, Any]:
+    """The `route` choice and how messages name it, for `split_backends`."""
+    return {
+        "route": rollout.target.route,
+        "owner": f"HTTPRoute {rollout.namespace}/{_route_name(rollout)}",
+        "config_service": rollout.service,
+    }
 
 
 def _saved(rollout: Rollout) -> dict[str, Any]:

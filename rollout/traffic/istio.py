@@ -10,10 +10,12 @@ routing (`/canary start ... --header name=value`, kept in `router_state["header"
 each such route, matching that header as well, comes first and sends its requests to the canary
 whatever the weight.
 
-A subset selects pods whose labels include all of its labels, so the stable subset selects
-canary pods too unless the stable pods carry a `track` label other than `canary` (say
-`track: stable`): that is checked at start, as the other strategies check their Services,
-and it keeps the split right even when the stable pods are restarted mid-rollout. The original
+A subset selects pods whose labels include all of its labels, so a stable subset of just the
+stable pods' labels (`app: checkout`) would select the canary pods too. Then the bot pins the
+`stable` subset to the stable ReplicaSet's `pod-template-hash`, and promotes through the
+canary: all traffic to the full-size canary, stable updated, the pin moved to stable's new
+ReplicaSet, traffic back. Pods that carry a `track` label other than `canary` (say
+`track: stable`) need no pin. The original
 VirtualService and DestinationRule specs are kept in `router_state` and put back exactly after
 promotion or rollback, once all traffic is on stable and the canary is gone.
 """
@@ -27,26 +29,30 @@ from typing import Any
 from rollout.kube import MANAGED_BY, CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.routes import choose_route, entry_label
 from rollout.traffic.workloads import (
     ROLLOUT_ANNOTATION,
-    TRACK_LABEL,
     RouterError,
     canary_capacity,
-    canary_name,
     canary_pod_labels,
     canary_pods,
     delete_canary,
     ensure_canary,
+    needs_pin,
+    our_canary,
+    ours,
     pod_labels,
     promote_then_remove,
+    promote_through_canary,
     read_canary,
     read_stable,
+    refuse_foreign_canaries,
     remove_then_restore,
     scale_canary,
-    selects,
-    show_labels,
     stable_container,
+    stable_only,
     target_service,
+    uid_of,
 )
 
 VIRTUAL_SERVICE = CustomKind("networking.istio.io", "v1", "virtualservices", "VirtualService")
@@ -81,35 +87,48 @@ def split_routes(
     namespace: str,
     weight: int,
     header: tuple[str, str] | None,
+    route: str | None = None,
+    owner: str = "the VirtualService",
+    config_service: str = "",
 ) -> list[dict[str, Any]]:
-    """`http` with every route that sends everything to the Service split between the subsets
-    (and preceded by its header-matching copy). Raises if no route can be split, or if a route
-    to the Service already splits its traffic some other way."""
-    result: list[dict[str, Any]] = []
-    split_any = False
-    for index, route in enumerate(http):
-        targets = route.get("route") or []
-        ours = [t for t in targets if names_service(_host(t), service=service, namespace=namespace)]
-        if not ours:
-            result.append(copy.deepcopy(route))
-            continue
-        if len(targets) > 1 or ours[0]["destination"].get("subset"):
-            raise RouterError(
-                f"HTTP route {route.get('name') or index} already divides the traffic of "
-                f"{service} between destinations; the bot only splits a route with one "
-                "destination and no subset"
-            )
-        if header is not None:
-            result.append(_header_route(route, header))
-        split = copy.deepcopy(route)
-        split["route"] = [
-            _to_subset(ours[0], STABLE, 100 - weight),
-            _to_subset(ours[0], CANARY, weight),
-        ]
-        result.append(split)
-        split_any = True
-    if not split_any:
-        raise RouterError(f"no HTTP route sends all its traffic to Service {service}")
+    """`http` with the one route that carries the Service's traffic split between the subsets
+    (and preceded by its header-matching copy); every other route exactly as it was. Raises if
+    no route, or several without `route` naming one, reach the Service, or if the chosen route
+    already splits its traffic some other way."""
+
+    def reaches(entry: dict[str, Any]) -> bool:
+        return any(
+            names_service(_host(t), service=service, namespace=namespace)
+            for t in entry.get("route") or []
+        )
+
+    chosen = choose_route(
+        http,
+        reaches=reaches,
+        wanted=route,
+        kind="http route",
+        owner=owner,
+        service=service,
+        config_service=config_service,
+    )
+    picked = http[chosen]
+    targets = picked.get("route") or []
+    if len(targets) > 1 or targets[0]["destination"].get("subset"):
+        raise RouterError(
+            f"HTTP route {entry_label(picked, chosen)} already divides the traffic of "
+            f"{service} between destinations; the bot only splits a route with one "
+            "destination and no subset"
+        )
+    result = [copy.deepcopy(entry) for entry in http[:chosen]]
+    if header is not None:
+        result.append(_header_route(picked, header))
+    split = copy.deepcopy(picked)
+    split["route"] = [
+        _to_subset(targets[0], STABLE, 100 - weight),
+        _to_subset(targets[0], CANARY, weight),
+    ]
+    result.append(split)
+    result.extend(copy.deepcopy(entry) for entry in http[chosen + 1 :])
     return result
 
 
@@ -146,6 +165,7 @@ class IstioRouter:
         # cannot split, with the reason.
         stable = read_stable(self._kube, rollout)
         self._originals(rollout, stable)
+        refuse_foreign_canaries(self._kube, rollout)
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
@@ -193,9 +213,20 @@ class IstioRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        return promote_then_remove(
-            self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout)
-        )
+        def remove() -> bool:
+            return self._remove_canary(rollout)
+
+        stable = read_stable(self._kube, rollout)
+        if needs_pin(pod_labels(stable), stable):
+            # The `stable` subset is pinned to a ReplicaSet the new image replaces.
+            return promote_through_canary(
+                self._kube,
+                rollout,
+                all_to_canary=lambda: self.set_weight(rollout, 100),
+                repin=lambda now: self._subsets(rollout, _saved(rollout), now),
+                remove_canary=remove,
+            )
+        return promote_then_remove(self._kube, rollout, remove_canary=remove)
 
     def rollback(self, rollout: Rollout) -> None:
         remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
@@ -208,13 +239,9 @@ class IstioRouter:
             saved: dict[str, Any] = rollout.router_state[STATE]
             return saved
         service = target_service(rollout)
-        if selects(pod_labels(stable), canary_pod_labels(stable)):
-            raise RouterError(
-                f"the stable pods of {rollout.deployment} ({show_labels(pod_labels(stable))}) "
-                f"would fall in the `stable` subset together with the canary pods (which add "
-                f"{TRACK_LABEL}=canary). Label the stable pod template {TRACK_LABEL}: stable, "
-                "then start again."
-            )
+        # Pods labelled only like the canary's (`app: checkout`) get the `stable` subset pinned
+        # to stable's ReplicaSet; that needs its current ReplicaSet to be found.
+        stable_only(self._kube, pod_labels(stable), stable=stable)
         virtual = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
         if virtual is None:
             raise RouterError(
@@ -226,6 +253,7 @@ class IstioRouter:
             namespace=rollout.namespace,
             weight=0,
             header=parse_header(rollout.router_state.get("header")),
+            **_which(rollout),
         )
         rule = self._kube.read_custom(DESTINATION_RULE, rollout.namespace, _dr_name(rollout))
         if rule is not None:
@@ -244,7 +272,8 @@ class IstioRouter:
         wanted = with_subsets(
             saved["destination_rule"],
             host=_service_host(rollout, saved),
-            stable=pod_labels(stable),
+            # Read afresh, so the pin follows stable to a new ReplicaSet on promotion.
+            stable=stable_only(self._kube, pod_labels(stable), stable=stable),
             canary=canary_pod_labels(stable),
         )
         name = _dr_name(rollout)
@@ -288,6 +317,7 @@ class IstioRouter:
                 namespace=rollout.namespace,
                 weight=weight,
                 header=header,
+                **_which(rollout),
             ),
         }
         return self._kube.set_custom_spec(
@@ -320,15 +350,26 @@ class IstioRouter:
                 DESTINATION_RULE, rollout.namespace, name, saved["destination_rule"]
             )
         else:
-            rule = self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name)
-            labels = (rule or {}).get("metadata", {}).get("labels") or {}
-            if rule is not None and MANAGED_BY.items() <= labels.items():
-                self._kube.delete_custom(DESTINATION_RULE, rollout.namespace, name)
+            # Created by the bot for this rollout (none existed): it goes, and only that one.
+            rule = ours(self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name), rollout)
+            if rule is not None:
+                self._kube.delete_custom(
+                    DESTINATION_RULE, rollout.namespace, name, uid=uid_of(rule)
+                )
                 changed = True
         return changed
 
     def _canary_exists(self, rollout: Rollout) -> bool:
-        return self._kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None
+        return our_canary(self._kube, rollout) is not None
+
+
+def _which(rollout: Rollout) -> dict[str, Any]:
+    """The `route` choice and how messages name it, for `split_routes`."""
+    return {
+        "route": rollout.target.route,
+        "owner": f"VirtualService {rollout.namespace}/{_vs_name(rollout)}",
+        "config_service": rollout.service,
+    }
 
 
 def _saved(rollout: Rollout) -> dict[str, Any]:

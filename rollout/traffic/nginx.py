@@ -9,7 +9,9 @@ applies header before cookie before weight. The stable Ingress, Service and Depl
 never modified, except the stable Deployment's image on promotion, so they need no restoring.
 
 Since the weight is set at the Ingress, the stable Service must not select the canary pods as
-well (`workloads.check_tracks_apart`), or they would also get a share of the stable traffic.
+well, or they would also get a share of the stable traffic: when its selector would reach them
+(pods labelled only `app: checkout`), the bot pins it to the stable ReplicaSet while the canary
+exists (`workloads.pin_stable_service`), promotes through the canary, and restores it.
 """
 
 from __future__ import annotations
@@ -22,24 +24,36 @@ from rollout.kube import MANAGED_BY, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import (
+    PINNED_SERVICES,
     ROLLOUT_ANNOTATION,
     RouterError,
     canary_capacity,
     canary_pods,
     canary_service_name,
-    check_tracks_apart,
+    check_selects_stable,
     delete_canary,
     delete_canary_service,
     ensure_canary,
     ensure_canary_service,
+    needs_pin,
+    original_selector,
+    ours,
+    pin_stable_service,
     promote_then_remove,
+    promote_through_canary,
     read_canary,
     read_service,
     read_stable,
+    refuse_foreign,
+    refuse_foreign_canaries,
+    remember_selector,
     remove_then_restore,
     scale_canary,
     stable_container,
+    stable_only,
     target_service,
+    uid_of,
+    unpin_stable_service,
 )
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -83,19 +97,29 @@ class NginxRouter:
         # `/canary start` with the reason, instead of failing half-way through.
         stable = read_stable(self._kube, rollout)
         self._check(rollout, stable)
+        refuse_foreign_canaries(
+            self._kube, rollout, service=target_service(rollout), ingress=rollout.target.ingress
+        )
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
         stable = read_stable(self._kube, rollout)
         service, ingress = self._check(rollout, stable)
         annotations = canary_annotations(0, rollout.router_state)
-        # Canary pods, then the Service that reaches them, then the Ingress that routes to it:
-        # nothing ever points at an object that does not exist yet.
+        if needs_pin(original_selector(rollout, service), stable):
+            rollout = remember_selector(rollout, service)
+        # The stable Service off the canary pods before they exist; then canary pods, the
+        # Service that reaches them, and the Ingress that routes to it: nothing ever points at
+        # an object that does not exist yet.
+        pin_stable_service(self._kube, rollout, service=service, stable=stable)
         ensure_canary(self._kube, rollout, stable=stable)
         ensure_canary_service(self._kube, rollout, service=service)
-        if self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout)) is None:
+        existing = self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout))
+        if existing is None:
             body = canary_ingress_body(ingress, rollout, annotations=annotations)
             self._kube.create_ingress(rollout.namespace, body)
+        else:
+            refuse_foreign(existing, rollout, kind="Ingress")
         return rollout
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
@@ -105,6 +129,7 @@ class NginxRouter:
         ingress = self._canary_ingress(rollout)
         if ingress is None:
             raise RouterError(f"canary Ingress {_canary_ingress(rollout)} is missing")
+        self._repin(rollout, stable)
         total = int(stable["spec"].get("replicas", 1))
         count = canary_capacity(total, weight)
         current = ingress["metadata"].get("annotations") or {}
@@ -154,10 +179,19 @@ class NginxRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
+        def remove() -> bool:
+            return self._remove_canary(rollout)
+
+        if PINNED_SERVICES in rollout.router_state:
+            return promote_through_canary(
+                self._kube,
+                rollout,
+                all_to_canary=lambda: self.set_weight(rollout, 100),
+                repin=lambda stable: self._repin(rollout, stable),
+                remove_canary=remove,
+            )
         # Dropping the canary Ingress first moves its share back to the updated stable.
-        return promote_then_remove(
-            self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout)
-        )
+        return promote_then_remove(self._kube, rollout, remove_canary=remove)
 
     def rollback(self, rollout: Rollout) -> None:
         remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
@@ -169,7 +203,8 @@ class NginxRouter:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(stable Service, stable Ingress), once both are known to be usable."""
         service = read_service(self._kube, rollout, name=target_service(rollout))
-        check_tracks_apart(service, stable)
+        check_selects_stable(service, stable)
+        stable_only(self._kube, original_selector(rollout, service), stable=stable)  # pinnable
         if not rollout.target.ingress:
             raise RouterError(
                 f"strategy nginx needs `ingress:` (the Ingress in front of Service "
@@ -187,17 +222,29 @@ class NginxRouter:
         return service, ingress
 
     def _canary_ingress(self, rollout: Rollout) -> dict[str, Any] | None:
-        return self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout))
+        """The canary Ingress, if the bot created it for this rollout."""
+        return ours(self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout)), rollout)
 
     def _remove_canary(self, rollout: Rollout) -> bool:
         removed = False
-        if rollout.target.ingress and self._canary_ingress(rollout) is not None:
-            self._kube.delete_ingress(rollout.namespace, _canary_ingress(rollout))
+        canary_ingress = self._canary_ingress(rollout) if rollout.target.ingress else None
+        if canary_ingress is not None:
+            self._kube.delete_ingress(
+                rollout.namespace, _canary_ingress(rollout), uid=uid_of(canary_ingress)
+            )
             removed = True
         if rollout.target.service:
             removed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
         removed |= delete_canary(self._kube, rollout)
+        if rollout.target.service:  # no canary pod left: the stable Service's own selector
+            removed |= unpin_stable_service(self._kube, rollout, name=rollout.target.service)
         return removed
+
+    def _repin(self, rollout: Rollout, stable: dict[str, Any]) -> bool:
+        if PINNED_SERVICES not in rollout.router_state:
+            return False
+        service = read_service(self._kube, rollout, name=target_service(rollout))
+        return pin_stable_service(self._kube, rollout, service=service, stable=stable)
 
 
 def _canary_ingress(rollout: Rollout) -> str:

@@ -22,7 +22,15 @@ from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import ROLLOUT_ANNOTATION as ROLLOUT_ANNOTATION
 from rollout.traffic.workloads import TRACK_LABEL as TRACK_LABEL
 from rollout.traffic.workloads import RouterError as RouterError
-from rollout.traffic.workloads import canary_name, ensure_canary, read_stable, stable_container
+from rollout.traffic.workloads import (
+    canary_name,
+    ensure_canary,
+    our_canary,
+    read_stable,
+    refuse_foreign_canaries,
+    stable_container,
+    uid_of,
+)
 from rollout.traffic.workloads import deployment_rolled_out as deployment_rolled_out
 
 
@@ -58,13 +66,15 @@ class ReplicasRouter:
         return replace(rollout, original_replicas=original)
 
     def stable_image(self, rollout: Rollout) -> tuple[str, str]:
-        return stable_container(self._stable(rollout), rollout)
+        stable = self._stable(rollout)
+        refuse_foreign_canaries(self._kube, rollout)
+        return stable_container(stable, rollout)
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
         total = _original(rollout)
         canary_count, stable_count = split_replicas(total, weight)
         stable = self._stable(rollout)
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        canary = our_canary(self._kube, rollout)
         if canary is None:
             raise RouterError(f"canary Deployment {canary_name(rollout)} is missing")
         changed = False
@@ -88,7 +98,7 @@ class ReplicasRouter:
 
     def status(self, rollout: Rollout) -> TrafficStatus:
         stable = self._stable(rollout)
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        canary = our_canary(self._kube, rollout)
         if canary is None:
             return TrafficStatus(weight=0.0, canary_ready=False, detail="no canary Deployment")
         canary_ready = int(canary.get("status", {}).get("readyReplicas", 0) or 0)
@@ -130,8 +140,11 @@ class ReplicasRouter:
             return False
         if not deployment_rolled_out(stable, image=rollout.canary_image):
             return False
-        if self._kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None:
-            self._kube.delete_deployment(rollout.namespace, canary_name(rollout))
+        canary = our_canary(self._kube, rollout)
+        if canary is not None:
+            self._kube.delete_deployment(
+                rollout.namespace, canary_name(rollout), uid=uid_of(canary)
+            )
             self._kube.emit_event(
                 involved=stable,
                 reason="Promoted",
@@ -145,11 +158,13 @@ class ReplicasRouter:
         total = rollout.original_replicas
         if total is not None and stable["spec"].get("replicas") != total:
             self._kube.scale_deployment(rollout.namespace, rollout.deployment, total)
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        canary = our_canary(self._kube, rollout)
         if canary is not None:
             if canary["spec"].get("replicas") != 0:
                 self._kube.scale_deployment(rollout.namespace, canary_name(rollout), 0)
-            self._kube.delete_deployment(rollout.namespace, canary_name(rollout))
+            self._kube.delete_deployment(
+                rollout.namespace, canary_name(rollout), uid=uid_of(canary)
+            )
             self._kube.emit_event(
                 involved=stable,
                 reason="RolledBack",

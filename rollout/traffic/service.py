@@ -11,6 +11,11 @@ ready, the main Service's selector is switched to the canary pods in one write (
 selector is switched back to the original (now new-image stable pods) and the preview Service
 and the canary Deployment are deleted. The original selector is kept in `router_state`
 from `prepare` on, so a rollback at any point puts it back exactly.
+
+Where the Service selects only labels the canary pods share (`app: checkout`), "on stable"
+means the original selector pinned to the stable ReplicaSet's `pod-template-hash`, read afresh
+each time (so after promotion it is the new ReplicaSet's); the unpinned original comes back
+once the canary pods are gone.
 """
 
 from __future__ import annotations
@@ -24,25 +29,27 @@ from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import (
     RouterError,
     canary_capacity,
-    canary_name,
     canary_selector,
     canary_service_name,
-    check_tracks_apart,
+    check_selects_stable,
     container_image,
     delete_canary,
     delete_canary_service,
     deployment_rolled_out,
     ensure_canary,
     ensure_canary_service,
+    our_canary,
     read_canary,
     read_service,
     read_stable,
+    refuse_foreign_canaries,
     scale_canary,
     selector_of,
     selector_patch,
     set_stable_image,
     show_labels,
     stable_container,
+    stable_only,
     target_service,
 )
 
@@ -58,7 +65,10 @@ class ServiceRouter:
         # Checked before anything is created, so a setup the bot cannot switch is refused at
         # `/canary start` with the reason, instead of failing half-way through.
         stable = read_stable(self._kube, rollout)
-        check_tracks_apart(self._main(rollout), stable)
+        main = self._main(rollout)
+        check_selects_stable(main, stable)
+        stable_only(self._kube, selector_of(main), stable=stable)  # pinnable, if it must be
+        refuse_foreign_canaries(self._kube, rollout, service=target_service(rollout))
         return stable_container(stable, rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
@@ -67,11 +77,16 @@ class ServiceRouter:
         state = dict(rollout.router_state)
         if ORIGINAL_SELECTOR not in state:
             # Only on the first prepare: later the selector may already be switched.
-            check_tracks_apart(service, stable)
+            check_selects_stable(service, stable)
             state[ORIGINAL_SELECTOR] = selector_of(service)
-        ensure_canary(self._kube, rollout, stable=stable)
-        ensure_canary_service(self._kube, rollout, service=service)
-        return rollout if state == rollout.router_state else replace(rollout, router_state=state)
+        prepared = (
+            rollout if state == rollout.router_state else replace(rollout, router_state=state)
+        )
+        # Live traffic kept off the canary pods before they exist.
+        self._point_at(prepared, self._on_stable(prepared, stable), reason="Pinned")
+        ensure_canary(self._kube, prepared, stable=stable)
+        ensure_canary_service(self._kube, prepared, service=service)
+        return prepared
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
         """Below 100: preview only (selector on stable). 100: switch, once the full-size canary
@@ -81,7 +96,8 @@ class ServiceRouter:
         count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
         if weight < 100:
             # Live traffic off the canary before the preview may shrink under it.
-            switched_back = self._point_at(rollout, _original(rollout), reason="PreviewOnly")
+            on_stable = self._on_stable(rollout, stable)
+            switched_back = self._point_at(rollout, on_stable, reason="PreviewOnly")
             return scale_canary(self._kube, rollout, canary=canary, count=count) or switched_back
         if scale_canary(self._kube, rollout, canary=canary, count=count):
             return True
@@ -93,7 +109,7 @@ class ServiceRouter:
         service = self._main(rollout)
         original = rollout.router_state.get(ORIGINAL_SELECTOR)
         live = original is not None and selector_of(service) == canary_selector(dict(original))
-        canary = self._kube.read_deployment(rollout.namespace, canary_name(rollout))
+        canary = our_canary(self._kube, rollout)
         if canary is None:
             weight = 100.0 if live else 0.0
             return TrafficStatus(weight=weight, canary_ready=False, detail="no canary Deployment")
@@ -127,10 +143,13 @@ class ServiceRouter:
             return False
         if not deployment_rolled_out(stable, image=rollout.canary_image):
             return False
-        # Stable runs the new image: traffic back to it, then the canary may go.
-        self._point_at(rollout, _original(rollout), reason="Promoted")
+        # Stable runs the new image: traffic back to it, then the canary may go, then the
+        # Service's own selector comes back.
+        self._point_at(rollout, self._on_stable(rollout, stable), reason="Promoted")
         removed = delete_canary_service(self._kube, rollout, service=target_service(rollout))
-        if delete_canary(self._kube, rollout) or removed:
+        removed = delete_canary(self._kube, rollout) or removed
+        self._point_at(rollout, _original(rollout), reason="Restored")
+        if removed:
             self._kube.emit_event(
                 involved=stable,
                 reason="Promoted",
@@ -142,10 +161,13 @@ class ServiceRouter:
         stable = read_stable(self._kube, rollout)
         changed = False
         if ORIGINAL_SELECTOR in rollout.router_state:
-            changed = self._point_at(rollout, _original(rollout), reason="RolledBack")
+            on_stable = self._on_stable(rollout, stable)
+            changed = self._point_at(rollout, on_stable, reason="RolledBack")
         if rollout.target.service:
             changed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
         changed |= delete_canary(self._kube, rollout)
+        if ORIGINAL_SELECTOR in rollout.router_state:  # no canary pod left
+            changed |= self._point_at(rollout, _original(rollout), reason="Restored")
         # A rollback during promotion finds stable already moved to the canary image.
         container, _ = stable_container(stable, rollout)
         if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
@@ -164,6 +186,10 @@ class ServiceRouter:
 
     def _main(self, rollout: Rollout) -> dict[str, Any]:
         return read_service(self._kube, rollout, name=target_service(rollout))
+
+    def _on_stable(self, rollout: Rollout, stable: dict[str, Any]) -> dict[str, str]:
+        """The selector that sends live traffic to the stable pods only."""
+        return stable_only(self._kube, _original(rollout), stable=stable)
 
     def _switched(self, rollout: Rollout) -> bool:
         return selector_of(self._main(rollout)) == canary_selector(_original(rollout))

@@ -4,11 +4,21 @@
 stable Deployment whose pods carry the stable pod labels with `track: canary` (DESIGN.md, "Pods
 and names"), so the clone, the stable container's image and the rollout check live here once.
 
-`nginx` and `service` also need a Service that reaches only the canary pods
-(`<service>-canary`), and they depend on the stable Service reaching only the stable pods. A
-Service selector can only ask for equal labels, so that holds when it selects a label whose
-value the canary pods do not share, such as `track: stable`; `check_tracks_apart` refuses a
-Service that would also select the canary, instead of letting it skew every weight.
+The bot uses, changes and deletes only objects it created for the rollout at hand: each one
+carries the `app.kubernetes.io/managed-by: canary-bot` label and the annotation naming the
+rollout, and deletes carry the object's uid as a precondition. A `-canary` object at one of its
+names that lacks either (a team's own `checkout-canary`, a leftover of another rollout) is
+refused at start and never touched afterwards.
+
+`nginx`, `gateway` and `service` also need a Service that reaches only the canary pods
+(`<service>-canary`, selecting `track: canary`), and they depend on the stable Service reaching
+only the stable pods. A team's Service usually selects just `app: checkout`, which the canary
+pods match too. Then the bot pins it, for as long as a canary exists, to the stable
+ReplicaSet's `pod-template-hash` (as Argo Rollouts does), which the canary pods never carry,
+and puts the original selector back when the rollout ends. The pin is read afresh from the
+cluster each time, so it follows stable when a promotion gives it a new ReplicaSet. A
+Service that already selects a label the canary pods do not share (`track: stable`) needs no
+pin and is left alone.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rollout.kube import MANAGED_BY, KubeGateway
@@ -25,10 +35,81 @@ from rollout.model import Rollout
 ROLLOUT_ANNOTATION = "canary-bot.io/rollout-id"
 TRACK_LABEL = "track"
 CANARY_TRACK = "canary"
+# The label the Deployment controller puts on a ReplicaSet and its pods: a hash of the template.
+POD_TEMPLATE_HASH = "pod-template-hash"
+# router_state key: {Service name: its selector before the rollout}, for Services the bot pinned.
+PINNED_SERVICES = "pinned_services"
 
 
 class RouterError(Exception):
     """The cluster is not in a state the router can work with; the message says why."""
+
+
+class ForeignObject(RouterError):
+    """An object at a name the bot would use was not created by the bot for this rollout."""
+
+
+# ----------------------------------------------------------------- ownership
+
+
+def owns(obj: dict[str, Any], rollout: Rollout) -> bool:
+    """True if the bot created `obj` for `rollout`: its label and its annotation both say so."""
+    metadata = obj.get("metadata", {})
+    labelled = all((metadata.get("labels") or {}).get(k) == v for k, v in MANAGED_BY.items())
+    return labelled and (metadata.get("annotations") or {}).get(ROLLOUT_ANNOTATION) == rollout.id
+
+
+def ours(obj: dict[str, Any] | None, rollout: Rollout) -> dict[str, Any] | None:
+    """`obj` if the bot created it for `rollout`; None if it is absent or somebody else's."""
+    return obj if obj is not None and owns(obj, rollout) else None
+
+
+def uid_of(obj: dict[str, Any]) -> str | None:
+    uid = obj.get("metadata", {}).get("uid")
+    return str(uid) if uid else None
+
+
+def refuse_foreign(obj: dict[str, Any] | None, rollout: Rollout, *, kind: str) -> None:
+    """Raises `ForeignObject` if `obj` exists and was not created by the bot for `rollout`."""
+    if obj is None or owns(obj, rollout):
+        return
+    metadata = obj["metadata"]
+    where = f"{metadata.get('namespace', rollout.namespace)}/{metadata['name']}"
+    created_for = (metadata.get("annotations") or {}).get(ROLLOUT_ANNOTATION)
+    whose = (
+        f"canary-bot created it for another rollout ({created_for})"
+        if created_for and owns(obj, replace(rollout, id=created_for))
+        else (
+            "canary-bot did not create it (it lacks the label "
+            f"{show_labels(MANAGED_BY)} and the annotation {ROLLOUT_ANNOTATION})"
+        )
+    )
+    raise ForeignObject(
+        f"{kind} {where} is in the way: {whose}, so the bot will not use, change or delete "
+        f"it. Remove or rename it if nothing needs it (kubectl -n "
+        f"{metadata.get('namespace', rollout.namespace)} delete {kind.lower()} "
+        f"{metadata['name']}), then start again."
+    )
+
+
+def refuse_foreign_canaries(
+    kube: KubeGateway,
+    rollout: Rollout,
+    *,
+    service: str | None = None,
+    ingress: str | None = None,
+) -> None:
+    """Checked at start: every `-canary` name the strategy would create is free or ours."""
+    namespace = rollout.namespace
+    refuse_foreign(
+        kube.read_deployment(namespace, canary_name(rollout)), rollout, kind="Deployment"
+    )
+    if service:
+        name = canary_service_name(service)
+        refuse_foreign(kube.read_service(namespace, name), rollout, kind="Service")
+    if ingress:
+        name = f"{ingress}-canary"
+        refuse_foreign(kube.read_ingress(namespace, name), rollout, kind="Ingress")
 
 
 # ----------------------------------------------------------------- the canary Deployment
@@ -101,9 +182,16 @@ def canary_deployment_body(stable: dict[str, Any], rollout: Rollout) -> dict[str
     }
 
 
+def our_canary(kube: KubeGateway, rollout: Rollout) -> dict[str, Any] | None:
+    """The canary Deployment, if the bot created it for this rollout."""
+    return ours(kube.read_deployment(rollout.namespace, canary_name(rollout)), rollout)
+
+
 def ensure_canary(kube: KubeGateway, rollout: Rollout, *, stable: dict[str, Any]) -> bool:
     """Creates the canary Deployment unless it exists; True if it had to be created."""
-    if kube.read_deployment(rollout.namespace, canary_name(rollout)) is not None:
+    existing = kube.read_deployment(rollout.namespace, canary_name(rollout))
+    if existing is not None:
+        refuse_foreign(existing, rollout, kind="Deployment")
         return False
     kube.create_deployment(rollout.namespace, canary_deployment_body(stable, rollout))
     kube.emit_event(
@@ -115,7 +203,7 @@ def ensure_canary(kube: KubeGateway, rollout: Rollout, *, stable: dict[str, Any]
 
 
 def read_canary(kube: KubeGateway, rollout: Rollout) -> dict[str, Any]:
-    canary = kube.read_deployment(rollout.namespace, canary_name(rollout))
+    canary = our_canary(kube, rollout)
     if canary is None:
         raise RouterError(f"canary Deployment {canary_name(rollout)} is missing")
     return canary
@@ -171,10 +259,11 @@ def set_stable_image(
 
 
 def delete_canary(kube: KubeGateway, rollout: Rollout) -> bool:
-    """Deletes the canary Deployment; True if it was there."""
-    if kube.read_deployment(rollout.namespace, canary_name(rollout)) is None:
+    """Deletes the canary Deployment the bot created; True if it was there."""
+    canary = our_canary(kube, rollout)
+    if canary is None:
         return False
-    kube.delete_deployment(rollout.namespace, canary_name(rollout))
+    kube.delete_deployment(rollout.namespace, canary_name(rollout), uid=uid_of(canary))
     return True
 
 
@@ -214,8 +303,8 @@ def show_labels(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items())) or "(none)"
 
 
-def check_tracks_apart(service: dict[str, Any], stable: dict[str, Any]) -> None:
-    """Refuses a Service that does not select the stable pods, or that selects the canary's."""
+def check_selects_stable(service: dict[str, Any], stable: dict[str, Any]) -> None:
+    """Refuses a Service that does not select the stable pods."""
     where = f"{service['metadata']['namespace']}/{service['metadata']['name']}"
     selector = selector_of(service)
     if not selects(selector, pod_labels(stable)):
@@ -223,14 +312,104 @@ def check_tracks_apart(service: dict[str, Any], stable: dict[str, Any]) -> None:
             f"Service {where} (selector {show_labels(selector)}) does not select the pods of "
             f"Deployment {stable['metadata']['name']} ({show_labels(pod_labels(stable))})"
         )
-    if selects(selector, canary_pod_labels(stable)):
-        raise RouterError(
-            f"Service {where} selects {show_labels(selector)}, which the canary pods match too "
-            f"(they carry the stable pod labels with {TRACK_LABEL}={CANARY_TRACK}), so it would "
-            f"send them stable traffic. Label the stable pods {TRACK_LABEL}: stable (pod "
-            f"template of Deployment {stable['metadata']['name']}), add {TRACK_LABEL}: stable "
-            "to the Service's selector, then start again."
+
+
+def needs_pin(selector: dict[str, str], stable: dict[str, Any]) -> bool:
+    """True if `selector` would also select the canary's pods (stable labels + track: canary)."""
+    return selects(selector, canary_pod_labels(stable))
+
+
+def current_template_hash(kube: KubeGateway, stable: dict[str, Any]) -> str:
+    """The `pod-template-hash` of the stable Deployment's current ReplicaSet.
+
+    As the Deployment controller finds it: among the ReplicaSets the Deployment controls, the
+    one whose pod template is the Deployment's own (apart from the hash label)."""
+    metadata = stable["metadata"]
+    selector = (stable["spec"].get("selector") or {}).get("matchLabels") or {}
+    template = _without_hash(stable["spec"]["template"])
+    for replica_set in kube.list_replica_sets(metadata["namespace"], selector=selector):
+        owners = replica_set["metadata"].get("ownerReferences") or []
+        controlled = any(
+            o.get("uid") == metadata.get("uid") and o.get("controller") for o in owners
         )
+        pin = (replica_set["metadata"].get("labels") or {}).get(POD_TEMPLATE_HASH)
+        if controlled and pin and _without_hash(replica_set["spec"]["template"]) == template:
+            return str(pin)
+    raise RouterError(
+        f"Deployment {metadata['namespace']}/{metadata['name']} has no ReplicaSet for its "
+        f"current pod template yet; wait until `kubectl -n {metadata['namespace']} rollout "
+        f"status deployment/{metadata['name']}` completes, then try again"
+    )
+
+
+def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    trimmed = copy.deepcopy(template)
+    labels = trimmed.get("metadata", {}).get("labels") or {}
+    labels.pop(POD_TEMPLATE_HASH, None)
+    return trimmed
+
+
+def stable_only(
+    kube: KubeGateway, selector: dict[str, str], *, stable: dict[str, Any]
+) -> dict[str, str]:
+    """`selector`, pinned to the stable ReplicaSet when the canary's pods would match it."""
+    if not needs_pin(selector, stable):
+        return selector
+    return {**selector, POD_TEMPLATE_HASH: current_template_hash(kube, stable)}
+
+
+def remember_selector(rollout: Rollout, service: dict[str, Any]) -> Rollout:
+    """Records the Service's selector before the bot pins it (first time only)."""
+    pinned = dict(rollout.router_state.get(PINNED_SERVICES) or {})
+    name = service["metadata"]["name"]
+    if name in pinned:
+        return rollout
+    pinned[name] = selector_of(service)
+    return replace(rollout, router_state={**rollout.router_state, PINNED_SERVICES: pinned})
+
+
+def original_selector(rollout: Rollout, service: dict[str, Any]) -> dict[str, str]:
+    """The Service's selector before the rollout (its current one if the bot never pinned it)."""
+    pinned = rollout.router_state.get(PINNED_SERVICES) or {}
+    return dict(pinned.get(service["metadata"]["name"]) or selector_of(service))
+
+
+def set_selector(
+    kube: KubeGateway, rollout: Rollout, service: dict[str, Any], wanted: dict[str, str]
+) -> bool:
+    """Leaves the Service's selector exactly `wanted`; True if it had to change."""
+    current = selector_of(service)
+    if current == wanted:
+        return False
+    name = service["metadata"]["name"]
+    kube.patch_service(rollout.namespace, name, selector_patch(current, wanted))
+    kube.emit_event(
+        involved=service,
+        reason="SelectorPinned" if POD_TEMPLATE_HASH in wanted else "SelectorRestored",
+        message=f"canary-bot set the selector to {show_labels(wanted)} ({rollout.id})",
+    )
+    return True
+
+
+def pin_stable_service(
+    kube: KubeGateway, rollout: Rollout, *, service: dict[str, Any], stable: dict[str, Any]
+) -> bool:
+    """Keeps the stable Service off the canary pods: pinned to the stable ReplicaSet when its
+    own selector would reach them (re-pinned after stable changes ReplicaSet); True if it had
+    to change."""
+    original = original_selector(rollout, service)
+    return set_selector(kube, rollout, service, stable_only(kube, original, stable=stable))
+
+
+def unpin_stable_service(kube: KubeGateway, rollout: Rollout, *, name: str) -> bool:
+    """Puts back the selector the Service had before the rollout; True if it had to change."""
+    pinned = rollout.router_state.get(PINNED_SERVICES) or {}
+    if name not in pinned:
+        return False
+    service = kube.read_service(rollout.namespace, name)
+    if service is None:
+        return False
+    return set_selector(kube, rollout, service, dict(pinned[name]))
 
 
 def canary_selector(selector: dict[str, str]) -> dict[str, str]:
@@ -265,7 +444,9 @@ def canary_service_body(service: dict[str, Any], rollout: Rollout) -> dict[str, 
 
 def ensure_canary_service(kube: KubeGateway, rollout: Rollout, *, service: dict[str, Any]) -> bool:
     name = canary_service_name(service["metadata"]["name"])
-    if kube.read_service(rollout.namespace, name) is not None:
+    existing = kube.read_service(rollout.namespace, name)
+    if existing is not None:
+        refuse_foreign(existing, rollout, kind="Service")
         return False
     kube.create_service(rollout.namespace, canary_service_body(service, rollout))
     return True
@@ -273,9 +454,10 @@ def ensure_canary_service(kube: KubeGateway, rollout: Rollout, *, service: dict[
 
 def delete_canary_service(kube: KubeGateway, rollout: Rollout, *, service: str) -> bool:
     name = canary_service_name(service)
-    if kube.read_service(rollout.namespace, name) is None:
+    existing = ours(kube.read_service(rollout.namespace, name), rollout)
+    if existing is None:
         return False
-    kube.delete_service(rollout.namespace, name)
+    kube.delete_service(rollout.namespace, name, uid=uid_of(existing))
     return True
 
 
@@ -302,7 +484,7 @@ class CanaryPods:
 
 
 def canary_pods(kube: KubeGateway, rollout: Rollout) -> CanaryPods:
-    canary = kube.read_deployment(rollout.namespace, canary_name(rollout)) or {}
+    canary = our_canary(kube, rollout) or {}
     return CanaryPods(
         wanted=int(canary.get("spec", {}).get("replicas", 0)),
         ready_pods=int(canary.get("status", {}).get("readyReplicas", 0) or 0),
@@ -326,6 +508,50 @@ def promote_then_remove(
         return False
     if not deployment_rolled_out(stable, image=rollout.canary_image):
         return False
+    if remove_canary():
+        kube.emit_event(
+            involved=stable,
+            reason="Promoted",
+            message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
+        )
+    return True
+
+
+def promote_through_canary(
+    kube: KubeGateway,
+    rollout: Rollout,
+    *,
+    all_to_canary: Callable[[], bool],
+    repin: Callable[[dict[str, Any]], bool],
+    remove_canary: Callable[[], bool],
+) -> bool:
+    """Promotion when stable traffic is pinned to stable's ReplicaSet, which the new image is
+    about to replace: if stable rolled out under the pin, its traffic would have no pods for
+    a while. So the full-size canary takes all traffic first; then stable gets the new image;
+    once it has rolled out the pin follows its new ReplicaSet, and removing the canary objects
+    sends the traffic back. True when done; safe to call again at any point."""
+    stable = read_stable(kube, rollout)
+    container, _ = stable_container(stable, rollout)
+    if container_image(stable, container) != rollout.canary_image:
+        canary = read_canary(kube, rollout)
+        total = max(int(stable["spec"].get("replicas", 1)), 1)
+        if scale_canary(kube, rollout, canary=canary, count=total):
+            return False
+        if not deployment_rolled_out(canary) or all_to_canary():
+            return False
+        set_stable_image(kube, rollout, stable=stable, image=rollout.canary_image)
+        kube.emit_event(
+            involved=stable,
+            reason="Promoting",
+            message=(
+                f"canary-bot set {rollout.deployment} to {rollout.canary_image} while the "
+                "canary carries all traffic"
+            ),
+        )
+        return False
+    if not deployment_rolled_out(stable, image=rollout.canary_image):
+        return False
+    repin(stable)
     if remove_canary():
         kube.emit_event(
             involved=stable,

@@ -50,6 +50,7 @@ class Svc:
     stable_ms: float
     ingress: str | None = None
     old_nginx: bool = False
+    unlabelled_stable: bool = False  # stable pods labelled only `app`: no `track` on series
 
 
 SERVICES = (
@@ -57,6 +58,7 @@ SERVICES = (
     Svc("search", "istio", 50, 0.05, 150, 40),
     Svc("cart", "nginx", 10, 0.10, 700, 120, ingress="cart-web"),
     Svc("basket", "nginx", 40, 0.30, 60, 30, old_nginx=True),
+    Svc("payments", "gateway", 30, 0.15, 250, 70, unlabelled_stable=True),
 )
 FILLER = [f"svc-{i:02d}" for i in range(18)]  # more rollouts for the batching test
 
@@ -87,6 +89,7 @@ def traffic(
             rps=RPS,
             ingress=svc.ingress,
             nginx_canary_ingress=svc.old_nginx,
+            unlabelled_stable=svc.unlabelled_stable,
         )
         traffic_exporter.set_track(
             NS, svc.name, "canary", error_rate=svc.canary_errors, latency_ms=svc.canary_ms

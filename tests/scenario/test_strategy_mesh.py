@@ -111,23 +111,20 @@ def test_istio_first_step_sets_the_virtual_service_weights_and_header_route(
     sandbox_for: Callable[..., Sandbox],
 ) -> None:
     box = sandbox_for(
-        config("istio", service="checkout", virtual_service="checkout"), seed=seed_istio
+        config("istio", service="checkout", virtual_service="checkout", route="default"),
+        seed=seed_istio,
     )
     start_and_reach_first_step(box, options="--header x-user-tier=premium")
 
     routes = spec_of(box.kube, VIRTUAL_SERVICE.api_version, VIRTUAL_SERVICE.kind)["http"]
-    # Requests with the header reach the canary first: a copy of each route, before it.
-    assert [r["name"] for r in routes] == [
-        "api-canary-header",
-        "api",
-        "payments",
-        "default-canary-header",
-        "default",
-    ]
-    assert routes[3]["match"] == [{"headers": {"x-user-tier": {"exact": "premium"}}}]
-    assert [t["destination"]["subset"] for t in routes[3]["route"]] == ["canary"]
+    # Requests with the header reach the canary first: a copy of the named route, before it.
+    # The other route to checkout (`api`) stays exactly as it was.
+    assert [r["name"] for r in routes] == ["api", "payments", "default-canary-header", "default"]
+    assert routes[0] == virtual_service()["spec"]["http"][0]
+    assert routes[2]["match"] == [{"headers": {"x-user-tier": {"exact": "premium"}}}]
+    assert [t["destination"]["subset"] for t in routes[2]["route"]] == ["canary"]
     split = [r["route"] for r in routes if len(r["route"]) == 2]
-    assert split and all(
+    assert len(split) == 1 and all(
         [(t["destination"]["subset"], t["weight"]) for t in route]
         == [("stable", 100 - FIRST_STEP), ("canary", FIRST_STEP)]
         for route in split
@@ -161,13 +158,16 @@ def test_gateway_first_step_sets_the_http_route_weights(
         for obj in (tracked_deployment(), stable_service(), http_route()):
             kube.seed(obj)
 
-    box = sandbox_for(config("gateway", service="checkout", http_route="checkout"), seed=seed)
+    box = sandbox_for(
+        config("gateway", service="checkout", http_route="checkout", route="2"), seed=seed
+    )
     before = spec_of(box.kube, HTTP_ROUTE.api_version, HTTP_ROUTE.kind)  # as defaulted
     start_and_reach_first_step(box)
 
     rules = spec_of(box.kube, HTTP_ROUTE.api_version, HTTP_ROUTE.kind)["rules"]
+    assert rules[:2] == before["rules"][:2]  # the /api and /pay rules as they were
     split = [rule["backendRefs"] for rule in rules if len(rule["backendRefs"]) == 2]
-    assert len(split) == 2 and all(
+    assert len(split) == 1 and all(
         [(ref["name"], ref["weight"]) for ref in refs]
         == [("checkout", 100 - FIRST_STEP), ("checkout-canary", FIRST_STEP)]
         for refs in split
@@ -229,20 +229,16 @@ def test_istio_header_route_and_a_destination_rule_the_bot_creates() -> None:
 
         routes = spec_of(kube, VIRTUAL_SERVICE.api_version, VIRTUAL_SERVICE.kind)["http"]
         assert [r["name"] for r in routes] == [
-            "api-canary-header",
             "api",
             "payments",
             "default-canary-header",
             "default",
         ]
-        api_header, api = routes[0], routes[1]
-        assert api_header["match"] == [
-            {"uri": {"prefix": "/api"}, "headers": {"x-user-tier": {"exact": "premium"}}}
-        ]
-        assert api_header["timeout"] == api["timeout"] == "5s"
-        assert [t["destination"]["subset"] for t in api_header["route"]] == ["canary"]
-        assert routes[3]["match"] == [{"headers": {"x-user-tier": {"exact": "premium"}}}]
-        assert [t["weight"] for t in api["route"]] == [90, 10]
+        assert routes[:2] == virtual_service()["spec"]["http"][:2]  # untouched
+        header, default = routes[2], routes[3]
+        assert header["match"] == [{"headers": {"x-user-tier": {"exact": "premium"}}}]
+        assert [t["destination"]["subset"] for t in header["route"]] == ["canary"]
+        assert [t["weight"] for t in default["route"]] == [90, 10]
         created = kube.get(
             DESTINATION_RULE.api_version, DESTINATION_RULE.kind, NAMESPACE, "checkout"
         )

@@ -83,6 +83,7 @@ class _Service:
     ingress: str
     rps: float
     nginx_canary_ingress: bool
+    unlabelled_stable: bool = False
     tracks: dict[str, _Track] = field(default_factory=lambda: {t: _Track() for t in TRACKS})
 
     def pods(self, track: str) -> list[str]:
@@ -111,13 +112,22 @@ class TrafficExporter:
         rps: float = 20.0,
         ingress: str | None = None,
         nginx_canary_ingress: bool = False,
+        unlabelled_stable: bool = False,
     ) -> None:
         """`nginx_canary_ingress`: label canary NGINX requests `ingress="<ingress>-canary"`
-        (older controllers) rather than only with the `canary` label (current ones)."""
+        (older controllers) rather than only with the `canary` label (current ones).
+        `unlabelled_stable`: the app's stable series carry no `track` label, as from pods
+        labelled only `app: ...` (the canary's still say `track="canary"`)."""
         self._advance()
         with self._lock:
             self._services[(namespace, service)] = _Service(
-                namespace, service, deployment, ingress or service, rps, nginx_canary_ingress
+                namespace,
+                service,
+                deployment,
+                ingress or service,
+                rps,
+                nginx_canary_ingress,
+                unlabelled_stable,
             )
 
     def set_track(
@@ -216,10 +226,12 @@ def _generic(services: list[_Service]) -> Iterator[Metric]:
     )
     for svc in services:
         for track, state in svc.tracks.items():
-            requests.add_metric([svc.namespace, svc.service, track, "200"], state.ok)
-            requests.add_metric([svc.namespace, svc.service, track, "500"], state.errors)
+            # An empty label value is no label at all once Prometheus has scraped it.
+            label = "" if svc.unlabelled_stable and track == "stable" else track
+            requests.add_metric([svc.namespace, svc.service, label, "200"], state.ok)
+            requests.add_metric([svc.namespace, svc.service, label, "500"], state.errors)
             duration.add_metric(
-                [svc.namespace, svc.service, track], state.cumulative(1), state.latency_sum_s
+                [svc.namespace, svc.service, label], state.cumulative(1), state.latency_sum_s
             )
     yield requests
     yield duration

@@ -51,8 +51,9 @@ def stable_deployment(*, name: str = "checkout", replicas: int = 4) -> dict[str,
 
 
 def tracked_deployment() -> dict[str, Any]:
-    """The suite's stable Deployment with its pods labelled (and selected) `track: stable`, as
-    the strategies that route by label (istio, gateway, nginx, service) need."""
+    """The suite's stable Deployment with its pods labelled (and selected) `track: stable`: the
+    convention that needs no pinning (app-only pods are covered by test_app_labels_only and
+    test_real_world_shapes)."""
     return sandbox_deployment(namespace=NAMESPACE, image=STABLE_IMAGE, track="stable")
 
 

@@ -62,7 +62,8 @@ class GatewayCase:
             kube.seed(obj)
 
     def target(self) -> TrafficTarget:
-        return TrafficTarget(service="checkout", http_route="checkout")
+        # Two rules reach checkout (`/api` and the catch-all): `route` names the catch-all.
+        return TrafficTarget(service="checkout", http_route="checkout", route="2")
 
     def router(self, gateway: KubeGateway) -> TrafficRouter:
         return GatewayRouter(gateway)
@@ -73,7 +74,10 @@ class GatewayCase:
     def weight_in_cluster(self, kube: KubeEmulator) -> float:
         spec = _spec(kube, HTTP_ROUTE.api_version, HTTP_ROUTE.kind)
         split = [r for r in spec["rules"] if len(r["backendRefs"]) == 2]
-        assert len(split) == 2, "both rules for checkout are split"
+        assert split == [spec["rules"][2]], "only the named rule is split"
+        api = spec["rules"][0]
+        assert [ref["name"] for ref in api["backendRefs"]] == ["checkout"], "the /api rule changed"
+        assert api["filters"] == http_route()["spec"]["rules"][0]["filters"]
         for rule in split:
             assert [ref["name"] for ref in rule["backendRefs"]] == ["checkout", "checkout-canary"]
             assert sum(ref["weight"] for ref in rule["backendRefs"]) == 100

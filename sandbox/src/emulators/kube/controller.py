@@ -2,7 +2,11 @@
 
 It keeps, for every Deployment, `spec.replicas` Pods built from the pod template (named
 `<deployment>-<template-hash>-<n>`, labelled with the template labels plus `pod-template-hash`,
-owned by the Deployment itself: the emulator has no ReplicaSet layer). New Pods become Ready
+owned by the Deployment itself). Beside them it keeps one ReplicaSet per template hash, as the
+real controller does (`<deployment>-<template-hash>`, owned by the Deployment, its template and
+selector carrying `pod-template-hash`, `spec.replicas` the pods of that hash), so a client can
+find the current ReplicaSet's hash the way kubectl does; the Pods are not linked to it. New
+Pods become Ready
 `ready_delay` seconds after they are created, unless the Deployment is held with `hold`; old
 Pods (another template hash) are removed once all new ones are ready, as at the end of a
 rolling update. It then writes the status the real controller writes (zero counts omitted,
@@ -44,6 +48,44 @@ def template_hash(template: Any) -> str:
     return "".join(_SAFE[int(d)] for d in str(h))
 
 
+def _replica_set(deployment: JSON, current: str, replicas: int) -> JSON:
+    meta, spec = deployment["metadata"], deployment.get("spec") or {}
+    template = clone(spec.get("template") or {})
+    template_meta = template.setdefault("metadata", {})
+    labels = {**(template_meta.get("labels") or {}), "pod-template-hash": current}
+    template_meta["labels"] = labels
+    match = {
+        **((spec.get("selector") or {}).get("matchLabels") or {}),
+        "pod-template-hash": current,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{meta['name']}-{current}",
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {"replicas": replicas, "selector": {"matchLabels": match}, "template": template},
+    }
+
+
+def _with_replicas(rs: JSON, replicas: int) -> JSON:
+    new: JSON = clone(rs)
+    new["spec"]["replicas"] = replicas
+    return new
+
+
 def is_ready(pod: JSON) -> bool:
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
@@ -77,8 +119,10 @@ class DeploymentController:
         self.clock = clock
         found_d = store.registry.by_kind("apps/v1", "Deployment")
         found_p = store.registry.by_kind("v1", "Pod")
-        assert found_d is not None and found_p is not None
+        found_rs = store.registry.by_kind("apps/v1", "ReplicaSet")
+        assert found_d is not None and found_p is not None and found_rs is not None
         self._deployments, self._pods = found_d[0], found_p[0]
+        self._replica_sets = found_rs[0]
         self._cond = threading.Condition()
         self._dirty: set[Key] = set()
         self._timers: list[tuple[float, Key]] = []
@@ -176,6 +220,7 @@ class DeploymentController:
         try:
             if not spec.get("paused"):
                 self._sync_pods(deployment, track, current, replicas, now=now, held=held)
+            self._sync_replica_sets(deployment, current)
             self._write_status(deployment, track, current, replicas, now=now)
         finally:
             self._writing = False
@@ -220,6 +265,30 @@ class DeploymentController:
         if all(is_ready(p) for p in new):
             for pod in old:
                 self._delete_pod(pod)
+
+    def _sync_replica_sets(self, deployment: JSON, current: str) -> None:
+        """One ReplicaSet per template hash seen, sized to its pods; written only on change."""
+        meta = deployment["metadata"]
+        counts: dict[str, int] = {current: 0}
+        for pod in self._owned_pods(deployment):
+            pod_hash = pod["metadata"]["labels"].get("pod-template-hash", "")
+            counts[pod_hash] = counts.get(pod_hash, 0) + 1
+        if not (deployment.get("spec") or {}).get("paused"):
+            counts[current] = (deployment.get("spec") or {}).get("replicas", 1)
+        existing = {
+            rs["metadata"]["labels"].get("pod-template-hash"): rs
+            for rs in self.store.dependents(meta["uid"])
+            if rs["kind"] == "ReplicaSet"
+        }
+        for rs_hash, rs in existing.items():
+            if rs_hash not in counts and rs["spec"].get("replicas") != 0:
+                self.store.update(self._replica_sets, rs, _with_replicas(rs, 0))
+        for rs_hash, count in counts.items():
+            found = existing.get(rs_hash)
+            if found is None and rs_hash == current:
+                self.store.create(self._replica_sets, _replica_set(deployment, current, count))
+            elif found is not None and found["spec"].get("replicas") != count:
+                self.store.update(self._replica_sets, found, _with_replicas(found, count))
 
     def _create_pod(self, deployment: JSON, track: _Track, current: str, *, now: float) -> JSON:
         meta = deployment["metadata"]
