@@ -26,7 +26,8 @@ from handlers.blocks import (
 from rollout import commands
 from rollout.machine import Announce, Decision, apply_command
 from rollout.model import Phase
-from tests.test_blocks import NOW, all_text, make_rollout
+from tests.builders import progressing_rollout
+from tests.test_blocks import NOW, all_text
 
 ENTITY = re.compile(r"<[^<>]*>")
 FRAGMENTS = (
@@ -89,10 +90,10 @@ def rendered(reason: str) -> list[str]:
             if verb == "pause"
             else commands.Rollback(by="U01ALICE", reason=said)
         )
-        decision = apply_command(make_rollout(phase=Phase.PROGRESSING), command, now=NOW)
+        decision = apply_command(progressing_rollout(phase=Phase.PROGRESSING), command, now=NOW)
         assert isinstance(decision, Decision)
         texts += _messages(decision)
-    waiting = make_rollout(phase=Phase.AWAITING_APPROVAL)
+    waiting = progressing_rollout(phase=Phase.AWAITING_APPROVAL)
     decision = apply_command(waiting, commands.Reject(by="U02BOB", reason=reason), now=NOW)
     assert isinstance(decision, Decision)
     texts += _messages(decision)
