@@ -80,8 +80,15 @@ class BotMetrics:
             ["dependency"],
             registry=self.registry,
         )
+        self.deadlines = Counter(
+            "canary_bot_deadlines_exceeded",
+            "Calls to a dependency that ran past their one deadline (retries included)",
+            ["dependency"],
+            registry=self.registry,
+        )
         for dependency in ("kubernetes", "slack", "prometheus"):
             self.errors.labels(dependency=dependency)  # present (at 0) before the first error
+            self.deadlines.labels(dependency=dependency)
         active = Gauge(
             "canary_bot_active_rollouts", "Rollouts not yet finished", registry=self.registry
         )

@@ -12,18 +12,15 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-)
 
-from bot.kube import load_api_client
+from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
@@ -48,6 +45,10 @@ from rollout.traffic.service import ServiceRouter
 log = logging.getLogger(__name__)
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# One deadline per Slack Web API call. The WebClient retries nothing and never sleeps on a
+# Retry-After: the outbox sender (rollout/outbox.py) retries on its own schedule, off every
+# tick and request thread.
+SLACK_TIMEOUT_SECONDS = 10
 
 # One router class per strategy name (STYLE.md): an unknown or not-yet-built strategy is a
 # start-up error, never a silent fallback.
@@ -119,19 +120,20 @@ class Runtime:
         self.web = WebClient(
             token=secrets.bot_token,
             base_url=secrets.slack_api_url,
-            timeout=10,
-            retry_handlers=[
-                RateLimitErrorRetryHandler(max_retry_count=3),
-                ConnectionErrorRetryHandler(max_retry_count=2),
-            ],
+            timeout=SLACK_TIMEOUT_SECONDS,
+            retry_handlers=[],
         )
         gateway = KubeGateway(
-            api_client or load_api_client(context=config.kubernetes.context),
+            without_retries(api_client or load_api_client(context=config.kubernetes.context)),
+            request_timeout=config.kubernetes.request_timeout.total_seconds(),
             on_call=self._count_kube_call,
+            on_deadline=lambda what: self.metrics.deadlines.labels(dependency="kubernetes").inc(),
         )
         self.kube_calls = 0
+        # A measurement never outlasts the analysis interval it serves, whatever the timeout.
+        measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
         provider = metrics_provider or PrometheusProvider(
-            config.prometheus.url, timeout=config.prometheus.timeout
+            config.prometheus.url, timeout=measure_budget
         )
         self.engine = Engine(
             config=config,
@@ -139,7 +141,7 @@ class Runtime:
             routers=build_routers(config, gateway),
             notifier=SlackNotifier(client=self.web, config=config, store=self.store),
             clock=self.clock,
-            analyzer=Analyzer(provider),
+            analyzer=Analyzer(provider, budget=measure_budget),
         )
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
@@ -148,11 +150,15 @@ class Runtime:
         self.app = self._build_app(secrets)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
-            interval=min(
-                [config.defaults.analysis_interval]
-                + [s.policy.analysis_interval for s in config.services.values()]
-            ),
+            interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
+        )
+
+    @staticmethod
+    def _shortest_interval(config: Config) -> timedelta:
+        return min(
+            [config.defaults.analysis_interval]
+            + [s.policy.analysis_interval for s in config.services.values()]
         )
 
     def _count_kube_call(self, verb: str, what: str) -> None:

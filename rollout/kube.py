@@ -1,16 +1,22 @@
-"""The bot's one door to the Kubernetes API: the official client, plain dicts, retries.
+"""The bot's one door to the Kubernetes API: the official client, plain dicts, bounded retries.
 
 Routers get a `KubeGateway` injected; they never load a kubeconfig or build clients. Responses
 are read as the server's JSON (camelCase dicts) rather than the client's model objects, so a
 router can copy an object faithfully. Every write is idempotent by construction (absolute
 values, AlreadyExists on create and NotFound on delete are success), which is what makes
 retrying with backoff and jitter (tenacity) safe.
+
+Every call has ONE deadline (`kubernetes.request_timeout`, retries included): tenacity stops
+before a back-off would cross it, and each attempt's socket timeout shrinks to what is left.
+This is the only retry layer; `bot/kube.py` turns urllib3's own retries off, because a layer
+under this one multiplied a 10 s budget into minutes against an API that never answered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +26,10 @@ import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from tenacity import (
-    retry,
+    Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_before_delay,
     wait_random_exponential,
 )
 
@@ -30,8 +37,16 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETRIED_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-REQUEST_TIMEOUT = (3.0, 10.0)
+DEFAULT_REQUEST_TIMEOUT = 10.0
+# Opening a connection never gets more than this share of the budget.
+CONNECT_TIMEOUT = 3.0
+MAX_ATTEMPTS = 6
+# A cap on one attempt's read timeout (None: the whole remaining budget). Tests lower it to make
+# a held-back answer a client timeout that is retried within the same deadline.
+ATTEMPT_TIMEOUT: float | None = None
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
+# What a request callable receives: the (connect, read) socket timeouts of this attempt.
+Timeouts = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,11 @@ class CustomKind:
 
 
 class KubeUnavailable(Exception):
-    """The API server did not accept a request after every retry."""
+    """The API server did not accept a request within the call's deadline."""
+
+
+class KubeDeadlineExceeded(KubeUnavailable, TimeoutError):
+    """The call's one deadline passed (retries included) without a usable answer."""
 
 
 def _transient(error: BaseException) -> bool:
@@ -57,15 +76,9 @@ def _transient(error: BaseException) -> bool:
         if error.status == 409 and "AlreadyExists" in str(error.body):
             return False  # a create that already happened: final, and callers treat it as done
         return error.status in RETRIED_STATUSES or error.status == 0
+    if isinstance(error, KubeDeadlineExceeded):
+        return False
     return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
-
-
-_retrying = retry(
-    retry=retry_if_exception(_transient),
-    wait=wait_random_exponential(multiplier=0.05, max=2.0),
-    stop=stop_after_attempt(6),
-    reraise=True,
-)
 
 
 class KubeGateway:
@@ -73,25 +86,48 @@ class KubeGateway:
         self,
         api_client: k8s.ApiClient,
         *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         on_call: Callable[[str, str], None] | None = None,
+        on_deadline: Callable[[str], None] | None = None,
     ) -> None:
         self._apps = k8s.AppsV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._networking = k8s.NetworkingV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        self.request_timeout = request_timeout
         self._on_call = on_call or (lambda verb, what: None)
+        self._on_deadline = on_deadline or (lambda what: None)
 
-    def _call(self, verb: str, what: str, request: Callable[[], Any]) -> Any:
-        @_retrying
+    def _call(self, verb: str, what: str, request: Callable[[Timeouts], Any]) -> Any:
+        """One call with one deadline: attempts and back-off together stay within it."""
+        budget = self.request_timeout
+        deadline = time.monotonic() + budget
+
         def attempt() -> Any:
+            left = deadline - time.monotonic()
+            if left <= 0.01:
+                raise KubeDeadlineExceeded(f"{verb} {what}: no answer within {budget:g}s")
             self._on_call(verb, what)
-            return request()
+            read = left if ATTEMPT_TIMEOUT is None else min(ATTEMPT_TIMEOUT, left)
+            return request((min(CONNECT_TIMEOUT, left), read))
 
+        retrying = Retrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            stop=stop_before_delay(budget) | stop_after_attempt(MAX_ATTEMPTS),
+            reraise=True,
+        )
         try:
-            return attempt()
+            return retrying(attempt)
         except ApiException:
             raise
         except Exception as error:
+            if time.monotonic() >= deadline - 0.05 or isinstance(error, KubeDeadlineExceeded):
+                self._on_deadline(f"{verb} {what}")
+                log.warning("%s %s: deadline of %gs exceeded (%s)", verb, what, budget, error)
+                raise KubeDeadlineExceeded(
+                    f"{verb} {what}: no answer within {budget:g}s ({error})"
+                ) from error
             if _transient(error):
                 raise KubeUnavailable(f"{verb} {what}: {error}") from error
             raise
@@ -103,8 +139,8 @@ class KubeGateway:
             response = self._call(
                 "get",
                 f"deployment {namespace}/{name}",
-                lambda: self._apps.read_namespaced_deployment(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                lambda timeout: self._apps.read_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=timeout
                 ),
             )
         except ApiException as error:
@@ -119,8 +155,8 @@ class KubeGateway:
             self._call(
                 "create",
                 f"deployment {namespace}/{name}",
-                lambda: self._apps.create_namespaced_deployment(
-                    namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                lambda timeout: self._apps.create_namespaced_deployment(
+                    namespace, body, _preload_content=False, _request_timeout=timeout
                 ),
             )
         except ApiException as error:
@@ -132,8 +168,8 @@ class KubeGateway:
         self._call(
             "patch",
             f"deployment {namespace}/{name}",
-            lambda: self._apps.patch_namespaced_deployment(
-                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._apps.patch_namespaced_deployment(
+                name, namespace, patch, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -141,12 +177,12 @@ class KubeGateway:
         self._call(
             "scale",
             f"deployment {namespace}/{name} to {replicas}",
-            lambda: self._apps.patch_namespaced_deployment_scale(
+            lambda timeout: self._apps.patch_namespaced_deployment_scale(
                 name,
                 namespace,
                 {"spec": {"replicas": replicas}},
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -155,8 +191,8 @@ class KubeGateway:
             self._call(
                 "delete",
                 f"deployment {namespace}/{name}",
-                lambda: self._apps.delete_namespaced_deployment(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                lambda timeout: self._apps.delete_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=timeout
                 ),
             )
         except ApiException as error:
@@ -171,22 +207,22 @@ class KubeGateway:
     def read_custom(self, kind: CustomKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
             f"{kind.kind} {namespace}/{name}",
-            lambda: self._custom.get_namespaced_custom_object(
+            lambda timeout: self._custom.get_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
     def create_custom(self, kind: CustomKind, namespace: str, body: dict[str, Any]) -> None:
         self._create_unless_exists(
             f"{kind.kind} {namespace}/{body['metadata']['name']}",
-            lambda: self._custom.create_namespaced_custom_object(
+            lambda timeout: self._custom.create_namespaced_custom_object(
                 *_where(kind, namespace),
                 body,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -198,12 +234,12 @@ class KubeGateway:
         response = self._call(
             "replace",
             f"{kind.kind} {namespace}/{name}",
-            lambda: self._custom.replace_namespaced_custom_object(
+            lambda timeout: self._custom.replace_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
                 body,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
         return _json(response)
@@ -227,12 +263,12 @@ class KubeGateway:
         response = self._call(
             "patch",
             f"{kind.kind} {namespace}/{name}" + (" status" if status else ""),
-            lambda: method(
+            lambda timeout: method(
                 *_where(kind, namespace),
                 name,
                 patch,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
         return _json(response)
@@ -286,11 +322,11 @@ class KubeGateway:
     def delete_custom(self, kind: CustomKind, namespace: str, name: str) -> None:
         self._delete_unless_gone(
             f"{kind.kind} {namespace}/{name}",
-            lambda: self._custom.delete_namespaced_custom_object(
+            lambda timeout: self._custom.delete_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -299,24 +335,24 @@ class KubeGateway:
     def read_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
             f"service {namespace}/{name}",
-            lambda: self._core.read_namespaced_service(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.read_namespaced_service(
+                name, namespace, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def create_service(self, namespace: str, body: dict[str, Any]) -> None:
         self._create_unless_exists(
             f"service {namespace}/{body['metadata']['name']}",
-            lambda: self._core.create_namespaced_service(
-                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.create_namespaced_service(
+                namespace, body, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def delete_service(self, namespace: str, name: str) -> None:
         self._delete_unless_gone(
             f"service {namespace}/{name}",
-            lambda: self._core.delete_namespaced_service(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.delete_namespaced_service(
+                name, namespace, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -327,8 +363,8 @@ class KubeGateway:
         self._call(
             "patch",
             f"service {namespace}/{name}",
-            lambda: self._core.patch_namespaced_service(
-                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.patch_namespaced_service(
+                name, namespace, patch, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -337,16 +373,16 @@ class KubeGateway:
     def read_ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
             f"ingress {namespace}/{name}",
-            lambda: self._networking.read_namespaced_ingress(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.read_namespaced_ingress(
+                name, namespace, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def create_ingress(self, namespace: str, body: dict[str, Any]) -> None:
         self._create_unless_exists(
             f"ingress {namespace}/{body['metadata']['name']}",
-            lambda: self._networking.create_namespaced_ingress(
-                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.create_namespaced_ingress(
+                namespace, body, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -355,23 +391,23 @@ class KubeGateway:
         self._call(
             "patch",
             f"ingress {namespace}/{name}",
-            lambda: self._networking.patch_namespaced_ingress(
-                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.patch_namespaced_ingress(
+                name, namespace, patch, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def delete_ingress(self, namespace: str, name: str) -> None:
         self._delete_unless_gone(
             f"ingress {namespace}/{name}",
-            lambda: self._networking.delete_namespaced_ingress(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.delete_namespaced_ingress(
+                name, namespace, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     # The Ingress calls share these: absent is None on read, AlreadyExists on create and
     # NotFound on delete are success, which keeps every call safe to repeat.
 
-    def _read_or_none(self, what: str, request: Callable[[], Any]) -> dict[str, Any] | None:
+    def _read_or_none(self, what: str, request: Callable[[Timeouts], Any]) -> dict[str, Any] | None:
         try:
             response = self._call("get", what, request)
         except ApiException as error:
@@ -380,14 +416,14 @@ class KubeGateway:
             raise
         return _json(response)
 
-    def _create_unless_exists(self, what: str, request: Callable[[], Any]) -> None:
+    def _create_unless_exists(self, what: str, request: Callable[[Timeouts], Any]) -> None:
         try:
             self._call("create", what, request)
         except ApiException as error:
             if error.status != 409 or "AlreadyExists" not in str(error.body):
                 raise
 
-    def _delete_unless_gone(self, what: str, request: Callable[[], Any]) -> None:
+    def _delete_unless_gone(self, what: str, request: Callable[[Timeouts], Any]) -> None:
         try:
             self._call("delete", what, request)
         except ApiException as error:
@@ -439,11 +475,11 @@ class KubeGateway:
             self._call(
                 "create",
                 f"event {reason} on {metadata['namespace']}/{metadata['name']}",
-                lambda: self._core.create_namespaced_event(
+                lambda timeout: self._core.create_namespaced_event(
                     metadata["namespace"],
                     body,
                     _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
+                    _request_timeout=timeout,
                 ),
             )
         except (ApiException, KubeUnavailable) as error:

@@ -57,9 +57,9 @@ class PrometheusProvider:
     """`MetricsProvider` over the Prometheus HTTP API (`/api/v1/query`)."""
 
     def __init__(self, url: str, *, timeout: timedelta = timedelta(seconds=5)) -> None:
-        # One quick retry for a dropped connection; none on HTTP status codes, so a broken
-        # query fails at once instead of being re-sent with back-off inside an analysis tick.
-        retry = Retry(total=1, backoff_factor=0, status_forcelist=())
+        # No retries at all: the timeout is the query's one deadline (DESIGN.md "Bounded
+        # calls"), and a query that failed is simply asked again at the next analysis tick.
+        retry = Retry(total=0, backoff_factor=0, status_forcelist=())
         self._client = PrometheusConnect(
             # The client types its timeout as whole seconds.
             url,
