@@ -33,6 +33,7 @@ from rollout.engine import Engine
 from rollout.kube import KubeGateway
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
+from rollout.sender import OutboxSender
 from rollout.store import SqliteStore
 from rollout.traffic.argo import ArgoRouter
 from rollout.traffic.base import TrafficRouter
@@ -139,9 +140,18 @@ class Runtime:
             config=config,
             store=self.store,
             routers=build_routers(config, gateway),
-            notifier=SlackNotifier(client=self.web, config=config, store=self.store),
             clock=self.clock,
             analyzer=Analyzer(provider, budget=measure_budget),
+            parallel=config.kubernetes.parallel_rollouts,
+            on_queued=lambda: self.sender.wake(),
+        )
+        # Every Slack message of a rollout goes out through this one sender, on its own
+        # thread: ticks and requests only queue messages (rollout/sender.py).
+        self.sender = OutboxSender(
+            store=self.store,
+            notifier=SlackNotifier(client=self.web, config=config, store=self.store),
+            clock=self.clock,
+            snapshots=self.engine.snapshot_at,
         )
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
@@ -202,12 +212,15 @@ class Runtime:
         self._after_ack.submit(run)
 
     def start(self) -> None:
+        self.sender.start()
         self.engine.reconcile()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
         self._after_ack.shutdown(wait=True)
+        self.engine.close()
+        self.sender.stop()
         self.store.close()
 
 

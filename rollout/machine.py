@@ -1,9 +1,13 @@
 """The rollout state machine: pure functions from (rollout, what happened, now) to a decision.
 
 Nothing here reads a clock, the cluster, Slack or the database. `advance` handles one analysis
-tick; `apply_command` handles a person's command or click. Each returns a `Decision`: the new
-rollout record and the actions the engine must carry out, in order. Strategy differences live
-in the routers, never here.
+tick; `apply_command` handles a person's command or click; `after` takes what carrying out the
+cluster actions led to (`Outcome`s), and `resolved`, `start_refused`, `canary_created` and
+`prepare_failed` what the start's cluster reads and writes found. Each returns a `Decision`: the
+new rollout record and the actions the engine must carry out, in order. Every phase change is
+decided here; the engine only carries out and reports back. A decision that moves traffic
+lists its cluster action first: its messages follow it (DESIGN.md "Rollback"). Strategy
+differences live in the routers, never here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from rollout.events import (
     Alert,
     ApprovalRecorded,
     Event,
+    Finished,
     Paused,
     PromotionStarted,
     Resumed,
@@ -27,6 +32,8 @@ from rollout.model import Phase, Rollout
 from rollout.traffic.base import TrafficStatus
 
 WATCHED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL})
+# A rollback that keeps failing this many ticks in a row is declared failed and pages on-call.
+MAX_ROLLBACK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +87,16 @@ class Page:
 Action = (
     SetWeight | Announce | RequestApproval | CloseApproval | PromoteStable | RollBackCanary | Page
 )
+ClusterAction = SetWeight | PromoteStable | RollBackCanary
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What carrying out a cluster action led to: an error, or (promotion) whether it is done."""
+
+    action: ClusterAction
+    error: str | None = None
+    done: bool = True
 
 
 @dataclass(frozen=True)
@@ -169,10 +186,9 @@ def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
 def _start_rollback(
     rollout: Rollout, *, reason: str, by: str | None, now: datetime, page: Alert | None = None
 ) -> Decision:
-    actions: list[Action] = [Announce(RollbackStarted(by=by, reason=reason))]
+    actions: list[Action] = [RollBackCanary(), Announce(RollbackStarted(by=by, reason=reason))]
     if rollout.phase == Phase.AWAITING_APPROVAL:
         actions.append(CloseApproval())
-    actions.append(RollBackCanary())
     if page is not None:
         actions.append(Page(page))
     rolling = rollout.evolve(now=now, phase=Phase.ROLLING_BACK, reason=reason)
@@ -308,7 +324,7 @@ def _finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decisio
         )
         return Decision(waiting, (RequestApproval(),))
     promoting = rollout.evolve(now=now, phase=Phase.PROMOTING)
-    return Decision(promoting, (Announce(PromotionStarted(by=by)), PromoteStable()))
+    return Decision(promoting, (PromoteStable(), Announce(PromotionStarted(by=by))))
 
 
 def _await_approval(rollout: Rollout, *, now: datetime) -> Decision:
@@ -331,6 +347,107 @@ def _await_approval(rollout: Rollout, *, now: datetime) -> Decision:
 def _minutes(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     return f"{seconds // 60}m" if seconds % 60 == 0 and seconds >= 60 else f"{seconds}s"
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def after(rollout: Rollout, outcomes: tuple[Outcome, ...], *, now: datetime) -> Decision:
+    """What the cluster actions of the last decision led to: a rollback done, failed for good
+    or to be retried; a promotion complete. Weight changes only ever report (nothing to
+    decide: the next tick asks again)."""
+    for outcome in outcomes:
+        if isinstance(outcome.action, RollBackCanary):
+            return _after_rollback(rollout, outcome, now=now)
+        if isinstance(outcome.action, PromoteStable) and outcome.error is None and outcome.done:
+            if rollout.phase != Phase.PROMOTING:
+                return Decision(rollout)
+            done = rollout.evolve(now=now, phase=Phase.SUCCEEDED, weight=100.0, finished_at=now)
+            return _finish(done)
+    return Decision(rollout)
+
+
+def _after_rollback(rollout: Rollout, outcome: Outcome, *, now: datetime) -> Decision:
+    if rollout.phase not in (Phase.ROLLING_BACK, Phase.FAILED):
+        return Decision(rollout)
+    if outcome.error is None:
+        done = rollout.evolve(now=now, phase=Phase.ROLLED_BACK, weight=0.0, finished_at=now)
+        return _finish(done)
+    if rollout.phase == Phase.FAILED:
+        return Decision(rollout)  # still failing; `advance` pages again when it is time
+    failures = rollout.failures + 1
+    if failures < MAX_ROLLBACK_ATTEMPTS:
+        return Decision(rollout.evolve(now=now, failures=failures))
+    reason = f"rollback could not be completed: {outcome.error}"
+    failed = rollout.evolve(
+        now=now, phase=Phase.FAILED, failures=failures, reason=reason, paged_at=now
+    )
+    page = Alert(
+        title=f"{rollout.service}: ROLLBACK FAILED — act now",
+        detail=(
+            f"{reason}. Traffic may still reach the canary {rollout.canary_image}. "
+            f"The bot keeps retrying; `/canary rollback {rollout.service}` retries now, "
+            f"`/canary pause {rollout.service}` acknowledges and stops the pages."
+        ),
+        traffic_on_stable=False,
+        at=now,
+    )
+    decision = _finish(failed)
+    return Decision(failed, (*decision.actions, Page(page)))
+
+
+def _finish(finished: Rollout) -> Decision:
+    """A terminal phase (or `failed`): the approval buttons go, the outcome is announced."""
+    outcome = Finished(
+        phase=finished.phase.value,
+        reason=finished.reason,
+        duration=(finished.finished_at or finished.updated_at) - finished.created_at,
+    )
+    actions: list[Action] = [Announce(outcome)]
+    if finished.approval_requested_at is not None:
+        actions.insert(0, CloseApproval())
+    return Decision(finished, tuple(actions))
+
+
+# --------------------------------------------------------------------------- starting
+
+
+def resolved(
+    rollout: Rollout,
+    *,
+    container: str,
+    stable_image: str,
+    canary_image: str,
+    problem: str | None,
+    now: datetime,
+) -> Decision:
+    """The stable workload was read and the canary's image worked out (rollout/start.py)."""
+    if problem is not None:
+        return start_refused(rollout, problem, now=now)
+    return Decision(
+        rollout.evolve(
+            now=now, container=container, stable_image=stable_image, canary_image=canary_image
+        )
+    )
+
+
+def start_refused(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
+    """Nothing was created yet, so there is nothing to roll back: the start simply ends."""
+    ended = rollout.evolve(
+        now=now, phase=Phase.ROLLED_BACK, reason=f"could not start: {reason}", finished_at=now
+    )
+    return Decision(ended)
+
+
+def canary_created(prepared: Rollout) -> Decision:
+    """The canary objects exist; `prepared` carries what must be restored at the end."""
+    return Decision(prepared)
+
+
+def prepare_failed(rollout: Rollout, error: str, *, now: datetime) -> Decision:
+    """Creating the canary failed half-way: roll back whatever was made."""
+    reason = f"could not create the canary: {error}"
+    return Decision(rollout.evolve(now=now, phase=Phase.ROLLING_BACK, reason=reason))
 
 
 # --------------------------------------------------------------------------- commands
@@ -377,7 +494,7 @@ def _act_on_failed(rollout: Rollout, command: Command, *, now: datetime) -> Deci
         case Rollback(by=by):
             retry = rollout.evolve(now=now, phase=Phase.ROLLING_BACK, failures=0)
             event = RollbackStarted(by=by, reason=f"retried by <@{by}>: {rollout.reason}")
-            return Decision(retry, (Announce(event), RollBackCanary()))
+            return Decision(retry, (RollBackCanary(), Announce(event)))
         case Pause(by=by):
             if rollout.acknowledged_by is not None:
                 return Refusal(f"<@{rollout.acknowledged_by}> already acknowledged this failure.")
@@ -452,7 +569,7 @@ def _approve(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
         return Decision(recorded, (Announce(event),))
     promoting = rollout.evolve(now=now, approvals=approvals, decided_at=now, phase=Phase.PROMOTING)
     return Decision(
-        promoting, (CloseApproval(), Announce(PromotionStarted(by=by)), PromoteStable())
+        promoting, (PromoteStable(), CloseApproval(), Announce(PromotionStarted(by=by)))
     )
 
 

@@ -1,8 +1,16 @@
-"""Durable state: rollouts, the append-only audit log, posted messages and seen deliveries.
+"""Durable state: rollouts, the append-only audit log, the message outbox and seen deliveries.
 
 One SQLite file (shared with APScheduler's job store) through sqlite-utils. Every state change is
-written together with its audit row in one transaction, so the log never disagrees with the
-state. The audit table refuses UPDATE and DELETE at the database level.
+written together with its audit row and the messages it decided on in one transaction, so the
+log never disagrees with the state and no decided message can be lost. The audit table refuses
+UPDATE and DELETE at the database level.
+
+The `outbox` table is the one record of every Slack message a rollout sends (see
+`rollout/outbox.py` for the sender): one row per (rollout, key), so queueing the same key twice
+is one message. A row is `held` (its decision's cluster actions have not been carried out
+yet), `queued`, `sending` (a post may be on its way: after a crash, look before posting again)
+or `sent` with Slack's `ts`. The rollout's `thread_ts` and `approval_ts` are read from the sent
+rows of its card and approval request, so the sender never writes the rollout record.
 """
 
 from __future__ import annotations
@@ -10,8 +18,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,26 @@ import sqlite_utils
 
 from rollout.model import Rollout
 from rollout.serialize import rollout_from_dict, rollout_to_dict
+
+# A message key whose row is sent again whenever it is queued again (the card's update shows
+# the rollout as it is when sent, so one queued update stands for any number of changes).
+REFRESHED_KEYS = frozenset({"card:update"})
+# The sent messages whose ts the rollout record carries.
+TS_FIELDS = {"card": "thread_ts", "approval": "approval_ts"}
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    rollout_id: str
+    key: str
+    entry: dict[str, Any]
+    state: str
+    unsure: bool
+
+
+# (key, entry) of a message to queue with a decision (see rollout/outbox.py).
+Message = tuple[str, dict[str, Any]]
 
 
 class ActiveRolloutExists(Exception):
@@ -58,13 +87,17 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     rollout_id TEXT NOT NULL,
     key TEXT NOT NULL,
-    ts TEXT,
+    entry TEXT NOT NULL,
     state TEXT NOT NULL,
-    PRIMARY KEY (rollout_id, key)
+    unsure INTEGER NOT NULL DEFAULT 0,
+    ts TEXT,
+    UNIQUE (rollout_id, key)
 );
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, rollout_id, seq);
 CREATE TABLE IF NOT EXISTS deliveries (
     key TEXT PRIMARY KEY,
     at TEXT NOT NULL
@@ -125,28 +158,69 @@ class SqliteStore:
         action: str,
         detail: str | None = None,
         audit: bool = True,
-    ) -> None:
-        """Replace the stored rollout and log the change in the same transaction.
+        messages: Sequence[Message] = (),
+        hold: bool = False,
+        release_upto: int | None = None,
+    ) -> int:
+        """Replace the stored rollout, log the change and queue its messages, in one
+        transaction; returns the rollout's outbox mark (see `outbox_mark`).
 
-        `audit=False` is for bookkeeping that changes nothing a reader of the log cares about
-        (a queued message marked sent).
+        `hold` queues the messages held until their decision's cluster actions are done;
+        `release_upto` frees the rollout's held messages queued up to that mark (the actions
+        of their decisions are done). `audit=False` is for bookkeeping that changes nothing a
+        reader of the log cares about (the verdict shown on the card).
         """
         with self._transaction() as db:
             _insert(db, "rollouts", _row(after), replace=True)
             if audit:
                 _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
+            _queue(db, after.id, messages, state="held" if hold else "queued")
+            if release_upto is not None:
+                db.execute(
+                    "UPDATE outbox SET state = 'queued' "
+                    "WHERE rollout_id = ? AND state = 'held' AND seq <= ?",
+                    [after.id, release_upto],
+                )
+            return _mark(db, after.id)
+
+    def release(self, rollout_id: str, *, upto: int) -> int:
+        """Free the rollout's held messages up to `upto` (nothing else changed); how many."""
+        with self._lock:
+            held = list(
+                self._db.query(
+                    "SELECT 1 FROM outbox WHERE rollout_id = ? AND state = 'held' LIMIT 1",
+                    [rollout_id],
+                )
+            )
+        if not held:
+            return 0  # the usual case: no write at all
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET state = 'queued' "
+                "WHERE rollout_id = ? AND state = 'held' AND seq <= ?",
+                [rollout_id, upto],
+            )
+            return int(cursor.rowcount)
+
+    def outbox_mark(self, rollout_id: str) -> int:
+        """The newest outbox row of the rollout: a decision saved now releases up to here."""
+        with self._lock:
+            return _mark(self._db, rollout_id)
+
+    def queue(self, rollout_id: str, messages: Sequence[Message]) -> None:
+        """Queue messages that go with no change of the rollout (a snapshot on request)."""
+        with self._transaction() as db:
+            _queue(db, rollout_id, messages, state="queued")
 
     def get(self, rollout_id: str) -> Rollout | None:
         with self._lock:
-            rows = list(self._db.query("SELECT data FROM rollouts WHERE id = ?", [rollout_id]))
-        return rollout_from_dict(json.loads(rows[0]["data"])) if rows else None
+            rows = list(self._db.query(f"{_SELECT} WHERE id = ?", [rollout_id]))
+        return _load(rows[0]) if rows else None
 
     def active(self) -> list[Rollout]:
         with self._lock:
-            rows = list(
-                self._db.query("SELECT data FROM rollouts WHERE active = 1 ORDER BY created_at")
-            )
-        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+            rows = list(self._db.query(f"{_SELECT} WHERE active = 1 ORDER BY created_at"))
+        return [_load(row) for row in rows]
 
     def active_for(self, service: str) -> Rollout | None:
         with self._lock:
@@ -156,18 +230,16 @@ class SqliteStore:
         with self._lock:
             rows = list(
                 self._db.query(
-                    "SELECT data FROM rollouts WHERE service = ? ORDER BY created_at DESC LIMIT ?",
+                    f"{_SELECT} WHERE service = ? ORDER BY created_at DESC LIMIT ?",
                     [service, limit],
                 )
             )
-        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+        return [_load(row) for row in rows]
 
     @staticmethod
     def _active_for(db: sqlite_utils.Database, service: str) -> Rollout | None:
-        rows = list(
-            db.query("SELECT data FROM rollouts WHERE service = ? AND active = 1", [service])
-        )
-        return rollout_from_dict(json.loads(rows[0]["data"])) if rows else None
+        rows = list(db.query(f"{_SELECT} WHERE service = ? AND active = 1", [service]))
+        return _load(rows[0]) if rows else None
 
     # ----------------------------------------------------------------- audit
 
@@ -195,46 +267,78 @@ class SqliteStore:
 
     # ----------------------------------------------------------------- idempotency
 
-    def message(self, rollout_id: str, key: str) -> tuple[str | None, str | None]:
-        """(ts, state) of the message under `key`: state is None, `pending` or `sent`."""
+    # ----------------------------------------------------------------- the outbox
+
+    def outbox(self, *, states: Sequence[str] = ("held", "queued", "sending")) -> list[OutboxRow]:
+        """Messages in the given states, in the order they were queued."""
+        marks = ", ".join("?" for _ in states)
         with self._lock:
             rows = list(
                 self._db.query(
-                    "SELECT ts, state FROM messages WHERE rollout_id = ? AND key = ?",
-                    [rollout_id, key],
+                    "SELECT seq, rollout_id, key, entry, state, unsure FROM outbox "
+                    f"WHERE state IN ({marks}) ORDER BY seq",
+                    list(states),
                 )
             )
-        if not rows:
-            return None, None
-        return rows[0]["ts"], rows[0]["state"]
+        return [
+            OutboxRow(
+                seq=row["seq"],
+                rollout_id=row["rollout_id"],
+                key=row["key"],
+                entry=json.loads(row["entry"]),
+                state=row["state"],
+                unsure=bool(row["unsure"]),
+            )
+            for row in rows
+        ]
 
-    def mark_pending(self, rollout_id: str, key: str) -> None:
-        """About to post: if the bot dies now, a restart knows to look before posting again."""
+    def unsent(self, rollout_id: str | None = None) -> list[OutboxRow]:
+        """Messages not yet sent (held, queued or on their way), of one rollout or all."""
+        rows = self.outbox()
+        return [row for row in rows if rollout_id is None or row.rollout_id == rollout_id]
+
+    def sent_messages(self, rollout_id: str) -> dict[str, str | None]:
+        """key -> ts of every message of the rollout that Slack has."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT key, ts FROM outbox WHERE rollout_id = ? AND state = 'sent'",
+                    [rollout_id],
+                )
+            )
+        return {row["key"]: row["ts"] for row in rows}
+
+    def mark_sending(self, seq: int) -> bool:
+        """About to call Slack: if the bot dies now, a restart looks before posting again.
+        False if the row is no longer queued (held again by a newer decision)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET state = 'sending' WHERE seq = ? AND state = 'queued'", [seq]
+            )
+            return bool(cursor.rowcount)
+
+    def mark_sent(self, seq: int, ts: str | None) -> None:
+        """Sent. A row queued again meanwhile (a refreshed card) stays queued."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO messages (rollout_id, key, ts, state) "
-                "VALUES (?, ?, NULL, 'pending')",
-                [rollout_id, key],
+                "UPDATE outbox SET state = 'sent', ts = ?, unsure = 0 "
+                "WHERE seq = ? AND state = 'sending'",
+                [ts, seq],
             )
 
-    def remember_message(self, rollout_id: str, key: str, ts: str) -> None:
+    def mark_unsent(self, seq: int, *, unsure: bool) -> None:
+        """The call failed: queued again; `unsure` when it may have landed all the same."""
         with self._transaction() as db:
-            _insert(
-                db,
-                "messages",
-                {"rollout_id": rollout_id, "key": key, "ts": ts, "state": "sent"},
-                replace=True,
+            db.execute(
+                "UPDATE outbox SET state = 'queued', unsure = MAX(unsure, ?) "
+                "WHERE seq = ? AND state = 'sending'",
+                [int(unsure), seq],
             )
 
-    def unsent(self) -> list[Rollout]:
-        """Rollouts, finished ones included, whose outbox still holds messages."""
-        with self._lock:
-            rows = list(
-                self._db.query(
-                    "SELECT data FROM rollouts WHERE json_array_length(data, '$.outbox') > 0"
-                )
-            )
-        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+    def recover_sending(self) -> None:
+        """At start: a row left `sending` by a crash may or may not have reached Slack."""
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET state = 'queued', unsure = 1 WHERE state = 'sending'")
 
     def delivery_seen(self, key: str) -> bool:
         with self._lock:
@@ -258,12 +362,16 @@ class SqliteStore:
                 {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
             )
 
-    def measurements(self, rollout_id: str, *, since: datetime) -> list[dict[str, Any]]:
+    def measurements(
+        self, rollout_id: str, *, since: datetime, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        upto = until.isoformat() if until is not None else "9999"
         with self._lock:
             rows = list(
                 self._db.query(
-                    "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? ORDER BY at",
-                    [rollout_id, since.isoformat()],
+                    "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? AND at <= ? "
+                    "ORDER BY at",
+                    [rollout_id, since.isoformat(), upto],
                 )
             )
         return [json.loads(row["data"]) for row in rows]
@@ -271,6 +379,45 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.conn.close()
+
+
+_SELECT = (
+    "SELECT data, (SELECT json_group_object(key, ts) FROM outbox o WHERE o.rollout_id = r.id "
+    "AND o.state = 'sent' AND o.key IN ('card', 'approval')) AS sent FROM rollouts r"
+)
+
+
+def _load(row: dict[str, Any]) -> Rollout:
+    """The stored rollout with the ts of its sent card and approval request (see the module
+    docstring: the outbox, not the rollout record, knows what Slack has)."""
+    rollout = rollout_from_dict(json.loads(row["data"]))
+    sent = json.loads(row["sent"] or "{}")
+    found = {field: sent[key] for key, field in TS_FIELDS.items() if sent.get(key)}
+    return replace(rollout, **found) if found else rollout
+
+
+def _mark(db: sqlite_utils.Database, rollout_id: str) -> int:
+    rows = list(db.query("SELECT MAX(seq) AS seq FROM outbox WHERE rollout_id = ?", [rollout_id]))
+    return int(rows[0]["seq"] or 0)
+
+
+def _queue(
+    db: sqlite_utils.Database, rollout_id: str, messages: Sequence[Message], *, state: str
+) -> None:
+    """Queue each message once per key; a refreshed key that was sent is queued again."""
+    for key, entry in messages:
+        if key in REFRESHED_KEYS:
+            db.execute(
+                "INSERT INTO outbox (rollout_id, key, entry, state) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (rollout_id, key) DO UPDATE SET state = excluded.state "
+                "WHERE outbox.state != 'held'",
+                [rollout_id, key, json.dumps(entry), state],
+            )
+        else:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (rollout_id, key, entry, state) VALUES (?, ?, ?, ?)",
+                [rollout_id, key, json.dumps(entry), state],
+            )
 
 
 def _insert(
