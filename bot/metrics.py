@@ -37,6 +37,7 @@ DEPENDENCY_OF_LOGGER: Mapping[str, str] = {
     "rollout.kube": "kubernetes",
     "rollout.traffic": "kubernetes",
     "rollout.engine": "kubernetes",
+    "rollout.cluster": "kubernetes",
     "rollout.sender": "slack",
     "bot.notifier": "slack",
     "handlers.auth": "slack",

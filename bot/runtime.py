@@ -151,7 +151,7 @@ class Runtime:
             store=self.store,
             notifier=SlackNotifier(client=self.web, config=config, store=self.store),
             clock=self.clock,
-            snapshots=self.engine.snapshot_at,
+            snapshots=self.engine.observer.snapshot_at,
         )
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before

@@ -15,34 +15,23 @@ ticks wait for. Ticks of different rollouts run on a bounded pool, so one whose 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
 
 from rollout import machine, outbox
-from rollout.analysis import Analysis, Analyzer, Measurement
+from rollout.analysis import Analyzer
+from rollout.cluster import OUTCOME, Cluster, outcome_name
 from rollout.commands import Command
 from rollout.config import Config
-from rollout.machine import (
-    ClusterAction,
-    Decision,
-    Outcome,
-    PromoteStable,
-    Refusal,
-    RollBackCanary,
-    SetWeight,
-    advance,
-    apply_command,
-)
+from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import Phase, Rollout
 from rollout.observer import Observer
+from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
-from rollout.start import StartRefused, StartRequest, Starts, canary_image_for
+from rollout.start import StartRefused, StartRequest, Starts
 from rollout.store import Message, SqliteStore
 from rollout.traffic.base import TrafficRouter
 
@@ -69,20 +58,16 @@ class Engine:
         self.store = store
         self._routers = routers
         self._clock = clock
-        self._observer = Observer(config=config, store=store, routers=routers, analyzer=analyzer)
+        self.observer = Observer(config=config, store=store, routers=routers, analyzer=analyzer)
         self._starts = Starts(config=config, store=store, clock=clock)
+        self._cluster = Cluster(config=config, store=store, routers=routers, clock=clock)
         self._on_queued = on_queued or (lambda: None)
-        self._records = _Locks()
-        self._work = _Locks()
-        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tick")
-        self._in_flight: dict[str, Future[None]] = {}
-        self._flight_lock = threading.Lock()
+        self._records = Locks()
+        self._work = Locks()
+        self._pool = TickPool(workers=parallel)
         self._last_tick: dict[str, datetime] = {}
 
     # ----------------------------------------------------------------- starting
-
-    def check_start(self, request: StartRequest) -> str | None:
-        return self._starts.check(request)
 
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
         return self._starts.accept(request, delivery=delivery)
@@ -142,36 +127,19 @@ class Engine:
         """One beat: measure every due rollout in one batch, then tick each on the pool.
         A rollout whose last tick is still running (its calls hang) is left out."""
         now = self._clock.now()
-        with self._flight_lock:
-            flying = set(self._in_flight)
-        due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in flying]
-        self._observer.record_measurements(due, now=now)
+        running = self._pool.running()
+        due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
+        self.observer.record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
-            self._launch(rollout.id, now)
+            # The beat's own time: the measurement just taken must not look stale.
+            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now))
         if wait_for_ticks:
             self.drain()
 
     def drain(self) -> None:
         """Wait for every tick running on the pool (tests, benchmarks, shutdown)."""
-        with self._flight_lock:
-            running = list(self._in_flight.values())
-        wait(running)
-
-    def _launch(self, rollout_id: str, now: datetime) -> None:
-        def run() -> None:
-            try:
-                # The beat's own time: the measurement just taken must not look stale.
-                self.tick(rollout_id, at=now)
-            except Exception:
-                log.exception("tick of %s failed", rollout_id)
-            finally:
-                with self._flight_lock:
-                    self._in_flight.pop(rollout_id, None)
-
-        with self._flight_lock:
-            if rollout_id not in self._in_flight:
-                self._in_flight[rollout_id] = self._pool.submit(run)
+        self._pool.drain()
 
     def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
         with self._work.of(rollout_id):
@@ -184,15 +152,12 @@ class Engine:
                 if rollout.phase.is_terminal:
                     return
             now = at or self._clock.now()
-            observation, analysis = self._observer.observe(rollout, now=now)
+            observation, analysis = self.observer.observe(rollout, now=now)
 
             def decide(fresh: Rollout) -> Decision:
                 decision = advance(fresh, observation, now=now)
-                if analysis is None:
-                    return decision
-                return replace(
-                    decision, rollout=replace(decision.rollout, verdict=analysis.verdict.value)
-                )
+                verdict = analysis.verdict.value if analysis else decision.rollout.verdict
+                return replace(decision, rollout=replace(decision.rollout, verdict=verdict))
 
             def snapshots(before: Rollout, decision: Decision) -> list[Message]:
                 if analysis is None:
@@ -203,7 +168,7 @@ class Engine:
             actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
             if not actions:
                 return
-            outcomes = tuple(self._execute(decision.rollout, action) for action in actions)
+            outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
             ok = all(outcome.error is None for outcome in outcomes)
             later = self._clock.now()
             self._decide(
@@ -217,54 +182,17 @@ class Engine:
     def _start_on_cluster(self, rollout: Rollout) -> Rollout:
         """Read the stable workload, then create the canary objects; what came of each is
         fed to the machine. A start refused here ends quietly (nothing was created)."""
-        router = self._routers[rollout.strategy]
         if not rollout.stable_image:
-            try:
-                container, stable = router.stable_image(rollout)
-            except Exception as error:
-                reason = f"cannot read the stable workload: {error}"
-                return self._decide(
-                    rollout.id,
-                    lambda fresh: machine.start_refused(fresh, reason, now=self._clock.now()),
-                    action="start refused",
-                    quiet=True,
-                )[0].rollout
-            service = self.config.services[rollout.service]
-            image, problem = canary_image_for(rollout, service, stable_image=stable)
-            rollout = self._decide(
-                rollout.id,
-                lambda fresh: machine.resolved(
-                    fresh,
-                    container=container,
-                    stable_image=stable,
-                    canary_image=image,
-                    problem=problem,
-                    now=self._clock.now(),
-                ),
-                action="resolve image" if problem is None else "start refused",
-                quiet=problem is not None,
-            )[0].rollout
+            decide, name = self._cluster.resolve(rollout)
+            quiet = name == "start refused"
+            rollout = self._decide(rollout.id, decide, action=name, quiet=quiet)[0].rollout
         if rollout.phase != Phase.PENDING:
             return rollout
-        try:
-            prepared = router.prepare(rollout)
-        except Exception as error:
-            log.warning("preparing %s failed: %s", rollout.id, error)
-            failed = str(error)
-            return self._decide(
-                rollout.id,
-                lambda fresh: machine.prepare_failed(fresh, failed, now=self._clock.now()),
-                action="prepare failed",
-            )[0].rollout
-        if prepared == rollout:
+        prepared = self._cluster.prepare(rollout)
+        if prepared is None:
             return rollout
-        self._audit_cluster(rollout, f"canary {rollout.deployment}-canary created")
-        made = _changes(rollout, prepared)
-        return self._decide(
-            rollout.id,
-            lambda fresh: machine.canary_created(replace(fresh, **made)),
-            action="prepare",
-        )[0].rollout
+        decide, name = prepared
+        return self._decide(rollout.id, decide, action=name)[0].rollout
 
     def _decide(
         self,
@@ -298,7 +226,7 @@ class Engine:
                 before,
                 decision,
                 actor=BOT,
-                action=_outcome_name(before, decision.rollout) if action == OUTCOME else action,
+                action=outcome_name(before, decision.rollout) if action == OUTCOME else action,
                 quiet=quiet,
                 extra=extra(before, decision) if extra is not None else [],
                 release_upto=release_upto if release else None,
@@ -339,31 +267,6 @@ class Engine:
             self._on_queued()
         return mark
 
-    def _execute(self, rollout: Rollout, action: ClusterAction) -> Outcome:
-        router = self._routers[rollout.strategy]
-        try:
-            match action:
-                case SetWeight(weight=weight):
-                    if router.set_weight(rollout, weight):
-                        self._audit_cluster(rollout, f"set canary weight {weight}%")
-                case PromoteStable():
-                    if router.promote(rollout):
-                        done = f"stable runs {rollout.canary_image}; canary removed"
-                        self._audit_cluster(rollout, done)
-                        return Outcome(action=action, done=True)
-                    return Outcome(action=action, done=False)
-                case RollBackCanary():
-                    router.rollback(rollout)
-                    self._audit_cluster(rollout, "all traffic on stable; canary removed")
-        except Exception as error:
-            log.warning("%s of %s failed: %s", type(action).__name__, rollout.id, error)
-            if not (isinstance(action, RollBackCanary) and rollout.phase == Phase.FAILED):
-                self._audit_cluster(rollout, f"{_FAILED[type(action)]}: {error}")
-            return Outcome(action=action, error=str(error))
-        return Outcome(action=action)
-
-    # ----------------------------------------------------------------- the rest
-
     def reconcile(self) -> None:
         """At start-up: put the stored weight back on the cluster (no message: nothing new)."""
         for rollout in self.store.active():
@@ -371,9 +274,7 @@ class Engine:
                 continue
             with self._work.of(rollout.id):
                 try:
-                    router = self._routers[rollout.strategy]
-                    if router.set_weight(rollout, rollout.target_weight):
-                        self._audit_cluster(rollout, f"re-applied weight {rollout.target_weight}%")
+                    self._cluster.reapply(rollout)
                 except Exception:
                     log.exception("reconciling %s failed", rollout.id)
 
@@ -383,7 +284,7 @@ class Engine:
         now = self._clock.now()
         if rollout is None or rollout.thread_ts is None:
             return False
-        if self._observer.analyse(rollout, now=now) is None:
+        if self.observer.analyse(rollout, now=now) is None:
             return False
         self.store.audit(at=now, actor=by, action="snapshot", rollout_id=rollout.id)
         key = f"snapshot:asked:{now.isoformat()}"
@@ -391,70 +292,13 @@ class Engine:
         self._on_queued()
         return True
 
-    def snapshot_at(
-        self, rollout: Rollout, at: datetime
-    ) -> tuple[Analysis, Sequence[Measurement]] | None:
-        """For the sender: the analysis as it stood at `at`, and the history for the chart."""
-        analysis = self._observer.analyse(rollout, now=at)
-        if analysis is None:
-            return None
-        return analysis, self._observer.history(rollout, since=rollout.created_at, until=at)
-
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.close()
 
     def _is_due(self, rollout: Rollout, now: datetime) -> bool:
         last = self._last_tick.get(rollout.id)
         slack = timedelta(milliseconds=250)
         return last is None or now - last >= rollout.plan.analysis_interval - slack
 
-    def _audit_cluster(self, rollout: Rollout, detail: str) -> None:
-        self.store.audit(
-            at=self._clock.now(),
-            actor=BOT,
-            action="cluster change",
-            rollout_id=rollout.id,
-            detail=detail,
-        )
 
-
-def _outcome_name(before: Rollout, after: Rollout) -> str:
-    """The audit log's name for what an outcome led to."""
-    if after.phase != before.phase:
-        return _ENDINGS.get(after.phase, "tick")
-    return "rollback retry" if after.failures > before.failures else "tick"
-
-
-OUTCOME = "outcome"
 ALL = 2**62  # an outbox mark above every row
-_ENDINGS = {
-    Phase.SUCCEEDED: "promoted",
-    Phase.ROLLED_BACK: "rolled back",
-    Phase.FAILED: "rollback failed",
-}
-_FAILED: dict[type, str] = {
-    SetWeight: "set weight failed",
-    PromoteStable: "promotion step failed",
-    RollBackCanary: "rollback attempt failed",
-}
-
-
-class _Locks:
-    """One lock per rollout, made on first use."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def of(self, rollout_id: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(rollout_id, threading.Lock())
-
-
-def _changes(before: Rollout, after: Rollout) -> dict[str, Any]:
-    """The fields a router's `prepare` changed, to apply to a fresher copy of the record."""
-    return {
-        field.name: getattr(after, field.name)
-        for field in dataclasses.fields(Rollout)
-        if getattr(after, field.name) != getattr(before, field.name)
-    }

@@ -79,6 +79,16 @@ class Observer:
             rules=rules, history=history, now=now, analysis_interval=rollout.plan.analysis_interval
         )
 
+    def snapshot_at(
+        self, rollout: Rollout, at: datetime
+    ) -> tuple[Analysis, Sequence[Measurement]] | None:
+        """For the outbox sender: the analysis as it stood at `at`, and the chart's history
+        (a snapshot is judged when sent, from what was stored up to the moment it stands for)."""
+        analysis = self.analyse(rollout, now=at)
+        if analysis is None:
+            return None
+        return analysis, self.history(rollout, since=rollout.created_at, until=at)
+
     def history(
         self, rollout: Rollout, *, since: datetime, until: datetime | None = None
     ) -> list[Measurement]:
