@@ -1,6 +1,6 @@
 """The engine carries out the state machine's decisions against the cluster and the store.
 
-It decides nothing itself (rollout/machine.py does) and never calls Slack: a decision's
+It decides nothing itself (rollout/machine/ does) and never calls Slack: a decision's
 messages are queued in the outbox in the same transaction as the decision, and the sender
 (rollout/sender.py) posts them on its own thread. A decision that moves traffic queues its
 messages held; they are released once its cluster actions are done, so the cluster always comes
@@ -29,10 +29,11 @@ from rollout.config import Config
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import Phase, Rollout
 from rollout.observer import Observer
+from rollout.outbox_table import Message
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
 from rollout.start import StartRefused, StartRequest, Starts
-from rollout.store import Message, SqliteStore
+from rollout.store import SqliteStore
 from rollout.traffic.base import TrafficRouter
 
 __all__ = ["Engine", "StartRefused", "StartRequest"]

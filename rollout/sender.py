@@ -27,8 +27,9 @@ from rollout.events import Alert
 from rollout.machine import Announce, CloseApproval, Page, RequestApproval
 from rollout.model import Rollout
 from rollout.outbox import from_json
+from rollout.outbox_table import OutboxRow
 from rollout.ports import Clock, Notifier, RateLimited
-from rollout.store import OutboxRow, SqliteStore
+from rollout.store import SqliteStore
 
 log = logging.getLogger(__name__)
 
