@@ -128,7 +128,7 @@ class Runtime:
             without_retries(api_client or load_api_client(context=config.kubernetes.context)),
             request_timeout=config.kubernetes.request_timeout.total_seconds(),
             on_call=self._count_kube_call,
-            on_deadline=lambda what: self.metrics.deadlines.labels(dependency="kubernetes").inc(),
+            on_deadline=lambda what: self._deadline_passed("kubernetes", what),
         )
         self.kube_calls = 0
         # A measurement never outlasts the analysis interval it serves, whatever the timeout.
@@ -141,7 +141,11 @@ class Runtime:
             store=self.store,
             routers=build_routers(config, gateway),
             clock=self.clock,
-            analyzer=Analyzer(provider, budget=measure_budget),
+            analyzer=Analyzer(
+                provider,
+                budget=measure_budget,
+                on_deadline=lambda what: self._deadline_passed("prometheus", what),
+            ),
             parallel=config.kubernetes.parallel_rollouts,
             on_queued=lambda: self.sender.wake(),
         )
@@ -152,6 +156,7 @@ class Runtime:
             notifier=SlackNotifier(client=self.web, config=config, store=self.store),
             clock=self.clock,
             snapshots=self.engine.observer.snapshot_at,
+            on_deadline=lambda what: self._deadline_passed("slack", what),
         )
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
@@ -169,6 +174,17 @@ class Runtime:
         return min(
             [config.defaults.analysis_interval]
             + [s.policy.analysis_interval for s in config.services.values()]
+        )
+
+    def _deadline_passed(self, dependency: str, what: str) -> None:
+        """A call ran past its one deadline: a fault like any other (the next tick or the
+        sender's next round tries again), so it is counted and audited."""
+        self.metrics.deadlines.labels(dependency=dependency).inc()
+        self.store.audit(
+            at=self.clock.now(),
+            actor="canary-bot",
+            action="deadline exceeded",
+            detail=f"{dependency}: {what}",
         )
 
     def _count_kube_call(self, verb: str, what: str) -> None:

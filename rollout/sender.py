@@ -52,7 +52,9 @@ class OutboxSender:
         clock: Clock,
         snapshots: SnapshotSource,
         monotonic: Callable[[], float] = time.monotonic,
+        on_deadline: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_deadline = on_deadline or (lambda what: None)
         self._store = store
         self._notifier = notifier
         self._clock = clock
@@ -137,6 +139,8 @@ class OutboxSender:
                 return PAUSED
             except Exception as error:
                 self._store.mark_unsent(row.seq, unsure=True)
+                if _timed_out(error):
+                    self._on_deadline(f"{row.key} of {rollout_id}")
                 failures = self._failures.get(row.seq, 0) + 1
                 self._failures[row.seq] = failures
                 delay = min(MAX_BACKOFF, 0.5 * 2.0 ** (failures - 1))
@@ -207,3 +211,15 @@ class OutboxSender:
             rollout_id=rollout.id,
             detail=f"{alert.title}: {alert.detail}",
         )
+
+
+def _timed_out(error: BaseException) -> bool:
+    """A call that ran past its deadline (the client's timeout), however it is wrapped."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or isinstance(
+            getattr(seen, "reason", None), TimeoutError
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+
+import requests
 
 from rollout.analysis.provider import MetricsProvider, MetricsUnavailable, QueryFailed, Series
 from rollout.analysis.queries import CustomQuery, metric_names, plan
@@ -24,10 +26,17 @@ log = logging.getLogger(__name__)
 
 
 class Analyzer:
-    def __init__(self, provider: MetricsProvider, *, budget: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        provider: MetricsProvider,
+        *,
+        budget: timedelta | None = None,
+        on_deadline: Callable[[str], None] | None = None,
+    ) -> None:
         self._provider = provider
         self._budget = budget.total_seconds() if budget is not None else None
         self._deadline: float | None = None
+        self._on_deadline = on_deadline or (lambda what: None)
 
     def measure(
         self, targets: Sequence[AnalysisTarget], *, now: datetime
@@ -65,6 +74,7 @@ class Analyzer:
             return [], False
         if self._deadline is not None and time.monotonic() >= self._deadline:
             log.warning("measurement deadline of %gs passed; the rest is no data", self._budget)
+            self._on_deadline("measurement")
             return [], False
         try:
             return self._provider.query(promql), True
@@ -73,6 +83,8 @@ class Analyzer:
             return [], True
         except MetricsUnavailable as error:
             log.warning("metrics unavailable, skipping the rest of this tick: %s", error)
+            if isinstance(error.__cause__, requests.Timeout):
+                self._on_deadline("query")
             return [], False
 
 

@@ -188,6 +188,13 @@ def test_a_rollout_whose_api_calls_hang_delays_no_other_rollback(two_services: W
 
     # cart's calls end at their deadline (counted as such), and cart is still there, active.
     wait_for(lambda: deadlines._value.get() > 0, what="a deadline counted for cart's calls")
+    audited = [
+        row["detail"]
+        for row in sandbox.runtime.store.audit_rows()
+        if row["action"] == "deadline exceeded"
+    ]
+    assert audited and all(detail.startswith("kubernetes: ") for detail in audited), audited
+    assert all("cart" in detail for detail in audited), audited
     cart = world.latest("cart")
     assert cart is not None and cart.phase == Phase.PROGRESSING
 
