@@ -49,6 +49,10 @@ class Script:
     approval: bool
     act_when: Callable[[Rollout], bool]
     command: Callable[[], Approve | Rollback]
+    # Slack misbehaving: the first posts answered 429 (Retry-After: 10), then some that land
+    # but time out (the sender cannot tell they landed).
+    rate_limited: int = 0
+    land_then_fail: int = 0
 
 
 ROLLBACK = Script(
@@ -57,6 +61,15 @@ ROLLBACK = Script(
     approval=False,
     act_when=lambda r: r.phase == Phase.PROGRESSING and r.step_index == 1 and r.step_ready,
     command=lambda: Rollback(by="UBOB", reason="wrong tag"),
+)
+SLACK_FAILING = Script(
+    name="rollback with Slack answering 429 and timing out",
+    steps=(25, 50),
+    approval=False,
+    act_when=ROLLBACK.act_when,
+    command=ROLLBACK.command,
+    rate_limited=3,
+    land_then_fail=2,
 )
 PROMOTION = Script(
     name="approved promotion",
@@ -69,7 +82,12 @@ PROMOTION = Script(
 
 def run(script: Script, db: Path, *, crash_at: int | None) -> tuple[Rollout, World, int]:
     """Drive to the end, restarting (a fresh engine and sender) after each crash."""
-    world, clock = World(crash_at=crash_at), FakeClock()
+    world = World(
+        crash_at=crash_at,
+        rate_limit_next=script.rate_limited,
+        land_then_fail_next=script.land_then_fail,
+    )
+    clock = FakeClock()
     store = SqliteStore(db)
     config = load_config_text(CONFIG)
     crashes = 0
@@ -82,6 +100,7 @@ def run(script: Script, db: Path, *, crash_at: int | None) -> tuple[Rollout, Wor
             notifier=FakeNotifier(world),
             clock=clock,
             snapshots=lambda rollout, at: None,
+            monotonic=lambda: clock.now().timestamp(),  # Retry-After passes as the clock moves
         )
         try:
             store.recover_sending()  # what a restarted sender does first
@@ -122,7 +141,7 @@ def drive(script: Script, engine: Engine, sender: OutboxSender, clock: FakeClock
     return None
 
 
-@pytest.mark.parametrize("script", [ROLLBACK, PROMOTION], ids=lambda s: s.name)
+@pytest.mark.parametrize("script", [ROLLBACK, SLACK_FAILING, PROMOTION], ids=lambda s: s.name)
 def test_a_crash_between_any_two_calls_replays_to_the_same_end(
     script: Script, tmp_path: Path
 ) -> None:
