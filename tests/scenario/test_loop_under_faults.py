@@ -174,7 +174,7 @@ def test_a_rollout_whose_api_calls_hang_delays_no_other_rollback(two_services: W
     world.start("cart")
 
     # Every request about cart (its Deployment, its canary) now gets no answer at all.
-    deadlines = sandbox.runtime.metrics.deadlines.labels(dependency="kubernetes")
+    registry = sandbox.runtime.metrics.registry
     sandbox.kube.faults.hold("cart")
     wait_for(lambda: sandbox.kube.faults.held_now > 0, what="a tick of cart stuck on a call")
 
@@ -187,7 +187,12 @@ def test_a_rollout_whose_api_calls_hang_delays_no_other_rollback(two_services: W
     assert checkout.reason is not None and "error_rate" in checkout.reason
 
     # cart's calls end at their deadline (counted as such), and cart is still there, active.
-    wait_for(lambda: deadlines._value.get() > 0, what="a deadline counted for cart's calls")
+    wait_for(
+        lambda: registry.get_sample_value(
+            "canary_bot_deadlines_exceeded_total", {"dependency": "kubernetes"}
+        ),
+        what="a deadline counted for cart's calls",
+    )
     audited = [
         row["detail"]
         for row in sandbox.runtime.store.audit_rows()
