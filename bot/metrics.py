@@ -35,6 +35,7 @@ BOT_ACTOR = "canary-bot"
 # operations below ERROR; its errors carry the exception, which names the dependency itself.
 DEPENDENCY_OF_LOGGER: Mapping[str, str] = {
     "rollout.kube": "kubernetes",
+    "rollout.kube_call": "kubernetes",
     "rollout.traffic": "kubernetes",
     "rollout.engine": "kubernetes",
     "rollout.cluster": "kubernetes",

@@ -6,47 +6,34 @@ router can copy an object faithfully. Every write is idempotent by construction 
 values, AlreadyExists on create and NotFound on delete are success), which is what makes
 retrying with backoff and jitter (tenacity) safe.
 
-Every call has ONE deadline (`kubernetes.request_timeout`, retries included): tenacity stops
-before a back-off would cross it, and each attempt's socket timeout shrinks to what is left.
-This is the only retry layer; `bot/kube.py` turns urllib3's own retries off, because a layer
-under this one multiplied a 10 s budget into minutes against an API that never answered.
+Every call has ONE deadline (`kubernetes.request_timeout`, retries included): see
+`rollout/kube_call.py`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_random_exponential,
+
+from rollout.kube_call import (
+    DEFAULT_REQUEST_TIMEOUT,
+    BoundedCall,
+    KubeDeadlineExceeded,
+    KubeUnavailable,
+    Timeouts,
 )
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-RETRIED_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-DEFAULT_REQUEST_TIMEOUT = 10.0
-# Opening a connection never gets more than this share of the budget.
-CONNECT_TIMEOUT = 3.0
-MAX_ATTEMPTS = 6
-# A cap on one attempt's read timeout (None: the whole remaining budget). Tests lower it to make
-# a held-back answer a client timeout that is retried within the same deadline.
-ATTEMPT_TIMEOUT: float | None = None
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
-# What a request callable receives: the (connect, read) socket timeouts of this attempt.
-Timeouts = tuple[float, float]
+__all__ = ["MANAGED_BY", "CustomKind", "KubeDeadlineExceeded", "KubeGateway", "KubeUnavailable"]
 
 
 @dataclass(frozen=True)
@@ -63,24 +50,6 @@ class CustomKind:
         return f"{self.group}/{self.version}"
 
 
-class KubeUnavailable(Exception):
-    """The API server did not accept a request within the call's deadline."""
-
-
-class KubeDeadlineExceeded(KubeUnavailable, TimeoutError):
-    """The call's one deadline passed (retries included) without a usable answer."""
-
-
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, ApiException):
-        if error.status == 409 and "AlreadyExists" in str(error.body):
-            return False  # a create that already happened: final, and callers treat it as done
-        return error.status in RETRIED_STATUSES or error.status == 0
-    if isinstance(error, KubeDeadlineExceeded):
-        return False
-    return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
-
-
 class KubeGateway:
     def __init__(
         self,
@@ -94,43 +63,9 @@ class KubeGateway:
         self._core = k8s.CoreV1Api(api_client)
         self._networking = k8s.NetworkingV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
-        self.request_timeout = request_timeout
-        self._on_call = on_call or (lambda verb, what: None)
-        self._on_deadline = on_deadline or (lambda what: None)
-
-    def _call(self, verb: str, what: str, request: Callable[[Timeouts], Any]) -> Any:
-        """One call with one deadline: attempts and back-off together stay within it."""
-        budget = self.request_timeout
-        deadline = time.monotonic() + budget
-
-        def attempt() -> Any:
-            left = deadline - time.monotonic()
-            if left <= 0.01:
-                raise KubeDeadlineExceeded(f"{verb} {what}: no answer within {budget:g}s")
-            self._on_call(verb, what)
-            read = left if ATTEMPT_TIMEOUT is None else min(ATTEMPT_TIMEOUT, left)
-            return request((min(CONNECT_TIMEOUT, left), read))
-
-        retrying = Retrying(
-            retry=retry_if_exception(_transient),
-            wait=wait_random_exponential(multiplier=0.05, max=2.0),
-            stop=stop_before_delay(budget) | stop_after_attempt(MAX_ATTEMPTS),
-            reraise=True,
+        self._call = BoundedCall(
+            request_timeout=request_timeout, on_call=on_call, on_deadline=on_deadline
         )
-        try:
-            return retrying(attempt)
-        except ApiException:
-            raise
-        except Exception as error:
-            if time.monotonic() >= deadline - 0.05 or isinstance(error, KubeDeadlineExceeded):
-                self._on_deadline(f"{verb} {what}")
-                log.warning("%s %s: deadline of %gs exceeded (%s)", verb, what, budget, error)
-                raise KubeDeadlineExceeded(
-                    f"{verb} {what}: no answer within {budget:g}s ({error})"
-                ) from error
-            if _transient(error):
-                raise KubeUnavailable(f"{verb} {what}: {error}") from error
-            raise
 
     # ----------------------------------------------------------------- deployments
 

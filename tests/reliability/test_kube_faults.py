@@ -120,7 +120,7 @@ def count_timeouts(sandbox: Sandbox, counts: Counter[str]) -> None:
 @pytest.fixture
 def flaky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sandbox, Sampler]]:
     # A held-back answer is a real client timeout after 0.5 s, retried within the deadline.
-    monkeypatch.setattr("rollout.kube.ATTEMPT_TIMEOUT", 0.5)
+    monkeypatch.setattr("rollout.kube_call.ATTEMPT_TIMEOUT", 0.5)
     sandbox = Sandbox(
         workdir=tmp_path / "sandbox",
         config_text=sandbox_config(services=SERVICES, steps=STEPS),
