@@ -124,31 +124,8 @@ class Runtime:
             timeout=SLACK_TIMEOUT_SECONDS,
             retry_handlers=[],
         )
-        gateway = KubeGateway(
-            without_retries(api_client or load_api_client(context=config.kubernetes.context)),
-            request_timeout=config.kubernetes.request_timeout.total_seconds(),
-            on_call=self._count_kube_call,
-            on_deadline=lambda what: self._deadline_passed("kubernetes", what),
-        )
         self.kube_calls = 0
-        # A measurement never outlasts the analysis interval it serves, whatever the timeout.
-        measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
-        provider = metrics_provider or PrometheusProvider(
-            config.prometheus.url, timeout=measure_budget
-        )
-        self.engine = Engine(
-            config=config,
-            store=self.store,
-            routers=build_routers(config, gateway),
-            clock=self.clock,
-            analyzer=Analyzer(
-                provider,
-                budget=measure_budget,
-                on_deadline=lambda what: self._deadline_passed("prometheus", what),
-            ),
-            parallel=config.kubernetes.parallel_rollouts,
-            on_queued=lambda: self.sender.wake(),
-        )
+        self.engine = self._build_engine(api_client, metrics_provider)
         # Every Slack message of a rollout goes out through this one sender, on its own
         # thread: ticks and requests only queue messages (rollout/sender.py).
         self.sender = OutboxSender(
@@ -167,6 +144,36 @@ class Runtime:
             db_path=Path(config.store.path),
             interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
+        )
+
+    def _build_engine(
+        self, api_client: k8s.ApiClient | None, metrics_provider: MetricsProvider | None
+    ) -> Engine:
+        """The engine with its bounded clients: one deadline per Kubernetes call, and a
+        measurement that never outlasts the analysis interval it serves."""
+        config = self.config
+        gateway = KubeGateway(
+            without_retries(api_client or load_api_client(context=config.kubernetes.context)),
+            request_timeout=config.kubernetes.request_timeout.total_seconds(),
+            on_call=self._count_kube_call,
+            on_deadline=lambda what: self._deadline_passed("kubernetes", what),
+        )
+        measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
+        provider = metrics_provider or PrometheusProvider(
+            config.prometheus.url, timeout=measure_budget
+        )
+        return Engine(
+            config=config,
+            store=self.store,
+            routers=build_routers(config, gateway),
+            clock=self.clock,
+            analyzer=Analyzer(
+                provider,
+                budget=measure_budget,
+                on_deadline=lambda what: self._deadline_passed("prometheus", what),
+            ),
+            parallel=config.kubernetes.parallel_rollouts,
+            on_queued=lambda: self.sender.wake(),
         )
 
     @staticmethod

@@ -17,7 +17,7 @@ promise, not a benchmark: before these changes the same runs took 10 s and more
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +36,9 @@ from canary_sandbox.sandbox import (
 )
 from canary_sandbox.traffic_weights import canary_weight_from_cluster
 from emulators.direct_metrics import DirectMetrics
+from emulators.slack import Message
 from emulators.slack.blocks import find_button
+from emulators.slack.driver import DriverResponse
 from emulators.traffic import TrafficExporter
 from rollout.analysis import AnalysisTarget, Analyzer
 from rollout.model import Phase, Rollout
@@ -310,29 +312,7 @@ def test_commands_and_clicks_are_acknowledged_in_time_with_a_slow_api(slow_clust
     )
 
     sandbox.kube.faults.latency = 3.0
-    elapsed: dict[str, list[float]] = {}
-    for name, send in (
-        (
-            "status",
-            lambda: sandbox.driver.command("status cart", user=ALICE, channel=RELEASE_CHANNEL),
-        ),
-        (
-            "approve",
-            lambda: sandbox.driver.click(message=approval, action_id="approve", user=CAROL),
-        ),
-        (
-            "pause",
-            lambda: sandbox.driver.command("pause cart", user=ALICE, channel=RELEASE_CHANNEL),
-        ),
-        (
-            "rollback",
-            lambda: sandbox.driver.command("rollback cart", user=ALICE, channel=RELEASE_CHANNEL),
-        ),
-    ):
-        for _ in range(20):
-            reply = send()
-            assert reply.status == 200, reply.body
-            elapsed.setdefault(name, []).append(reply.elapsed)
+    elapsed = _acknowledgements(world, approval, times=20)
     figures = {name: _p99_and_max(times) for name, times in elapsed.items()}
     print(f"acknowledgements with 3 s Kubernetes latency: {figures}")
     # Slack shows the user an error for any answer later than 3 s: that is the one bound
@@ -348,6 +328,28 @@ def test_commands_and_clicks_are_acknowledged_in_time_with_a_slow_api(slow_clust
         lambda: (r := world.latest("cart")) and r.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK),
         what="cart rolling back",
     )
+
+
+def _acknowledgements(world: World, approval: Message, *, times: int) -> dict[str, list[float]]:
+    """Seconds to Slack's HTTP answer, `times` of each command and of the Approve click."""
+    driver = world.sandbox.driver
+
+    def command(text: str) -> DriverResponse:
+        return driver.command(text, user=ALICE, channel=RELEASE_CHANNEL)
+
+    sends: dict[str, Callable[[], DriverResponse]] = {
+        "status": lambda: command("status cart"),
+        "approve": lambda: driver.click(message=approval, action_id="approve", user=CAROL),
+        "pause": lambda: command("pause cart"),
+        "rollback": lambda: command("rollback cart"),
+    }
+    elapsed: dict[str, list[float]] = {}
+    for name, send in sends.items():
+        for _ in range(times):
+            reply = send()
+            assert reply.status == 200, reply.body
+            elapsed.setdefault(name, []).append(reply.elapsed)
+    return elapsed
 
 
 def _p99_and_max(times: list[float]) -> str:
