@@ -161,7 +161,9 @@ class Scenario:
         self._last_tick = time.monotonic()
         before = self.rollout()
         mark = self.meter.mark()
-        self.runtime.engine.tick_all()
+        # The beat's ticks, then the sender's round: the messages the tick queued go out.
+        self.runtime.engine.tick_all(wait_for_ticks=True)
+        self.runtime.sender.send_due()
         calls = self.meter.since(mark)
         label = describe(before, self.rollout())
         if label is None:

@@ -35,9 +35,11 @@ BOT_ACTOR = "canary-bot"
 # operations below ERROR; its errors carry the exception, which names the dependency itself.
 DEPENDENCY_OF_LOGGER: Mapping[str, str] = {
     "rollout.kube": "kubernetes",
+    "rollout.kube_call": "kubernetes",
     "rollout.traffic": "kubernetes",
     "rollout.engine": "kubernetes",
-    "rollout.messenger": "slack",
+    "rollout.cluster": "kubernetes",
+    "rollout.sender": "slack",
     "bot.notifier": "slack",
     "handlers.auth": "slack",
     "rollout.analysis": "prometheus",
@@ -80,8 +82,15 @@ class BotMetrics:
             ["dependency"],
             registry=self.registry,
         )
+        self.deadlines = Counter(
+            "canary_bot_deadlines_exceeded",
+            "Calls to a dependency that ran past their one deadline (retries included)",
+            ["dependency"],
+            registry=self.registry,
+        )
         for dependency in ("kubernetes", "slack", "prometheus"):
             self.errors.labels(dependency=dependency)  # present (at 0) before the first error
+            self.deadlines.labels(dependency=dependency)
         active = Gauge(
             "canary_bot_active_rollouts", "Rollouts not yet finished", registry=self.registry
         )

@@ -6,9 +6,11 @@ message goes (the rollout's channel and thread, or the alert channel) and posts 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
+from typing import Any, ParamSpec, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -28,6 +30,7 @@ from rollout.analysis import Analysis, Measurement
 from rollout.config import Config
 from rollout.events import Alert, Event
 from rollout.model import Rollout
+from rollout.ports import RateLimited
 from rollout.store import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -38,12 +41,35 @@ METADATA_EVENT = "canary_bot_message"
 SEARCH_PAGES = 5
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _rate_limits(method: Callable[P, R]) -> Callable[P, R]:
+    """Slack's 429 becomes `RateLimited` with its Retry-After, for the sender to honour; the
+    WebClient itself never sleeps on it (bot/runtime.py gives it no retry handlers)."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except SlackApiError as error:
+            if error.response.status_code != 429:
+                raise
+            headers: Any = error.response.headers or {}
+            wait = headers.get("Retry-After") or headers.get("retry-after") or 1
+            raise RateLimited(float(wait)) from error
+
+    return call
+
+
 class SlackNotifier:
     def __init__(self, *, client: WebClient, config: Config, store: SqliteStore) -> None:
         self._client = client
         self._config = config
         self._store = store  # the audit log says when each step's weight took effect
 
+    @_rate_limits
     def show_card(self, rollout: Rollout, *, key: str) -> str:
         message = status_card(
             rollout,
@@ -56,9 +82,11 @@ class SlackNotifier:
         self._client.chat_update(channel=rollout.channel, ts=rollout.thread_ts, **message.payload())
         return rollout.thread_ts
 
+    @_rate_limits
     def post_event(self, rollout: Rollout, event: Event, *, key: str) -> str:
         return self._post_in_thread(rollout, event_message(rollout, event), key=key)
 
+    @_rate_limits
     def post_snapshot(
         self,
         rollout: Rollout,
@@ -89,10 +117,12 @@ class SlackNotifier:
         )
         return ts
 
+    @_rate_limits
     def request_approval(self, rollout: Rollout, *, key: str) -> str:
         message = approval_request(rollout, approvers=self._config.slack.approvers)
         return self._post_in_thread(rollout, message, key=key)
 
+    @_rate_limits
     def close_approval(self, rollout: Rollout) -> None:
         if rollout.approval_ts is None:
             return
@@ -100,6 +130,7 @@ class SlackNotifier:
             channel=rollout.channel, ts=rollout.approval_ts, **approval_closed(rollout).payload()
         )
 
+    @_rate_limits
     def alert(self, rollout: Rollout, alert: Alert, *, key: str) -> str:
         message = alert_message(
             rollout,
@@ -110,6 +141,7 @@ class SlackNotifier:
         )
         return self._post(self._alert_channel(rollout), message, rollout=rollout, key=key)
 
+    @_rate_limits
     def find_message(self, rollout: Rollout, key: str) -> str | None:
         """Search where a message under `key` would be: the thread, then the channels' recent
         top-level messages (the card; alerts), following Slack's cursors a few pages deep."""

@@ -14,20 +14,18 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from tenacity import Retrying, retry_if_result, wait_exponential
 
-from bot.kube import load_api_client
+from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
@@ -41,6 +39,7 @@ from rollout.engine import Engine
 from rollout.kube import KubeGateway
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
+from rollout.sender import OutboxSender
 from rollout.store import SqliteStore
 from rollout.traffic.argo import ArgoRouter
 from rollout.traffic.base import TrafficRouter
@@ -57,6 +56,10 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 RECONCILE_BACKOFF_MAX_S = 30.0
 # stop() waits this long for a reconciliation attempt in flight (its calls have deadlines).
 STARTUP_JOIN_TIMEOUT_S = 15.0
+# One deadline per Slack Web API call. The WebClient retries nothing and never sleeps on a
+# Retry-After: the outbox sender (rollout/outbox.py) retries on its own schedule, off every
+# tick and request thread.
+SLACK_TIMEOUT_SECONDS = 10
 
 # One router class per strategy name (STYLE.md): an unknown or not-yet-built strategy is a
 # start-up error, never a silent fallback.
@@ -110,16 +113,16 @@ def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRout
     return {name: ROUTERS[name](gateway) for name in wanted}
 
 
-def _prometheus(config: Config, env: Mapping[str, str]) -> PrometheusProvider:
+def _prometheus(
+    config: Config, env: Mapping[str, str], *, timeout: timedelta
+) -> PrometheusProvider:
     try:
         access = prometheus_access(config.prometheus, env)
     except PrometheusSetupError as error:
         raise StartupError(str(error)) from None
     secrets = (access.bearer_token, access.basic_auth[1] if access.basic_auth else None)
     install_redaction(*secrets)  # never in a log line, whatever a library prints
-    return PrometheusProvider(
-        config.prometheus.url, timeout=config.prometheus.timeout, access=access
-    )
+    return PrometheusProvider(config.prometheus.url, timeout=timeout, access=access)
 
 
 class Runtime:
@@ -135,7 +138,10 @@ class Runtime:
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
         if metrics_provider is None:
-            metrics_provider = _prometheus(config, os.environ if env is None else env)
+            # A measurement never outlasts the analysis interval it serves.
+            budget = min(config.prometheus.timeout, self._shortest_interval(config))
+            env = os.environ if env is None else env
+            metrics_provider = _prometheus(config, env, timeout=budget)
         self.config = config
         self.clock = clock or SystemClock()
         self.store = SqliteStore(config.store.path)
@@ -143,25 +149,19 @@ class Runtime:
         self.web = WebClient(
             token=secrets.bot_token,
             base_url=secrets.slack_api_url,
-            timeout=10,
-            retry_handlers=[
-                RateLimitErrorRetryHandler(max_retry_count=3),
-                ConnectionErrorRetryHandler(max_retry_count=2),
-            ],
-        )
-        gateway = KubeGateway(
-            api_client or load_api_client(context=config.kubernetes.context),
-            on_call=self._count_kube_call,
+            timeout=SLACK_TIMEOUT_SECONDS,
+            retry_handlers=[],
         )
         self.kube_calls = 0
-        provider = metrics_provider
-        self.engine = Engine(
-            config=config,
+        self.engine = self._build_engine(api_client, metrics_provider)
+        # Every Slack message of a rollout goes out through this one sender, on its own
+        # thread: ticks and requests only queue messages (rollout/sender.py).
+        self.sender = OutboxSender(
             store=self.store,
-            routers=build_routers(config, gateway),
             notifier=SlackNotifier(client=self.web, config=config, store=self.store),
             clock=self.clock,
-            analyzer=Analyzer(provider),
+            snapshots=self.engine.observer.snapshot_at,
+            on_deadline=lambda what: self._deadline_passed("slack", what),
         )
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
@@ -181,11 +181,51 @@ class Runtime:
         self._startup = threading.Thread(target=self._start_up, name="startup", daemon=True)
         self.scheduler = BeatScheduler(
             db_path=Path(config.store.path),
-            interval=min(
-                [config.defaults.analysis_interval]
-                + [s.policy.analysis_interval for s in config.services.values()]
-            ),
+            interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
+        )
+
+    def _build_engine(self, api_client: k8s.ApiClient | None, provider: MetricsProvider) -> Engine:
+        """The engine with its bounded clients: one deadline per Kubernetes call, and a
+        measurement that never outlasts the analysis interval it serves."""
+        config = self.config
+        gateway = KubeGateway(
+            without_retries(api_client or load_api_client(context=config.kubernetes.context)),
+            request_timeout=config.kubernetes.request_timeout.total_seconds(),
+            on_call=self._count_kube_call,
+            on_deadline=lambda what: self._deadline_passed("kubernetes", what),
+        )
+        measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
+        return Engine(
+            config=config,
+            store=self.store,
+            routers=build_routers(config, gateway),
+            clock=self.clock,
+            analyzer=Analyzer(
+                provider,
+                budget=measure_budget,
+                on_deadline=lambda what: self._deadline_passed("prometheus", what),
+            ),
+            parallel=config.kubernetes.parallel_rollouts,
+            on_queued=lambda: self.sender.wake(),
+        )
+
+    @staticmethod
+    def _shortest_interval(config: Config) -> timedelta:
+        return min(
+            [config.defaults.analysis_interval]
+            + [s.policy.analysis_interval for s in config.services.values()]
+        )
+
+    def _deadline_passed(self, dependency: str, what: str) -> None:
+        """A call ran past its one deadline: a fault like any other (the next tick or the
+        sender's next round tries again), so it is counted and audited."""
+        self.metrics.deadlines.labels(dependency=dependency).inc()
+        self.store.audit(
+            at=self.clock.now(),
+            actor="canary-bot",
+            action="deadline exceeded",
+            detail=f"{dependency}: {what}",
         )
 
     def _count_kube_call(self, verb: str, what: str) -> None:
@@ -300,6 +340,9 @@ class Runtime:
             if not self._stopping.is_set() and not self._ticking:
                 self.scheduler.start()
                 self._ticking = True
+        self.sender.start()
+        self.engine.reconcile()
+        self.scheduler.start()
 
     def stop(self) -> None:
         with self._lifecycle:
@@ -309,6 +352,8 @@ class Runtime:
         self.scheduler.stop()
         self.directory.stop()
         self._after_ack.shutdown(wait=True)
+        self.engine.close()
+        self.sender.stop()
         self.store.close()
 
 

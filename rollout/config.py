@@ -370,6 +370,17 @@ class PrometheusConfig(_Frozen):
 
 class KubernetesConfig(_Frozen):
     context: str | None = None
+    # One deadline per API call, retries included (DESIGN.md "Bounded calls").
+    request_timeout: Duration = timedelta(seconds=10)
+    # How many rollouts the loop works on at once: one whose calls hang holds one worker.
+    parallel_rollouts: int = Field(default=8, ge=1, le=64)
+
+    @field_validator("request_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("request_timeout must be longer than 0s, for example 10s")
+        return value
 
 
 class ServerConfig(_Frozen):

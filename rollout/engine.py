@@ -1,76 +1,47 @@
-"""The engine carries out the state machine's decisions against the cluster, Slack and the store.
+"""The engine carries out the state machine's decisions against the cluster and the store.
 
-It is the only place where the pure machine meets the world. Each change of state is saved
-before the actions it implies are carried out, and again after each action that changes the
-record, so a crash at any moment leaves a state that the next tick can continue from. Cluster
-actions are level-triggered (the machine asks for them again on every tick until they hold) and
-messages are posted at most once per key, which is what makes a restart safe.
+It decides nothing itself (rollout/machine/ does) and never calls Slack: a decision's
+messages are queued in the outbox in the same transaction as the decision, and the sender
+(rollout/sender.py) posts them on its own thread. A decision that moves traffic queues its
+messages held; they are released once its cluster actions are done, so the cluster always comes
+before Slack and a rate limit can never delay a rollback.
+
+Two kinds of lock, so that no request ever waits on I/O: a rollout's record lock is held only
+to read, decide and save (database work, milliseconds), and commands take nothing else; its
+work lock keeps one tick of a rollout at a time and is held across cluster calls, which only
+ticks wait for. Ticks of different rollouts run on a bounded pool, so one whose API calls hang
+(each bounded by its deadline, see rollout/kube.py) holds one worker and delays no other.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 
-from rollout.analysis import Analysis, Analyzer
+from rollout import machine, outbox
+from rollout.analysis import Analyzer
+from rollout.cluster import OUTCOME, Cluster, outcome_name
 from rollout.commands import Command
-from rollout.config import Config, ServiceConfig
-from rollout.events import Alert, StepReached
-from rollout.images import image_problem, policy_problem, resolve_image
-from rollout.machine import (
-    Announce,
-    CloseApproval,
-    Decision,
-    Page,
-    PromoteStable,
-    Refusal,
-    RequestApproval,
-    RollBackCanary,
-    SetWeight,
-    advance,
-    apply_command,
-)
-from rollout.messenger import Messenger
-from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
+from rollout.config import Config
+from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
+from rollout.model import Phase, Rollout
 from rollout.observer import Observer
-from rollout.ports import Clock, Notifier
-from rollout.store import ActiveRolloutExists, SqliteStore
+from rollout.outbox_table import Message
+from rollout.pool import Locks, TickPool
+from rollout.ports import Clock
+from rollout.start import StartRefused, StartRequest, Starts
+from rollout.store import SqliteStore
 from rollout.traffic.base import TrafficRouter
-from rollout.wording import quote, unquote
+from rollout.wording import unquote
 
+__all__ = ["Engine", "StartRefused", "StartRequest"]
 log = logging.getLogger(__name__)
-_Sender = Callable[[], object]
 
 BOT = "canary-bot"
-# A rollback that keeps failing this many ticks in a row is declared failed and pages on-call.
-MAX_ROLLBACK_ATTEMPTS = 5
-
-
-@dataclass(frozen=True, kw_only=True)
-class StartRequest:
-    service: str
-    image: str
-    by: str
-    channel: str
-    steps: tuple[int, ...] | None = None
-    interval: timedelta | None = None
-    approval: bool | None = None
-    header: str | None = None
-    cookie: str | None = None
-
-
-# Blue/green switches all traffic at once after approval: its only step is a preview.
-SINGLE_STEP_STRATEGIES = frozenset({"service"})
-HEADER_STRATEGIES = frozenset({"nginx", "istio"})
-COOKIE_STRATEGIES = frozenset({"nginx"})
-
-
-class StartRefused(Exception):
-    """A start that cannot go ahead; the message says what is wrong and how to fix it."""
+Decide = Callable[[Rollout], Decision]
 
 
 class Engine:
@@ -80,100 +51,28 @@ class Engine:
         config: Config,
         store: SqliteStore,
         routers: Mapping[str, TrafficRouter],
-        notifier: Notifier,
         clock: Clock,
         analyzer: Analyzer | None = None,
+        parallel: int = 8,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self._routers = routers
-        self._notifier = notifier
         self._clock = clock
-        self._analyzer = analyzer
-        self._messages = Messenger(store=store, notifier=notifier, clock=clock)
-        self._observer = Observer(config=config, store=store, routers=routers, analyzer=analyzer)
-        self._locks: dict[str, threading.RLock] = {}
-        self._locks_guard = threading.Lock()
-        self._start_lock = threading.Lock()
+        self.observer = Observer(config=config, store=store, routers=routers, analyzer=analyzer)
+        self._starts = Starts(config=config, store=store, clock=clock)
+        self._cluster = Cluster(config=config, store=store, routers=routers, clock=clock)
+        self._on_queued = on_queued or (lambda: None)
+        self._records = Locks()
+        self._work = Locks()
+        self._pool = TickPool(workers=parallel)
         self._last_tick: dict[str, datetime] = {}
 
     # ----------------------------------------------------------------- starting
 
-    def check_start(self, request: StartRequest) -> str | None:
-        """Fast checks, safe before Slack's acknowledgement: config and database only."""
-        service = self.config.services.get(request.service)
-        if service is None:
-            known = ", ".join(sorted(self.config.services)) or "none configured"
-            return f"Unknown service `{request.service}`. Known services: {known}."
-        if request.header and service.strategy not in HEADER_STRATEGIES:
-            return (
-                f"`--header` needs a strategy that routes by header (nginx or istio); "
-                f"`{request.service}` uses {service.strategy}. Start it without `--header`."
-            )
-        if request.cookie and service.strategy not in COOKIE_STRATEGIES:
-            return (
-                f"`--cookie` needs the nginx strategy; `{request.service}` uses "
-                f"{service.strategy}. Start it without `--cookie`."
-            )
-        active = self.store.active_for(request.service)
-        if active is not None and active.phase == Phase.FAILED:
-            return (
-                f"The last rollback of `{request.service}` failed and the cluster may still send "
-                f"traffic to {active.canary_image}. Fix it, then `/canary rollback "
-                f"{request.service}` to finish the rollback before starting again."
-            )
-        if active is not None:
-            return (
-                f"`{request.service}` already has an active rollout "
-                f"({active.canary_image}, {active.phase.value.replace('_', ' ')}). "
-                f"Finish it or `/canary rollback {request.service}` first."
-            )
-        policy = service.policy
-        if request.image.removeprefix("@").startswith("sha256:"):
-            # A bare digest pins the stable image's repository; registry rules follow it.
-            return image_problem(
-                f"registry.invalid/image@{request.image.removeprefix('@')}",
-                production=service.is_production,
-            )
-        if "/" not in request.image and ":" not in request.image and "@" not in request.image:
-            # A bare tag: the tag rules can be judged before the stable image is known.
-            if policy.require_digest:
-                return policy_problem(request.image, allowed_registries=(), require_digest=True)
-            return image_problem(
-                f"registry.invalid/image:{request.image}", production=service.is_production
-            )
-        return image_problem(request.image, production=service.is_production) or policy_problem(
-            request.image,
-            allowed_registries=policy.allowed_registries,
-            require_digest=policy.require_digest,
-        )
-
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
-        """Record a start (config and database only: safe before Slack's acknowledgement).
-
-        Once this returns, the start survives a crash: the first tick reads the stable
-        workload, resolves the image and creates the canary, whoever runs it. A `delivery`
-        already handled returns None (Slack's retry of the same command).
-        """
-        with self._start_lock:
-            if delivery is not None and self.store.delivery_seen(delivery):
-                return None
-            rollout = self._accept(request)
-            if delivery is not None:
-                self.store.first_delivery(delivery, at=self._clock.now())
-            return rollout
-
-    def _accept(self, request: StartRequest) -> Rollout:
-        problem = self.check_start(request)
-        if problem:
-            raise StartRefused(problem)
-        service = self.config.services[request.service]
-        rollout = self._draft(request, service, now=self._clock.now())
-        try:
-            self.store.create(rollout, actor=request.by, detail=f"image {request.image}")
-        except ActiveRolloutExists as error:
-            raise StartRefused(str(error)) from error
-        return rollout
+        return self._starts.accept(request, delivery=delivery)
 
     def begin(self, rollout_id: str) -> Rollout:
         """The cluster part of a start, right after the acknowledgement."""
@@ -187,401 +86,230 @@ class Engine:
         return started
 
     def start(self, request: StartRequest) -> Rollout:
-        return self.begin(self._accept(request).id)
-
-    def _resolve(self, rollout: Rollout) -> Rollout:
-        """Read the stable image and work out the canary's; a problem ends the start cleanly
-        (nothing was created yet, so there is nothing to roll back)."""
-        service = self.config.services[rollout.service]
-        try:
-            container, stable_image = self._router_for(rollout).stable_image(rollout)
-        except Exception as error:
-            return self._refuse_start(rollout, f"cannot read the stable workload: {error}")
-        canary_image = resolve_image(stable_image, rollout.canary_image)
-        problem = image_problem(canary_image, production=service.is_production) or policy_problem(
-            canary_image,
-            allowed_registries=service.policy.allowed_registries,
-            require_digest=service.policy.require_digest,
-        )
-        if problem is None and canary_image == stable_image:
-            problem = f"`{rollout.service}` already runs {stable_image}; name another tag or image"
-        if problem:
-            return self._refuse_start(rollout, problem)
-        resolved = rollout.evolve(
-            now=self._clock.now(),
-            container=container,
-            stable_image=stable_image,
-            canary_image=canary_image,
-        )
-        self._save(rollout, resolved, actor=BOT, action="resolve image", detail=canary_image)
-        return resolved
-
-    def _refuse_start(self, rollout: Rollout, reason: str) -> Rollout:
-        now = self._clock.now()
-        ended = rollout.evolve(
-            now=now,
-            phase=Phase.ROLLED_BACK,
-            reason=f"could not start: {quote(reason)}",
-            finished_at=now,
-        )
-        self._save(rollout, ended, actor=BOT, action="start refused", detail=reason)
-        return ended
-
-    def _draft(self, request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
-        policy = service.policy
-        steps = request.steps or policy.steps
-        if service.strategy in SINGLE_STEP_STRATEGIES:
-            steps = (steps[-1],)
-        routing = {"header": request.header, "cookie": request.cookie}
-        plan = RolloutPlan(
-            steps=steps,
-            step_interval=request.interval or policy.step_interval,
-            analysis_interval=policy.analysis_interval,
-            approval=policy.approval if request.approval is None else request.approval,
-            approvals_required=policy.approvals_required,
-            self_approval=policy.self_approval,
-            progress_deadline=policy.progress_deadline,
-            approval_timeout=policy.approval_timeout,
-            on_failure=policy.on_failure,
-            on_no_data=policy.on_no_data,
-            no_data_alert_after=policy.no_data_alert_after,
-            repage_interval=policy.repage_interval,
-        )
-        return Rollout(
-            id=f"{request.service}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
-            service=request.service,
-            namespace=service.namespace,
-            deployment=service.deployment,
-            container=service.container or "",
-            strategy=service.strategy,
-            # Resolved against the stable workload by the first tick (see _resolve).
-            stable_image="",
-            canary_image=request.image,
-            plan=plan,
-            target=TrafficTarget(
-                service=service.service,
-                ingress=service.ingress,
-                virtual_service=service.virtual_service,
-                destination_rule=service.destination_rule,
-                http_route=service.http_route,
-                route=service.route,
-                argo_rollout=service.argo_rollout,
-            ),
-            channel=request.channel,
-            started_by=request.by,
-            created_at=now,
-            updated_at=now,
-            router_state={key: value for key, value in routing.items() if value},
-        )
+        accepted = self.accept(request)
+        assert accepted is not None
+        return self.begin(accepted.id)
 
     # ----------------------------------------------------------------- commands
 
     def command(
         self, rollout_id: str, command: Command, *, action: str, delivery: str | None = None
     ) -> Rollout | Refusal | None:
-        """Decide on a person's command and save the decision (with its messages queued).
-
-        Fast enough to run before Slack's acknowledgement, so an acknowledged click is a
-        recorded click even if the bot dies right after; `carry_on` then does the work (every
-        cluster action a command leads to follows from the saved phase). Refusals change
-        nothing. `delivery` names the Slack request: one already handled returns None, and the
-        check and the decision share the rollout's lock, so a retry racing its original acts
-        once.
-        """
-        with self._lock(rollout_id):
+        """Decide on a person's command and save the decision with its messages: database
+        work only, so it runs before Slack's acknowledgement and never waits for a tick's
+        cluster calls. `carry_on` does the rest. A `delivery` already handled returns None."""
+        with self._records.of(rollout_id):
             if delivery is not None and self.store.delivery_seen(delivery):
                 return None
-            outcome = self._decide(rollout_id, command, action=action)
-            if delivery is not None:
-                self.store.first_delivery(delivery, at=self._clock.now())
-            return outcome
-
-    def _decide(self, rollout_id: str, command: Command, *, action: str) -> Rollout | Refusal:
-        with self._lock(rollout_id):
+            now = self._clock.now()
             rollout = self.store.get(rollout_id)
             if rollout is None:
                 return Refusal("That rollout does not exist (any more); nothing was changed.")
-            rollout = self._messages.flush(rollout)
-            outcome = apply_command(rollout, command, now=self._clock.now())
+            outcome = apply_command(rollout, command, now=now)
             if isinstance(outcome, Refusal):
                 self.store.audit(
-                    at=self._clock.now(),
+                    at=now,
                     actor=command.by,
                     action=f"refused: {action}",
                     rollout_id=rollout_id,
                     detail=outcome.message,
                 )
-                return outcome
-            decided, _ = self._messages.enqueue(outcome.rollout, outcome.actions)
-            reason = getattr(command, "reason", None)  # pause, rollback and reject carry one
-            self._save(rollout, decided, actor=command.by, action=action, detail=reason)
-            return decided
+            else:
+                reason = getattr(command, "reason", None)  # pause, rollback and reject carry one
+                self._save(rollout, outcome, actor=command.by, action=action, detail=reason)
+            if delivery is not None:
+                self.store.first_delivery(delivery, at=now)
+            return outcome if isinstance(outcome, Refusal) else outcome.rollout
 
     def carry_on(self, rollout_id: str) -> None:
         """Do now what the last saved decision implies, rather than at the next beat."""
-        with self._lock(rollout_id):
-            rollout = self.store.get(rollout_id)
-            if rollout is None:
-                return
-            rollout = self._messages.flush(rollout)
-            self._messages.ensure(rollout, before=None)
         self.tick(rollout_id)
 
     # ----------------------------------------------------------------- ticks
 
-    def tick_all(self) -> None:
-        """One scheduler beat: measure every due rollout in one batch, then advance each."""
+    def tick_all(self, *, wait_for_ticks: bool = False) -> None:
+        """One beat: measure every due rollout in one batch, then tick each on the pool.
+        A rollout whose last tick is still running (its calls hang) is left out."""
         now = self._clock.now()
-        due = [r for r in self.store.active() if self._is_due(r, now)]
-        due += [r for r in self.store.unsent() if r.phase.is_terminal]
-        self._observer.record_measurements(due, now=now)
+        running = self._pool.running()
+        due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
+        self.observer.record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
-            try:
-                # The beat's own time: the measurement just taken must not look stale to a
-                # rollout judged late in a long beat.
-                self.tick(rollout.id, at=now)
-            except Exception:
-                log.exception("tick of %s failed", rollout.id)
+            # The beat's own time: the measurement just taken must not look stale.
+            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now))
+        if wait_for_ticks:
+            self.drain()
+
+    def drain(self) -> None:
+        """Wait for every tick running on the pool (tests, benchmarks, shutdown)."""
+        self._pool.drain()
 
     def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
-        with self._lock(rollout_id):
+        with self._work.of(rollout_id):
             rollout = self.store.get(rollout_id)
-            if rollout is None:
-                return
-            rollout = self._messages.flush(rollout)
-            if rollout.phase.is_terminal:
+            if rollout is None or rollout.phase.is_terminal:
                 self._last_tick.pop(rollout_id, None)
                 return
-            if rollout.phase == Phase.PENDING and not rollout.stable_image:
-                rollout = self._resolve(rollout)
+            if rollout.phase == Phase.PENDING:
+                rollout = self._start_on_cluster(rollout)
                 if rollout.phase.is_terminal:
                     return
-            if rollout.phase == Phase.PENDING:
-                rollout = self._prepare(rollout)
             now = at or self._clock.now()
-            observation, analysis = self._observer.observe(rollout, now=now)
-            decision = advance(rollout, observation, now=now)
-            after = self._carry_out(rollout, decision)
-            if analysis is not None:
-                self._snapshot(rollout, after, decision, analysis, breached=observation.breach)
-                self._show_verdict(after, analysis)
+            observation, analysis = self.observer.observe(rollout, now=now)
 
-    def _show_verdict(self, rollout: Rollout, analysis: Analysis) -> None:
-        """Keep the card's verdict current; it changes rarely, so this is rarely a write."""
-        verdict = analysis.verdict.value
-        # Terminal too: a breach that rolled back in this very tick must not leave "healthy".
-        if rollout.verdict == verdict:
-            return
-        judged = replace(rollout, verdict=verdict)
-        self.store.save(rollout, judged, actor=BOT, action="verdict", audit=False)
-        self._messages.ensure(judged, before=rollout)
+            def decide(fresh: Rollout) -> Decision:
+                decision = advance(fresh, observation, now=now)
+                verdict = analysis.verdict.value if analysis else decision.rollout.verdict
+                return replace(decision, rollout=replace(decision.rollout, verdict=verdict))
 
-    def _snapshot(
+            def snapshots(before: Rollout, decision: Decision) -> list[Message]:
+                if analysis is None:
+                    return []
+                return outbox.snapshots(before, decision, at=analysis.at, breach=observation.breach)
+
+            decision, mark = self._decide(rollout_id, decide, extra=snapshots, settle=True)
+            actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
+            if not actions:
+                return
+            outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
+            ok = all(outcome.error is None for outcome in outcomes)
+            later = self._clock.now()
+            self._decide(
+                rollout_id,
+                lambda fresh: machine.after(fresh, outcomes, now=later),
+                action=OUTCOME,
+                release_upto=mark,
+                released=ok,
+            )
+
+    def _start_on_cluster(self, rollout: Rollout) -> Rollout:
+        """Read the stable workload, then create the canary objects; what came of each is
+        fed to the machine. A start refused here ends quietly (nothing was created)."""
+        if not rollout.stable_image:
+            decide, name = self._cluster.resolve(rollout)
+            quiet = name == "start refused"
+            rollout = self._decide(rollout.id, decide, action=name, quiet=quiet)[0].rollout
+        if rollout.phase != Phase.PENDING:
+            return rollout
+        prepared = self._cluster.prepare(rollout)
+        if prepared is None:
+            return rollout
+        decide, name = prepared
+        return self._decide(rollout.id, decide, action=name)[0].rollout
+
+    def _decide(
+        self,
+        rollout_id: str,
+        decide: Decide,
+        *,
+        action: str = "tick",
+        extra: Callable[[Rollout, Decision], list[Message]] | None = None,
+        quiet: bool = False,
+        settle: bool = False,
+        release_upto: int | None = None,
+        released: bool = False,
+    ) -> tuple[Decision, int]:
+        """Read the rollout, decide, save the decision with its messages: under the record
+        lock, database work only. Returns the decision and the outbox mark to release up to.
+
+        `settle`: a tick's decision that asks for no cluster action means none is outstanding
+        (the machine asks again for every one until it holds), so every held message may go;
+        this frees what a crash between an action and its release left held."""
+        with self._records.of(rollout_id):
+            before = self.store.get(rollout_id)
+            assert before is not None
+            decision = decide(before)
+            if settle and not any(isinstance(a, ClusterAction) for a in decision.actions):
+                release_upto, released = ALL, True
+            # A rollback the machine gave up on is paged about at once, however it stands.
+            release = release_upto is not None and (
+                released or decision.rollout.phase == Phase.FAILED
+            )
+            mark = self._save(
+                before,
+                decision,
+                actor=BOT,
+                action=outcome_name(before, decision.rollout) if action == OUTCOME else action,
+                quiet=quiet,
+                extra=extra(before, decision) if extra is not None else [],
+                release_upto=release_upto if release else None,
+            )
+            return decision, mark
+
+    def _save(
         self,
         before: Rollout,
-        after: Rollout,
         decision: Decision,
-        analysis: Analysis,
         *,
-        breached: str | None,
-    ) -> None:
-        """The metric snapshot goes into the thread at each new step and at a breach."""
-        title: str | None = None
-        key = ""
-        for action in decision.actions:
-            if isinstance(action, Announce) and isinstance(action.event, StepReached):
-                title = f"Step {action.event.step} of {action.event.steps} reached"
-                key = f"snapshot:step:{action.event.step}"
-        if breached and after.phase != before.phase:
-            verb = "paused" if after.phase == Phase.PAUSED else "rolled back"
-            title, key = f"Rollback rule breached: {verb}", f"snapshot:breach:{after.updated_at}"
-        if title is None:
-            return
-        self._messages.snapshot(
+        actor: str,
+        action: str,
+        detail: str | None = None,
+        quiet: bool = False,
+        extra: Sequence[Message] = (),
+        release_upto: int | None = None,
+    ) -> int:
+        after = decision.rollout
+        messages = [] if quiet else outbox.messages(before, decision, extra=extra)
+        if after == before and not messages:
+            if release_upto is not None and self.store.release(after.id, upto=release_upto):
+                self._on_queued()
+            return self.store.outbox_mark(after.id)
+        audited = replace(after, verdict=before.verdict) != before
+        mark = self.store.save(
+            before,
             after,
-            analysis,
-            title=title,
-            key=key,
-            history=lambda: self._observer.history(after, since=after.created_at),
+            actor=actor,
+            action=action,
+            detail=detail,
+            audit=audited,
+            messages=messages,
+            hold=any(isinstance(a, ClusterAction) for a in decision.actions),
+            release_upto=release_upto,
         )
-
-    def _prepare(self, rollout: Rollout) -> Rollout:
-        """Create the canary objects (idempotent); a failure rolls back what was made."""
-        try:
-            prepared = self._router_for(rollout).prepare(rollout)
-        except Exception as error:
-            log.warning("preparing %s failed: %s", rollout.id, error)
-            reason = f"could not create the canary: {quote(str(error))}"
-            failed = rollout.evolve(now=self._clock.now(), phase=Phase.ROLLING_BACK, reason=reason)
-            self._save(rollout, failed, actor=BOT, action="prepare failed", detail=reason)
-            return failed
-        if prepared != rollout:
-            self._audit_cluster(rollout, f"canary {rollout.deployment}-canary created")
-            self._save(rollout, prepared, actor=BOT, action="prepare")
-        return prepared
+        if messages or release_upto is not None:
+            self._on_queued()
+        return mark
 
     def reconcile(self) -> bool:
-        """At start-up: put the stored weight back on the cluster and repair lost messages.
+        """At start-up: put the stored weight back on the cluster (no message: nothing new).
 
         True when every active rollout was reconciled; the caller tries again otherwise, and
         reports the bot ready (`/readyz`) only once this is True.
         """
         reconciled = True
         for rollout in self.store.active():
-            with self._lock(rollout.id):
+            if rollout.step_index < 0 or rollout.phase not in machine.WATCHED_PHASES:
+                continue
+            with self._work.of(rollout.id):
                 try:
-                    if rollout.step_index >= 0 and rollout.phase in (
-                        Phase.PROGRESSING,
-                        Phase.PAUSED,
-                        Phase.AWAITING_APPROVAL,
-                    ):
-                        changed = self._router_for(rollout).set_weight(
-                            rollout, rollout.target_weight
-                        )
-                        if changed:
-                            self._audit_cluster(
-                                rollout, f"re-applied weight {rollout.target_weight}%"
-                            )
-                    rollout = self._messages.flush(rollout)
-                    self._messages.ensure(rollout, before=None)
+                    self._cluster.reapply(rollout)
                 except Exception:
                     log.exception("reconciling %s failed", rollout.id)
                     reconciled = False
         return reconciled
+
+    def snapshot_now(self, rollout_id: str, *, by: str) -> bool:
+        """`/canary status <service>`: a snapshot with chart in the thread, queued."""
+        rollout = self.store.get(rollout_id)
+        now = self._clock.now()
+        if rollout is None or rollout.thread_ts is None:
+            return False
+        if self.observer.analyse(rollout, now=now) is None:
+            return False
+        self.store.audit(at=now, actor=by, action="snapshot", rollout_id=rollout.id)
+        key = f"snapshot:asked:{now.isoformat()}"
+        self.store.queue(rollout.id, [outbox.snapshot(key, title="Snapshot on request", at=now)])
+        self._on_queued()
+        return True
+
+    def close(self) -> None:
+        self._pool.close()
 
     def _is_due(self, rollout: Rollout, now: datetime) -> bool:
         last = self._last_tick.get(rollout.id)
         slack = timedelta(milliseconds=250)
         return last is None or now - last >= rollout.plan.analysis_interval - slack
 
-    def snapshot_now(self, rollout_id: str, *, by: str) -> bool:
-        """`/canary status <service>`: a snapshot with chart in the thread, on demand."""
-        with self._lock(rollout_id):
-            rollout = self.store.get(rollout_id)
-            if rollout is None or rollout.thread_ts is None:
-                return False
-            now = self._clock.now()
-            analysis = self._observer.analyse(rollout, now=now)
-            if analysis is None:
-                return False
-            self.store.audit(at=now, actor=by, action="snapshot", rollout_id=rollout.id)
-            self._messages.snapshot(
-                rollout,
-                analysis,
-                title="Snapshot on request",
-                key=f"snapshot:asked:{now.isoformat()}",
-                history=lambda: self._observer.history(rollout, since=rollout.created_at),
-            )
-            return True
 
-    # ----------------------------------------------------------------- carrying out
-
-    def _carry_out(
-        self, before: Rollout, decision: Decision, *, actor: str = BOT, action: str = "tick"
-    ) -> Rollout:
-        # The decision and the messages it implies are saved together before anything is done,
-        # so a crash can lose neither (cluster actions are asked for again by the next tick).
-        rollout, keys = self._messages.enqueue(decision.rollout, decision.actions)
-        if rollout != before:
-            self._save(before, rollout, actor=actor, action=action)
-        for key, step in zip(keys, decision.actions, strict=True):
-            if isinstance(step, Announce | Page | RequestApproval | CloseApproval):
-                rollout = self._messages.deliver(rollout, key, step)
-            else:
-                rollout = self._execute(rollout, step)
-        return self._messages.ensure(rollout, before=before)
-
-    def _execute(
-        self, rollout: Rollout, action: SetWeight | PromoteStable | RollBackCanary
-    ) -> Rollout:
-        router = self._router_for(rollout)
-        match action:
-            case SetWeight(weight=weight):
-                try:
-                    if router.set_weight(rollout, weight):
-                        self._audit_cluster(rollout, f"set canary weight {weight}%")
-                except Exception as error:
-                    log.warning("setting weight of %s failed: %s", rollout.id, error)
-                    self._audit_cluster(rollout, f"set weight {weight}% failed: {error}")
-            case PromoteStable():
-                rollout = self._promote(rollout, router)
-            case RollBackCanary():
-                rollout = self._roll_back(rollout, router)
-        return rollout
-
-    def _promote(self, rollout: Rollout, router: TrafficRouter) -> Rollout:
-        try:
-            done = router.promote(rollout)
-        except Exception as error:
-            log.warning("promoting %s: %s", rollout.id, error)
-            self._audit_cluster(rollout, f"promotion step failed: {error}")
-            return rollout
-        if not done:
-            return rollout
-        self._audit_cluster(rollout, f"stable runs {rollout.canary_image}; canary removed")
-        now = self._clock.now()
-        finished = rollout.evolve(now=now, phase=Phase.SUCCEEDED, weight=100.0, finished_at=now)
-        return self._messages.finish(rollout, finished, action="promoted")
-
-    def _roll_back(self, rollout: Rollout, router: TrafficRouter) -> Rollout:
-        now = self._clock.now()
-        try:
-            router.rollback(rollout)
-        except Exception as error:
-            log.warning("rolling back %s: %s", rollout.id, error)
-            if rollout.phase == Phase.FAILED:
-                return rollout  # still failing; the machine pages again when it is time
-            self._audit_cluster(rollout, f"rollback attempt failed: {error}")
-            failures = rollout.failures + 1
-            if failures < MAX_ROLLBACK_ATTEMPTS:
-                retried = rollout.evolve(now=now, failures=failures)
-                self._save(rollout, retried, actor=BOT, action="rollback retry")
-                return retried
-            reason = f"rollback could not be completed: {quote(str(error))}"
-            failed = rollout.evolve(
-                now=now, phase=Phase.FAILED, failures=failures, reason=reason, paged_at=now
-            )
-            page = Alert(
-                title=f"{rollout.service}: ROLLBACK FAILED — act now",
-                detail=(
-                    f"{reason}. Traffic may still reach the canary {rollout.canary_image}. "
-                    f"The bot keeps retrying; `/canary rollback {rollout.service}` retries now, "
-                    f"`/canary pause {rollout.service}` acknowledges and stops the pages."
-                ),
-                traffic_on_stable=False,
-                at=now,
-            )
-            return self._messages.finish(
-                rollout, failed, action="rollback failed", also=(Page(page),)
-            )
-        self._audit_cluster(rollout, "all traffic on stable; canary removed")
-        done = rollout.evolve(now=now, phase=Phase.ROLLED_BACK, weight=0.0, finished_at=now)
-        return self._messages.finish(rollout, done, action="rolled back")
-
-    def _save(
-        self,
-        before: Rollout,
-        after: Rollout,
-        *,
-        actor: str,
-        action: str,
-        detail: str | None = None,
-    ) -> None:
-        self.store.save(before, after, actor=actor, action=action, detail=detail)
-
-    def _audit_cluster(self, rollout: Rollout, detail: str) -> None:
-        self.store.audit(
-            at=self._clock.now(),
-            actor=BOT,
-            action="cluster change",
-            rollout_id=rollout.id,
-            detail=detail,
-        )
-
-    def _router_for(self, rollout: Rollout) -> TrafficRouter:
-        return self._routers[rollout.strategy]
-
-    def _lock(self, rollout_id: str) -> threading.RLock:
-        with self._locks_guard:
-            return self._locks.setdefault(rollout_id, threading.RLock())
+ALL = 2**62  # an outbox mark above every row

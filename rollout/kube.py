@@ -1,10 +1,13 @@
-"""The bot's one door to the Kubernetes API: the official client, plain dicts, retries.
+"""The bot's one door to the Kubernetes API: the official client, plain dicts, bounded retries.
 
 Routers get a `KubeGateway` injected; they never load a kubeconfig or build clients. Responses
 are read as the server's JSON (camelCase dicts) rather than the client's model objects, so a
 router can copy an object faithfully. Every write is idempotent by construction (absolute
 values, AlreadyExists on create and NotFound on delete are success), which is what makes
 retrying with backoff and jitter (tenacity) safe.
+
+Every call has ONE deadline (`kubernetes.request_timeout`, retries included): see
+`rollout/kube_call.py`.
 """
 
 from __future__ import annotations
@@ -14,24 +17,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from tenacity import (
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
+
+from rollout.kube_call import (
+    DEFAULT_REQUEST_TIMEOUT,
+    BoundedCall,
+    KubeDeadlineExceeded,
+    KubeUnavailable,
+    Timeouts,
 )
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-RETRIED_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-REQUEST_TIMEOUT = (3.0, 10.0)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
+__all__ = ["MANAGED_BY", "CustomKind", "KubeDeadlineExceeded", "KubeGateway", "KubeUnavailable"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,6 @@ class CustomKind:
         return f"{self.group}/{self.version}"
 
 
-class KubeUnavailable(Exception):
-    """The API server did not accept a request after every retry."""
-
-
 def _only_if(uid: str | None) -> k8s.V1DeleteOptions | None:
     """Delete options that make the API server refuse unless the object still has `uid`."""
     if uid is None:
@@ -59,51 +57,22 @@ def _only_if(uid: str | None) -> k8s.V1DeleteOptions | None:
     return k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid))
 
 
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, ApiException):
-        if error.status == 409 and "AlreadyExists" in str(error.body):
-            return False  # a create that already happened: final, and callers treat it as done
-        if error.status == 409 and "Precondition failed" in str(error.body):
-            return False  # the object is no longer the one we meant: final, never retried
-        return error.status in RETRIED_STATUSES or error.status == 0
-    return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
-
-
-_retrying = retry(
-    retry=retry_if_exception(_transient),
-    wait=wait_random_exponential(multiplier=0.05, max=2.0),
-    stop=stop_after_attempt(6),
-    reraise=True,
-)
-
-
 class KubeGateway:
     def __init__(
         self,
         api_client: k8s.ApiClient,
         *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         on_call: Callable[[str, str], None] | None = None,
+        on_deadline: Callable[[str], None] | None = None,
     ) -> None:
         self._apps = k8s.AppsV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._networking = k8s.NetworkingV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
-        self._on_call = on_call or (lambda verb, what: None)
-
-    def _call(self, verb: str, what: str, request: Callable[[], Any]) -> Any:
-        @_retrying
-        def attempt() -> Any:
-            self._on_call(verb, what)
-            return request()
-
-        try:
-            return attempt()
-        except ApiException:
-            raise
-        except Exception as error:
-            if _transient(error):
-                raise KubeUnavailable(f"{verb} {what}: {error}") from error
-            raise
+        self._call = BoundedCall(
+            request_timeout=request_timeout, on_call=on_call, on_deadline=on_deadline
+        )
 
     # ----------------------------------------------------------------- deployments
 
@@ -112,8 +81,8 @@ class KubeGateway:
             response = self._call(
                 "get",
                 f"deployment {namespace}/{name}",
-                lambda: self._apps.read_namespaced_deployment(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                lambda timeout: self._apps.read_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=timeout
                 ),
             )
         except ApiException as error:
@@ -128,8 +97,8 @@ class KubeGateway:
             self._call(
                 "create",
                 f"deployment {namespace}/{name}",
-                lambda: self._apps.create_namespaced_deployment(
-                    namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                lambda timeout: self._apps.create_namespaced_deployment(
+                    namespace, body, _preload_content=False, _request_timeout=timeout
                 ),
             )
         except ApiException as error:
@@ -144,11 +113,11 @@ class KubeGateway:
         response = self._call(
             "list",
             f"replicasets {namespace} ({label_selector})",
-            lambda: self._apps.list_namespaced_replica_set(
+            lambda timeout: self._apps.list_namespaced_replica_set(
                 namespace,
                 label_selector=label_selector,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
         items = _json(response).get("items") or []
@@ -159,8 +128,8 @@ class KubeGateway:
         self._call(
             "patch",
             f"deployment {namespace}/{name}",
-            lambda: self._apps.patch_namespaced_deployment(
-                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._apps.patch_namespaced_deployment(
+                name, namespace, patch, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -168,24 +137,24 @@ class KubeGateway:
         self._call(
             "scale",
             f"deployment {namespace}/{name} to {replicas}",
-            lambda: self._apps.patch_namespaced_deployment_scale(
+            lambda timeout: self._apps.patch_namespaced_deployment_scale(
                 name,
                 namespace,
                 {"spec": {"replicas": replicas}},
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
     def delete_deployment(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         self._delete_unless_gone(
             f"deployment {namespace}/{name}",
-            lambda: self._apps.delete_namespaced_deployment(
+            lambda timeout: self._apps.delete_namespaced_deployment(
                 name,
                 namespace,
                 body=_only_if(uid),
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -197,22 +166,22 @@ class KubeGateway:
     def read_custom(self, kind: CustomKind, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
             f"{kind.kind} {namespace}/{name}",
-            lambda: self._custom.get_namespaced_custom_object(
+            lambda timeout: self._custom.get_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
     def create_custom(self, kind: CustomKind, namespace: str, body: dict[str, Any]) -> None:
         self._create_unless_exists(
             f"{kind.kind} {namespace}/{body['metadata']['name']}",
-            lambda: self._custom.create_namespaced_custom_object(
+            lambda timeout: self._custom.create_namespaced_custom_object(
                 *_where(kind, namespace),
                 body,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -224,12 +193,12 @@ class KubeGateway:
         response = self._call(
             "replace",
             f"{kind.kind} {namespace}/{name}",
-            lambda: self._custom.replace_namespaced_custom_object(
+            lambda timeout: self._custom.replace_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
                 body,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
         return _json(response)
@@ -253,12 +222,12 @@ class KubeGateway:
         response = self._call(
             "patch",
             f"{kind.kind} {namespace}/{name}" + (" status" if status else ""),
-            lambda: method(
+            lambda timeout: method(
                 *_where(kind, namespace),
                 name,
                 patch,
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
         return _json(response)
@@ -314,12 +283,12 @@ class KubeGateway:
     ) -> None:
         self._delete_unless_gone(
             f"{kind.kind} {namespace}/{name}",
-            lambda: self._custom.delete_namespaced_custom_object(
+            lambda timeout: self._custom.delete_namespaced_custom_object(
                 *_where(kind, namespace),
                 name,
                 body=_only_if(uid),
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -328,28 +297,28 @@ class KubeGateway:
     def read_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
             f"service {namespace}/{name}",
-            lambda: self._core.read_namespaced_service(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.read_namespaced_service(
+                name, namespace, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def create_service(self, namespace: str, body: dict[str, Any]) -> None:
         self._create_unless_exists(
             f"service {namespace}/{body['metadata']['name']}",
-            lambda: self._core.create_namespaced_service(
-                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.create_namespaced_service(
+                namespace, body, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def delete_service(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         self._delete_unless_gone(
             f"service {namespace}/{name}",
-            lambda: self._core.delete_namespaced_service(
+            lambda timeout: self._core.delete_namespaced_service(
                 name,
                 namespace,
                 body=_only_if(uid),
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
@@ -360,8 +329,8 @@ class KubeGateway:
         self._call(
             "patch",
             f"service {namespace}/{name}",
-            lambda: self._core.patch_namespaced_service(
-                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._core.patch_namespaced_service(
+                name, namespace, patch, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -370,16 +339,16 @@ class KubeGateway:
     def read_ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_or_none(
             f"ingress {namespace}/{name}",
-            lambda: self._networking.read_namespaced_ingress(
-                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.read_namespaced_ingress(
+                name, namespace, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def create_ingress(self, namespace: str, body: dict[str, Any]) -> None:
         self._create_unless_exists(
             f"ingress {namespace}/{body['metadata']['name']}",
-            lambda: self._networking.create_namespaced_ingress(
-                namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.create_namespaced_ingress(
+                namespace, body, _preload_content=False, _request_timeout=timeout
             ),
         )
 
@@ -388,27 +357,27 @@ class KubeGateway:
         self._call(
             "patch",
             f"ingress {namespace}/{name}",
-            lambda: self._networking.patch_namespaced_ingress(
-                name, namespace, patch, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda timeout: self._networking.patch_namespaced_ingress(
+                name, namespace, patch, _preload_content=False, _request_timeout=timeout
             ),
         )
 
     def delete_ingress(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         self._delete_unless_gone(
             f"ingress {namespace}/{name}",
-            lambda: self._networking.delete_namespaced_ingress(
+            lambda timeout: self._networking.delete_namespaced_ingress(
                 name,
                 namespace,
                 body=_only_if(uid),
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=timeout,
             ),
         )
 
     # The Ingress calls share these: absent is None on read, AlreadyExists on create and
     # NotFound on delete are success, which keeps every call safe to repeat.
 
-    def _read_or_none(self, what: str, request: Callable[[], Any]) -> dict[str, Any] | None:
+    def _read_or_none(self, what: str, request: Callable[[Timeouts], Any]) -> dict[str, Any] | None:
         try:
             response = self._call("get", what, request)
         except ApiException as error:
@@ -417,14 +386,14 @@ class KubeGateway:
             raise
         return _json(response)
 
-    def _create_unless_exists(self, what: str, request: Callable[[], Any]) -> None:
+    def _create_unless_exists(self, what: str, request: Callable[[Timeouts], Any]) -> None:
         try:
             self._call("create", what, request)
         except ApiException as error:
             if error.status != 409 or "AlreadyExists" not in str(error.body):
                 raise
 
-    def _delete_unless_gone(self, what: str, request: Callable[[], Any]) -> None:
+    def _delete_unless_gone(self, what: str, request: Callable[[Timeouts], Any]) -> None:
         """Deletes; an object already gone is success, and so is a uid precondition that no
         longer holds: the object the bot created is gone, and the one now at that name is
         somebody else's, which the bot must not delete."""
@@ -484,11 +453,11 @@ class KubeGateway:
             self._call(
                 "create",
                 f"event {reason} on {metadata['namespace']}/{metadata['name']}",
-                lambda: self._core.create_namespaced_event(
+                lambda timeout: self._core.create_namespaced_event(
                     metadata["namespace"],
                     body,
                     _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
+                    _request_timeout=timeout,
                 ),
             )
         except (ApiException, KubeUnavailable) as error:

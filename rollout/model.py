@@ -116,8 +116,6 @@ class Rollout:
     approval_reminded: bool = False
     # The latest analysis verdict (healthy / breached / no_data), shown on the status card.
     verdict: str | None = None
-    # Messages decided on but not yet sent (see rollout/outbox.py).
-    outbox: tuple[dict[str, Any], ...] = ()
     # Paging while a rollback is failing: when last paged, and who acknowledged the pages.
     paged_at: datetime | None = None
     acknowledged_by: str | None = None

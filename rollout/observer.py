@@ -73,15 +73,28 @@ class Observer:
         if self._analyzer is None or not rules:
             return None
         longest = max(rule.for_ for rule in rules)
-        history = self.history(rollout, since=now - longest - 3 * rollout.plan.analysis_interval)
+        since = now - longest - 3 * rollout.plan.analysis_interval
+        history = self.history(rollout, since=since, until=now)
         return judge(
             rules=rules, history=history, now=now, analysis_interval=rollout.plan.analysis_interval
         )
 
-    def history(self, rollout: Rollout, *, since: datetime) -> list[Measurement]:
+    def snapshot_at(
+        self, rollout: Rollout, at: datetime
+    ) -> tuple[Analysis, Sequence[Measurement]] | None:
+        """For the outbox sender: the analysis as it stood at `at`, and the chart's history
+        (a snapshot is judged when sent, from what was stored up to the moment it stands for)."""
+        analysis = self.analyse(rollout, now=at)
+        if analysis is None:
+            return None
+        return analysis, self.history(rollout, since=rollout.created_at, until=at)
+
+    def history(
+        self, rollout: Rollout, *, since: datetime, until: datetime | None = None
+    ) -> list[Measurement]:
         return [
             Measurement.from_json(data)
-            for data in self._store.measurements(rollout.id, since=since)
+            for data in self._store.measurements(rollout.id, since=since, until=until)
         ]
 
     def rules(self, rollout: Rollout) -> tuple[Rule, ...]:

@@ -1,22 +1,29 @@
-"""Messages the state machine decided to send, kept in the rollout record until sent.
+"""Messages as outbox rows: the key each gets and the JSON it is stored as.
 
 A decision is saved before it is carried out. If the bot dies in between, the cluster actions
 are asked for again by the next tick (they are level-triggered), but a thread message or a page
-would be lost. So every message action is stored with the decision, under a key fixed at
-decision time, and removed once sent; a restarted bot sends what is left, and the key makes
-a second send a no-op.
+would be lost. So every message is stored with the decision, in the store's `outbox` table,
+under a key fixed at decision time: a key queued twice is one message (see
+`rollout/sender.py` for how each row reaches Slack exactly once).
+
+Besides the state machine's message actions there are three kinds the engine queues itself: the
+status card (`card` posts it, `card:update` refreshes it) and metric snapshots.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from rollout import events
-from rollout.machine import Action, Announce, CloseApproval, Page, RequestApproval
+from rollout.machine import Action, Announce, CloseApproval, Decision, Page, RequestApproval
+from rollout.model import Phase, Rollout
 
 MessageAction = Announce | Page | RequestApproval | CloseApproval
+# (key, stored entry) of one outbox row.
+Message = tuple[str, dict[str, Any]]
 
 _EVENT_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
@@ -37,6 +44,57 @@ def is_message(action: Action) -> bool:
     return isinstance(action, Announce | Page | RequestApproval | CloseApproval)
 
 
+def messages(
+    before: Rollout, decision: Decision, *, extra: Sequence[Message] = ()
+) -> list[Message]:
+    """A decision's outbox rows: the card first (posted once, when the first decision with
+    anything to say is saved), each message action under the key fixed for it, `extra` rows,
+    and the card's refresh when what it shows changed."""
+    after = decision.rollout
+    found: list[Message] = []
+    for index, action in enumerate(decision.actions):
+        if isinstance(action, Announce | Page | RequestApproval | CloseApproval):
+            key = message_key(action, decided_at=after.updated_at, index=index)
+            found.append((key, to_json(key, action)))
+    found += extra
+    if card_view(before) != card_view(after):
+        found.append(CARD_UPDATE)
+    return [CARD, *found] if found else []
+
+
+def snapshots(
+    before: Rollout, decision: Decision, *, at: datetime, breach: str | None
+) -> list[Message]:
+    """A metric snapshot goes into the thread at each new step and at a breach that changed
+    the phase."""
+    after = decision.rollout
+    if breach and after.phase != before.phase:
+        verb = "paused" if after.phase == Phase.PAUSED else "rolled back"
+        key = f"snapshot:breach:{after.updated_at.isoformat()}"
+        return [snapshot(key, title=f"Rollback rule breached: {verb}", at=at)]
+    for action in decision.actions:
+        if isinstance(action, Announce) and isinstance(action.event, events.StepReached):
+            step, steps = action.event.step, action.event.steps
+            return [
+                snapshot(f"snapshot:step:{step}", title=f"Step {step} of {steps} reached", at=at)
+            ]
+    return []
+
+
+def card_view(rollout: Rollout) -> tuple[object, ...]:
+    """The fields the status card shows; the card is refreshed only when one of them changes."""
+    return (
+        rollout.phase,
+        rollout.step_index,
+        rollout.step_ready,
+        rollout.weight,
+        rollout.next_step_at,
+        rollout.approvals,
+        rollout.reason,
+        rollout.verdict,
+    )
+
+
 def message_key(action: MessageAction, *, decided_at: datetime, index: int) -> str:
     """Stable for the life of the decision; steps and outcomes get keys that never repeat."""
     match action:
@@ -55,6 +113,15 @@ def message_key(action: MessageAction, *, decided_at: datetime, index: int) -> s
     raise AssertionError(f"not a message action: {action!r}")
 
 
+CARD: Message = ("card", {"kind": "card"})
+CARD_UPDATE: Message = ("card:update", {"kind": "card"})
+
+
+def snapshot(key: str, *, title: str, at: datetime) -> Message:
+    """A metric snapshot: judged when sent, from the measurements stored up to `at`."""
+    return key, {"kind": "snapshot", "title": title, "at": at.isoformat()}
+
+
 def to_json(key: str, action: MessageAction) -> dict[str, Any]:
     match action:
         case Announce(event=event):
@@ -69,6 +136,7 @@ def to_json(key: str, action: MessageAction) -> dict[str, Any]:
 
 
 def from_json(entry: dict[str, Any]) -> tuple[str, MessageAction]:
+    """The state machine's action back from its row (not for `card` and `snapshot` rows)."""
     kind = entry["kind"]
     if kind == "request_approval":
         return entry["key"], RequestApproval()

@@ -16,6 +16,18 @@ from rollout.events import Alert, Event
 from rollout.model import Rollout
 
 
+class RateLimited(Exception):
+    """The chat service asked us to wait `retry_after` seconds before calling again.
+
+    Raised by a `Notifier` instead of sleeping: the sender honours the wait on its own
+    schedule, so a rate limit never holds a tick or a request thread.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited; retry after {retry_after:g}s")
+        self.retry_after = retry_after
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -1,10 +1,18 @@
-"""Durable state: rollouts, the append-only audit log, posted messages and seen deliveries.
+"""Durable state: rollouts, the append-only audit log, the message outbox and seen deliveries.
 
 One SQLite file (shared with APScheduler's job store) through sqlite-utils. Every state change is
-written together with its audit row in one transaction, so the log never disagrees with the
-state. The audit table refuses UPDATE and DELETE at the database level, and each row carries a
-hash chained to the row before it (`rollout/audit_chain.py`), computed in the same transaction,
-so an exported copy can be checked for changed, deleted or inserted rows.
+written together with its audit row and the messages it decided on in one transaction, so the
+log never disagrees with the state and no decided message can be lost. The audit table refuses
+UPDATE and DELETE at the database level, and each row carries a hash chained to the row before
+it (`rollout/audit_chain.py`), computed in the same transaction, so an exported copy can be
+checked for changed, deleted or inserted rows.
+
+The `outbox` table is the one record of every Slack message a rollout sends (see
+`rollout/outbox.py` for the sender): one row per (rollout, key), so queueing the same key twice
+is one message. A row is `held` (its decision's cluster actions have not been carried out
+yet), `queued`, `sending` (a post may be on its way: after a crash, look before posting again)
+or `sent` with Slack's `ts`. The rollout's `thread_ts` and `approval_ts` are read from the sent
+rows of its card and approval request, so the sender never writes the rollout record.
 """
 
 from __future__ import annotations
@@ -12,8 +20,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,7 @@ import sqlite_utils
 
 from rollout.audit_chain import EXPORT_FIELDS, GENESIS, row_hash
 from rollout.model import Rollout
+from rollout.outbox_table import TS_FIELDS, Message, OutboxTable, _mark, _queue
 from rollout.serialize import rollout_from_dict, rollout_to_dict
 
 
@@ -68,13 +78,17 @@ CREATE INDEX IF NOT EXISTS audit_rollout ON audit (rollout_id);
     + """;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     rollout_id TEXT NOT NULL,
     key TEXT NOT NULL,
-    ts TEXT,
+    entry TEXT NOT NULL,
     state TEXT NOT NULL,
-    PRIMARY KEY (rollout_id, key)
+    unsure INTEGER NOT NULL DEFAULT 0,
+    ts TEXT,
+    UNIQUE (rollout_id, key)
 );
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, rollout_id, seq);
 CREATE TABLE IF NOT EXISTS deliveries (
     key TEXT PRIMARY KEY,
     at TEXT NOT NULL
@@ -90,7 +104,7 @@ CREATE INDEX IF NOT EXISTS measurements_rollout ON measurements (rollout_id, at)
 )
 
 
-class SqliteStore:
+class SqliteStore(OutboxTable):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,28 +151,40 @@ class SqliteStore:
         action: str,
         detail: str | None = None,
         audit: bool = True,
-    ) -> None:
-        """Replace the stored rollout and log the change in the same transaction.
+        messages: Sequence[Message] = (),
+        hold: bool = False,
+        release_upto: int | None = None,
+    ) -> int:
+        """Replace the stored rollout, log the change and queue its messages, in one
+        transaction; returns the rollout's outbox mark (see `outbox_mark`).
 
-        `audit=False` is for bookkeeping that changes nothing a reader of the log cares about
-        (a queued message marked sent).
+        `hold` queues the messages held until their decision's cluster actions are done;
+        `release_upto` frees the rollout's held messages queued up to that mark (the actions
+        of their decisions are done). `audit=False` is for bookkeeping that changes nothing a
+        reader of the log cares about (the verdict shown on the card).
         """
         with self._transaction() as db:
             _insert(db, "rollouts", _row(after), replace=True)
             if audit:
                 _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
+            _queue(db, after.id, messages, state="held" if hold else "queued")
+            if release_upto is not None:
+                db.execute(
+                    "UPDATE outbox SET state = 'queued' "
+                    "WHERE rollout_id = ? AND state = 'held' AND seq <= ?",
+                    [after.id, release_upto],
+                )
+            return _mark(db, after.id)
 
     def get(self, rollout_id: str) -> Rollout | None:
         with self._lock:
-            rows = list(self._db.query("SELECT data FROM rollouts WHERE id = ?", [rollout_id]))
-        return rollout_from_dict(json.loads(rows[0]["data"])) if rows else None
+            rows = list(self._db.query(f"{_SELECT} WHERE id = ?", [rollout_id]))
+        return _load(rows[0]) if rows else None
 
     def active(self) -> list[Rollout]:
         with self._lock:
-            rows = list(
-                self._db.query("SELECT data FROM rollouts WHERE active = 1 ORDER BY created_at")
-            )
-        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+            rows = list(self._db.query(f"{_SELECT} WHERE active = 1 ORDER BY created_at"))
+        return [_load(row) for row in rows]
 
     def active_for(self, service: str) -> Rollout | None:
         with self._lock:
@@ -168,18 +194,16 @@ class SqliteStore:
         with self._lock:
             rows = list(
                 self._db.query(
-                    "SELECT data FROM rollouts WHERE service = ? ORDER BY created_at DESC LIMIT ?",
+                    f"{_SELECT} WHERE service = ? ORDER BY created_at DESC LIMIT ?",
                     [service, limit],
                 )
             )
-        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
+        return [_load(row) for row in rows]
 
     @staticmethod
     def _active_for(db: sqlite_utils.Database, service: str) -> Rollout | None:
-        rows = list(
-            db.query("SELECT data FROM rollouts WHERE service = ? AND active = 1", [service])
-        )
-        return rollout_from_dict(json.loads(rows[0]["data"])) if rows else None
+        rows = list(db.query(f"{_SELECT} WHERE service = ? AND active = 1", [service]))
+        return _load(rows[0]) if rows else None
 
     # ----------------------------------------------------------------- audit
 
@@ -245,47 +269,6 @@ class SqliteStore:
 
     # ----------------------------------------------------------------- idempotency
 
-    def message(self, rollout_id: str, key: str) -> tuple[str | None, str | None]:
-        """(ts, state) of the message under `key`: state is None, `pending` or `sent`."""
-        with self._lock:
-            rows = list(
-                self._db.query(
-                    "SELECT ts, state FROM messages WHERE rollout_id = ? AND key = ?",
-                    [rollout_id, key],
-                )
-            )
-        if not rows:
-            return None, None
-        return rows[0]["ts"], rows[0]["state"]
-
-    def mark_pending(self, rollout_id: str, key: str) -> None:
-        """About to post: if the bot dies now, a restart knows to look before posting again."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO messages (rollout_id, key, ts, state) "
-                "VALUES (?, ?, NULL, 'pending')",
-                [rollout_id, key],
-            )
-
-    def remember_message(self, rollout_id: str, key: str, ts: str) -> None:
-        with self._transaction() as db:
-            _insert(
-                db,
-                "messages",
-                {"rollout_id": rollout_id, "key": key, "ts": ts, "state": "sent"},
-                replace=True,
-            )
-
-    def unsent(self) -> list[Rollout]:
-        """Rollouts, finished ones included, whose outbox still holds messages."""
-        with self._lock:
-            rows = list(
-                self._db.query(
-                    "SELECT data FROM rollouts WHERE json_array_length(data, '$.outbox') > 0"
-                )
-            )
-        return [rollout_from_dict(json.loads(row["data"])) for row in rows]
-
     def delivery_seen(self, key: str) -> bool:
         with self._lock:
             return bool(list(self._db.query("SELECT 1 FROM deliveries WHERE key = ?", [key])))
@@ -308,12 +291,16 @@ class SqliteStore:
                 {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
             )
 
-    def measurements(self, rollout_id: str, *, since: datetime) -> list[dict[str, Any]]:
+    def measurements(
+        self, rollout_id: str, *, since: datetime, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        upto = until.isoformat() if until is not None else "9999"
         with self._lock:
             rows = list(
                 self._db.query(
-                    "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? ORDER BY at",
-                    [rollout_id, since.isoformat()],
+                    "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? AND at <= ? "
+                    "ORDER BY at",
+                    [rollout_id, since.isoformat(), upto],
                 )
             )
         return [json.loads(row["data"]) for row in rows]
@@ -321,6 +308,21 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.conn.close()
+
+
+_SELECT = (
+    "SELECT data, (SELECT json_group_object(key, ts) FROM outbox o WHERE o.rollout_id = r.id "
+    "AND o.state = 'sent' AND o.key IN ('card', 'approval')) AS sent FROM rollouts r"
+)
+
+
+def _load(row: dict[str, Any]) -> Rollout:
+    """The stored rollout with the ts of its sent card and approval request (see the module
+    docstring: the outbox, not the rollout record, knows what Slack has)."""
+    rollout = rollout_from_dict(json.loads(row["data"]))
+    sent = json.loads(row["sent"] or "{}")
+    found = {field: sent[key] for key, field in TS_FIELDS.items() if sent.get(key)}
+    return replace(rollout, **found) if found else rollout
 
 
 def _insert(

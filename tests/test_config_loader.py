@@ -367,3 +367,17 @@ def test_route_may_be_a_rule_index_for_the_gateway() -> None:
         "    http_route: cart\n    route: 2\n",
     )
     assert load_config_text(text).services["cart"].route == "2"
+
+
+def test_kubernetes_request_timeout_defaults_to_ten_seconds_and_is_configurable() -> None:
+    assert load_config_text(BASE).kubernetes.request_timeout == timedelta(seconds=10)
+    text = BASE + "kubernetes:\n  request_timeout: 3s\n  parallel_rollouts: 2\n"
+    loaded = load_config_text(text)
+    assert loaded.kubernetes.request_timeout == timedelta(seconds=3)
+    assert loaded.kubernetes.parallel_rollouts == 2
+
+
+def test_a_request_timeout_of_zero_is_refused_with_an_example() -> None:
+    problem = only_problem(BASE + "kubernetes:\n  request_timeout: 0s\n")
+    assert problem.path == "kubernetes.request_timeout"
+    assert "longer than 0s, for example 10s" in problem.message

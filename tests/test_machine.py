@@ -115,10 +115,11 @@ def test_starter_cannot_approve_alone_but_an_approver_can() -> None:
     decision = apply_command(r, Approve(by="UBOB"), now=T0 + 31 * 60 * SEC)
     assert isinstance(decision, Decision)
     assert decision.rollout.phase == Phase.PROMOTING
+    # Cluster first: the promotion is carried out before any message about it.
     assert decision.actions == (
+        PromoteStable(),
         CloseApproval(),
         Announce(PromotionStarted(by="UBOB")),
-        PromoteStable(),
     )
 
 
@@ -232,8 +233,10 @@ def test_manual_rollback_is_announced_without_paging() -> None:
     r = advance(new_rollout(), NOT_READY, now=T0).rollout
     decision = apply_command(r, Rollback(by="UBOB", reason="wrong tag"), now=T0 + SEC)
     assert isinstance(decision, Decision)
-    assert decision.actions[0] == Announce(
-        RollbackStarted(by="UBOB", reason="rolled back by <@UBOB>: wrong tag")
+    # Cluster first: traffic goes back to stable before the announcement.
+    assert decision.actions[:2] == (
+        RollBackCanary(),
+        Announce(RollbackStarted(by="UBOB", reason="rolled back by <@UBOB>: wrong tag")),
     )
     assert not any(isinstance(a, Page) for a in decision.actions)
 

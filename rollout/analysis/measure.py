@@ -5,13 +5,18 @@ for a metrics problem: every target always gets a Measurement with every metric 
 could not be measured is None, which the judge reads as "no data". When Prometheus cannot be
 reached at all, the rest of the tick's queries are skipped rather than each waiting for its own
 timeout; a query that Prometheus rejects (a broken custom query) costs only its own metric.
+A whole measurement has one deadline too (`budget`, the Prometheus timeout): once it has
+passed, the queries not yet run count as no data, so a slow Prometheus never stretches a tick.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import requests
 
 from rollout.analysis.provider import MetricsProvider, MetricsUnavailable, QueryFailed, Series
 from rollout.analysis.queries import CustomQuery, metric_names, plan
@@ -21,14 +26,25 @@ log = logging.getLogger(__name__)
 
 
 class Analyzer:
-    def __init__(self, provider: MetricsProvider) -> None:
+    def __init__(
+        self,
+        provider: MetricsProvider,
+        *,
+        budget: timedelta | None = None,
+        on_deadline: Callable[[str], None] | None = None,
+    ) -> None:
         self._provider = provider
+        self._budget = budget.total_seconds() if budget is not None else None
+        self._deadline: float | None = None
+        self._on_deadline = on_deadline or (lambda what: None)
 
     def measure(
         self, targets: Sequence[AnalysisTarget], *, now: datetime
     ) -> dict[str, Measurement]:
         """A Measurement per target's `rollout_id`, stamped `now` (the engine's clock)."""
         batches, customs = plan(targets)
+        if self._budget is not None:
+            self._deadline = time.monotonic() + self._budget
         values: dict[tuple[str, str, Track], float | None] = {}  # (rollout, metric, track)
         reachable = True
         for batch in batches:
@@ -56,6 +72,10 @@ class Analyzer:
         """The query's series and whether Prometheus still looks reachable this tick."""
         if not reachable:
             return [], False
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            log.warning("measurement deadline of %gs passed; the rest is no data", self._budget)
+            self._on_deadline("measurement")
+            return [], False
         try:
             return self._provider.query(promql), True
         except QueryFailed as error:
@@ -63,6 +83,8 @@ class Analyzer:
             return [], True
         except MetricsUnavailable as error:
             log.warning("metrics unavailable, skipping the rest of this tick: %s", error)
+            if isinstance(error.__cause__, requests.Timeout):
+                self._on_deadline("query")
             return [], False
 
 

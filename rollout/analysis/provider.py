@@ -81,9 +81,9 @@ class PrometheusProvider:
         access: PrometheusAccess | None = None,
     ) -> None:
         access = access or PrometheusAccess()
-        # One quick retry for a dropped connection; none on HTTP status codes, so a broken
-        # query fails at once instead of being re-sent with back-off inside an analysis tick.
-        retry = Retry(total=1, backoff_factor=0, status_forcelist=())
+        # No retries at all: the timeout is the query's one deadline (DESIGN.md "Bounded
+        # calls"), and a query that failed is simply asked again at the next analysis tick.
+        retry = Retry(total=0, backoff_factor=0, status_forcelist=())
         # The client only knows "verify or not"; a CA bundle goes in through its session.
         session = requests.Session()
         session.verify = access.verify

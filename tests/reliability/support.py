@@ -200,6 +200,19 @@ def stored_rollouts(db_path: Path) -> list[dict[str, Any]]:
     return [json.loads(row[0]) for row in rows]
 
 
+def unsent_messages(db_path: Path) -> int:
+    """Messages still in the outbox (held, queued or on their way), read without a lock."""
+    if not db_path.exists():
+        return 0
+    uri = f"file:{db_path}?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+            row = db.execute("SELECT COUNT(*) FROM outbox WHERE state != 'sent'").fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    return int(row[0])
+
+
 def audit_rows(db_path: Path, *, since_id: int = 0) -> list[dict[str, Any]]:
     uri = f"file:{db_path}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:

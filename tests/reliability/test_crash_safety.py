@@ -50,6 +50,7 @@ from tests.reliability.support import (
     sandbox_config,
     scale_behind_the_bots_back,
     stored_rollouts,
+    unsent_messages,
     wait_for,
 )
 
@@ -292,8 +293,8 @@ def test_fifty_sigkills_lose_nothing_and_repeat_nothing(world: CrashWorld) -> No
 
     # Let the last outcome messages go out, then stop for good.
     wait_for(
-        lambda: not any(by_id(world)[p.rollout_id or ""]["outbox"] for p in rollouts),
-        what="every outbox to drain",
+        lambda: unsent_messages(world.sandbox.db_path) == 0,
+        what="the outbox to drain",
     )
     world.bot.stop()
     world.sampler.stop()

@@ -116,8 +116,8 @@ def count_timeouts(sandbox: Sandbox, counts: Counter[str]) -> None:
 
 @pytest.fixture
 def flaky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sandbox, Sampler]]:
-    # A held-back answer is a real client timeout after 0.5 s instead of 10 s.
-    monkeypatch.setattr("rollout.kube.REQUEST_TIMEOUT", (1.0, 0.5))
+    # A held-back answer is a real client timeout after 0.5 s, retried within the deadline.
+    monkeypatch.setattr("rollout.kube_call.ATTEMPT_TIMEOUT", 0.5)
     sandbox = Sandbox(
         workdir=tmp_path / "sandbox",
         config_text=sandbox_config(services=SERVICES, steps=STEPS),
@@ -183,7 +183,9 @@ def test_rollouts_reach_their_end_and_no_step_is_announced_early_under_faults(
                 acted.add(service)
         time.sleep(0.05)
     faults.reset()
-    wait_for(lambda: all(not latest(sandbox, s).outbox for s in SERVICES), what="outboxes")  # type: ignore[union-attr]
+    assert sandbox.runtime is not None
+    store = sandbox.runtime.store
+    wait_for(lambda: not store.unsent(), what="every message sent")
     sampler.stop()
 
     writes = sandbox.kube.writes_snapshot()

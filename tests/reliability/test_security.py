@@ -49,6 +49,7 @@ from tests.reliability.support import (
     open_approval,
     sandbox_config,
     stored_rollouts,
+    unsent_messages,
     wait_for,
 )
 
@@ -391,8 +392,8 @@ def full_rollout(sandbox: Sandbox, driver: Any) -> list[DriverResponse]:
     answers.append(driver.click(message=approval, action_id="approve", user=CAROL))
     wait_for(
         lambda: (
-            [(r["phase"], r["outbox"]) for r in stored_rollouts(sandbox.db_path)]
-            == [("succeeded", [])]
+            [r["phase"] for r in stored_rollouts(sandbox.db_path)] == ["succeeded"]
+            and unsent_messages(sandbox.db_path) == 0
         ),
         what="the promotion",
     )

@@ -68,6 +68,12 @@ def rollout_state(sandbox: Sandbox) -> Any:
     return found[0] if len(found) == 1 else None
 
 
+def unsent(sandbox: Sandbox) -> bool:
+    """Messages still in the outbox (held, queued or on their way)."""
+    assert sandbox.runtime is not None
+    return bool(sandbox.runtime.store.unsent())
+
+
 def actions(sandbox: Sandbox) -> list[tuple[str, str]]:
     assert sandbox.runtime is not None
     return [(row["actor"], row["action"]) for row in sandbox.runtime.store.audit_rows()]
@@ -128,7 +134,7 @@ def test_retried_start_and_approval_act_once(sandbox: Sandbox) -> None:
     clicked += [click(retry)() for retry in RETRIES[1:]]
     assert [c.status for c in clicked] == [200] * len(clicked)
     wait_for(
-        lambda: rollout_state(sandbox).phase == "succeeded" and not rollout_state(sandbox).outbox,
+        lambda: rollout_state(sandbox).phase == "succeeded" and not unsent(sandbox),
         what="the promotion",
     )
     sandbox.drain()  # the retried clicks' own after-ack work, which might tell someone off
@@ -186,7 +192,7 @@ def test_retried_rollback_rolls_back_once(sandbox: Sandbox) -> None:
     assert [a.status for a in answers] == [200] * len(answers)
     assert not any("cannot be rolled back" in a.body for a in answers), [a.body for a in answers]
     wait_for(
-        lambda: rollout_state(sandbox).phase == "rolled_back" and not rollout_state(sandbox).outbox,
+        lambda: rollout_state(sandbox).phase == "rolled_back" and not unsent(sandbox),
         what="the rollback",
     )
     sandbox.drain()  # what the retried commands started after their acks is done, too

@@ -240,6 +240,18 @@ def stored(sandbox: Sandbox) -> dict[str, Any] | None:
     return json.loads(rows[-1][0]) if rows else None
 
 
+def outbox_state(sandbox: Sandbox, key: str) -> str | None:
+    """The state of the checkout rollout's outbox row `key` (read-only, as `stored`)."""
+    uri = f"file:{sandbox.db_path}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+        rows = db.execute(
+            "SELECT o.state FROM outbox o JOIN rollouts r ON r.id = o.rollout_id "
+            "WHERE r.service = 'checkout' AND o.key = ?",
+            [key],
+        ).fetchall()
+    return str(rows[-1][0]) if rows else None
+
+
 def phase_is(sandbox: Sandbox, *phases: str) -> dict[str, Any] | None:
     rollout = stored(sandbox)
     return rollout if rollout is not None and rollout["phase"] in phases else None
@@ -303,19 +315,18 @@ def test_rollout_survives_repeated_sigkill_without_skipping_or_repeating_a_step(
 ) -> None:
     sandbox, rng = world.sandbox, random.Random(SEED)
 
-    # 1. The card is in Slack but the bot has not yet written down that it posted it. The card
-    # post is held in a rate limit while the test takes SQLite's write lock, so when the retry
-    # succeeds the bot blocks on recording it; it dies there.
-    limited = hold_slack(sandbox, "chat.postMessage", times=1)
+    # 1. The card is in Slack but the bot has not yet written down that it posted it: Slack's
+    # answer to the card's post is held back, and the test takes SQLite's write lock as soon
+    # as the card is in the channel, so the bot cannot record it; it dies there.
+    sandbox.slack.faults.methods = frozenset({"chat.postMessage"})
+    sandbox.slack.faults.latency = 2.0
     reply = world.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
     assert reply.status == 200, reply.body
-    wait_for(
-        lambda: rate_limited_calls(sandbox, "chat.postMessage") > limited,
-        what="the card post being held",
-    )
+    wait_for(lambda: outbox_state(sandbox, "card") == "sending", what="the card's post")
     with store_writes_blocked(sandbox):
         wait_for(lambda: sandbox.slack.messages(RELEASE_CHANNEL), what="the card")
         world.kill_and_restart("card posted, not yet recorded", restart=False)
+    sandbox.slack.faults.latency = 0.0
     world.bot.start()
 
     # 2. At seeded random moments while the steps run (never past the next-to-last step, so

@@ -21,10 +21,47 @@ class Faults:
     latency: float = 0.0  # seconds added to every request
     timeout_rate: float = 0.0  # requests whose answer is held back `timeout_sleep` seconds
     timeout_sleep: float = 5.0
+    # Requests about these objects get no answer until `release()`: a path segment or the
+    # body's `metadata.name` equal to a held name, or starting with `<name>-` (so holding
+    # `cart` holds `cart-canary` too: every request of that service's rollout).
+    held_names: frozenset[str] = frozenset()
+    _released: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    held_now: int = 0  # requests waiting right now, for tests to wait on deterministically
 
     def reset(self) -> None:
         self.error_rate = self.conflict_rate = self.latency = self.timeout_rate = 0.0
         self.timeout_sleep = 5.0
+        self.release()
+
+    def hold(self, *names: str) -> None:
+        with self._released:
+            self.held_names = self.held_names | frozenset(names)
+
+    def release(self) -> None:
+        with self._released:
+            self.held_names = frozenset()
+            self._released.notify_all()
+
+    def holds(self, path: str, name: str | None) -> bool:
+        held = self.held_names
+        if not held:
+            return False
+        candidates = [segment for segment in path.split("/") if segment]
+        if name:
+            candidates.append(name)
+        return any(c == h or c.startswith(f"{h}-") for c in candidates for h in held)
+
+    def wait_while_held(self, path: str, name: str | None, stopping: threading.Event) -> None:
+        """Block this request's thread while it is held (or until the server stops)."""
+        with self._released:
+            if not self.holds(path, name):
+                return
+            self.held_now += 1
+            try:
+                while self.holds(path, name) and not stopping.is_set():
+                    self._released.wait(0.1)
+            finally:
+                self.held_now -= 1
 
 
 @dataclass

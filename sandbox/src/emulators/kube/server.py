@@ -55,6 +55,8 @@ class Frontend:
             self.stopping.wait(faults.latency)
         held_back = self.dice.roll(faults.timeout_rate)
         target = parse_target(self.router.registry, request.path)
+        if faults.held_names:
+            faults.wait_while_held(request.path, _body_name(request.body), self.stopping)
         write = request.method in WRITE_METHODS
         code: int
         body: Any
@@ -103,6 +105,18 @@ class Frontend:
         )
         with self.writes_lock:
             self.writes.append(record)
+
+
+def _body_name(body: bytes) -> str | None:
+    """The `metadata.name` a create carries in its body, if any."""
+    try:
+        decoded = json.loads(body) if body.strip() else None
+    except ValueError:
+        return None
+    if isinstance(decoded, dict) and isinstance(decoded.get("metadata"), dict):
+        name = decoded["metadata"].get("name")
+        return name if isinstance(name, str) else None
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -26,6 +26,9 @@ class SlackFaults:
     rate_limit_next: int = 0
     error_next: int = 0
     methods: frozenset[str] | None = None  # None: every Web API method may fault
+    # Seconds each answer of `methods` is held back AFTER Slack acted: the post is in the
+    # channel, the caller does not know it yet (what a timeout leaves a client with).
+    latency: float = 0.0
     _rng: random.Random | None = field(default=None, init=False, repr=False)
     _rng_seed: int | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -47,6 +50,12 @@ class SlackFaults:
         with self._lock:
             self.held_calls += 1
         self._released.wait(timeout=60)
+
+    def delay(self, method: str) -> float:
+        """How long to hold back the answer to this call of `method`."""
+        if self.latency <= 0 or (self.methods is not None and method not in self.methods):
+            return 0.0
+        return self.latency
 
     def draw(self, method: str) -> str | None:
         """The fault this call of `method` meets, if any."""

@@ -58,6 +58,9 @@ def build_app(ws: Workspace, faults: Callable[[], SlackFaults]) -> Flask:
                     response=body,
                 )
             )
+        held = faults().delay(method)
+        if held > 0:
+            time.sleep(held)  # outside the workspace lock: other calls go on meanwhile
         response = Response(json.dumps(body), status=status, mimetype="application/json")
         if status == 429:
             response.headers["Retry-After"] = str(faults().retry_after)

@@ -1,100 +1,31 @@
-"""The rollout state machine: pure functions from (rollout, what happened, now) to a decision.
-
-Nothing here reads a clock, the cluster, Slack or the database. `advance` handles one analysis
-tick; `apply_command` handles a person's command or click. Each returns a `Decision`: the new
-rollout record and the actions the engine must carry out, in order. Strategy differences live
-in the routers, never here.
-"""
+"""One analysis tick: breaches first, then steps, approval, promotion and rollback."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from rollout.analysis.types import Verdict
-from rollout.commands import Approve, Command, Pause, Promote, Reject, Resume, Rollback
 from rollout.events import (
     Alert,
-    ApprovalRecorded,
-    Event,
     Paused,
     PromotionStarted,
-    Resumed,
     RollbackStarted,
     StepReached,
 )
-from rollout.model import Phase, Rollout
-from rollout.traffic.base import TrafficStatus
-from rollout.wording import person, quote
-
-WATCHED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL})
-
-
-@dataclass(frozen=True, kw_only=True)
-class Observation:
-    """What one tick saw: the cluster's traffic state and the analysis verdict."""
-
-    traffic: TrafficStatus | None
-    verdict: Verdict = Verdict.HEALTHY
-    breach: str | None = None
-    # A rule is beyond its threshold but not yet for its whole `for`: not a breach, but not a
-    # healthy step either, so nothing advances on it.
-    pending: bool = False
-
-
-# Actions the engine carries out, in the order given.
-@dataclass(frozen=True)
-class SetWeight:
-    weight: int
-
-
-@dataclass(frozen=True)
-class Announce:
-    event: Event
-
-
-@dataclass(frozen=True)
-class RequestApproval:
-    pass
-
-
-@dataclass(frozen=True)
-class CloseApproval:
-    pass
-
-
-@dataclass(frozen=True)
-class PromoteStable:
-    pass
-
-
-@dataclass(frozen=True)
-class RollBackCanary:
-    pass
-
-
-@dataclass(frozen=True)
-class Page:
-    alert: Alert
-
-
-Action = (
-    SetWeight | Announce | RequestApproval | CloseApproval | PromoteStable | RollBackCanary | Page
+from rollout.machine.types import (
+    WATCHED_PHASES,
+    Action,
+    Announce,
+    CloseApproval,
+    Decision,
+    Observation,
+    Page,
+    PromoteStable,
+    RequestApproval,
+    RollBackCanary,
+    SetWeight,
 )
-
-
-@dataclass(frozen=True)
-class Decision:
-    rollout: Rollout
-    actions: tuple[Action, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A command that cannot be carried out now; `message` says why and what to do instead."""
-
-    message: str
-
+from rollout.model import Phase, Rollout
 
 # --------------------------------------------------------------------------- ticks
 
@@ -164,16 +95,15 @@ def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
             now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=reason
         )
         return Decision(paused, (Announce(Paused(by="canary-bot", reason=reason)), Page(alert)))
-    return _start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
+    return start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
 
 
-def _start_rollback(
+def start_rollback(
     rollout: Rollout, *, reason: str, by: str | None, now: datetime, page: Alert | None = None
 ) -> Decision:
-    actions: list[Action] = [Announce(RollbackStarted(by=by, reason=reason))]
+    actions: list[Action] = [RollBackCanary(), Announce(RollbackStarted(by=by, reason=reason))]
     if rollout.phase == Phase.AWAITING_APPROVAL:
         actions.append(CloseApproval())
-    actions.append(RollBackCanary())
     if page is not None:
         actions.append(Page(page))
     rolling = rollout.evolve(now=now, phase=Phase.ROLLING_BACK, reason=reason)
@@ -222,7 +152,7 @@ def _on_long_no_data(decision: Decision, observation: Observation, *, now: datet
         alert = Alert(
             title=f"{rollout.service}: no metrics", detail=reason, traffic_on_stable=True, at=now
         )
-        return _start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
+        return start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
     held = (
         "the canary keeps its weight and will not advance until data returns"
         if rollout.plan.on_no_data == "hold"
@@ -277,7 +207,7 @@ def _progress(rollout: Rollout, observation: Observation, *, now: datetime) -> D
                 traffic_on_stable=True,
                 at=now,
             )
-            return _start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
+            return start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
         # Level-triggered: asking again is a no-op once the cluster has the weight, and it
         # repairs a write that failed or was lost in a crash.
         return Decision(rollout, (SetWeight(rollout.target_weight),))
@@ -295,10 +225,10 @@ def _progress(rollout: Rollout, observation: Observation, *, now: datetime) -> D
         return Decision(rollout)
     if not rollout.is_last_step:
         return _enter_step(rollout, rollout.step_index + 1, now=now)
-    return _finish_steps(rollout, by=None, now=now)
+    return finish_steps(rollout, by=None, now=now)
 
 
-def _finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decision:
+def finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decision:
     """After the last step: ask for approval, or promote when none is required."""
     if rollout.plan.approval:
         waiting = rollout.evolve(
@@ -309,7 +239,7 @@ def _finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decisio
         )
         return Decision(waiting, (RequestApproval(),))
     promoting = rollout.evolve(now=now, phase=Phase.PROMOTING)
-    return Decision(promoting, (Announce(PromotionStarted(by=by)), PromoteStable()))
+    return Decision(promoting, (PromoteStable(), Announce(PromotionStarted(by=by))))
 
 
 def _await_approval(rollout: Rollout, *, now: datetime) -> Decision:
@@ -332,135 +262,3 @@ def _await_approval(rollout: Rollout, *, now: datetime) -> Decision:
 def _minutes(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     return f"{seconds // 60}m" if seconds % 60 == 0 and seconds >= 60 else f"{seconds}s"
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def apply_command(rollout: Rollout, command: Command, *, now: datetime) -> Decision | Refusal:
-    """A person's command or click. Authorisation is checked by the caller beforehand."""
-    if rollout.phase.is_terminal:
-        return Refusal(
-            f"The {rollout.service} rollout has already ended ({rollout.phase.value}); "
-            "nothing was changed."
-        )
-    if rollout.phase == Phase.FAILED:
-        return _act_on_failed(rollout, command, now=now)
-    match command:
-        case Pause(by=by, reason=reason):
-            return _pause(rollout, by=by, reason=reason, now=now)
-        case Resume(by=by):
-            return _resume(rollout, by=by, now=now)
-        case Promote(by=by):
-            return _skip_to_gate(rollout, by=by, now=now)
-        case Rollback(by=by, reason=reason):
-            if rollout.phase in (Phase.ROLLING_BACK, Phase.PROMOTING):
-                return Refusal(
-                    f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; "
-                    "it cannot be rolled back now."
-                )
-            why = f"rolled back by {person(by)}" + (f": {quote(reason)}" if reason else "")
-            return _start_rollback(rollout, reason=why, by=by, now=now)
-        case Approve(by=by):
-            return _approve(rollout, by=by, now=now)
-        case Reject(by=by, reason=reason):
-            if rollout.phase != Phase.AWAITING_APPROVAL:
-                return _moved_on(rollout)
-            why = f"rejected by {person(by)}" + (f": {quote(reason)}" if reason else "")
-            decided = rollout.evolve(now=now, rejected_by=by, decided_at=now)
-            return _start_rollback(decided, reason=why, by=by, now=now)
-    raise AssertionError(f"unhandled command {command!r}")
-
-
-def _act_on_failed(rollout: Rollout, command: Command, *, now: datetime) -> Decision | Refusal:
-    """After a failed rollback a person may retry it, or acknowledge the pages."""
-    match command:
-        case Rollback(by=by):
-            retry = rollout.evolve(now=now, phase=Phase.ROLLING_BACK, failures=0)
-            event = RollbackStarted(by=by, reason=f"retried by <@{by}>: {rollout.reason}")
-            return Decision(retry, (Announce(event), RollBackCanary()))
-        case Pause(by=by):
-            if rollout.acknowledged_by is not None:
-                return Refusal(f"<@{rollout.acknowledged_by}> already acknowledged this failure.")
-            acknowledged = rollout.evolve(now=now, acknowledged_by=by)
-            return Decision(
-                acknowledged,
-                (Announce(Paused(by=by, reason="acknowledged the failed rollback")),),
-            )
-    return Refusal(
-        f"The rollback of {rollout.service} failed. Fix the cluster, then `/canary rollback "
-        f"{rollout.service}` to retry it, or `/canary pause {rollout.service}` to acknowledge "
-        "and stop the pages. Nothing was changed."
-    )
-
-
-def _pause(rollout: Rollout, *, by: str, reason: str | None, now: datetime) -> Decision | Refusal:
-    if rollout.phase == Phase.PAUSED:
-        return Refusal(
-            f"The {rollout.service} rollout is already paused. Resume it with "
-            f"`/canary resume {rollout.service}`."
-        )
-    if rollout.phase not in (Phase.PENDING, Phase.PROGRESSING):
-        return Refusal(
-            f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; only a "
-            "progressing rollout can be paused."
-        )
-    # What a person typed is quoted into the reason's markup (rollout/wording.py).
-    said = quote(reason) if reason else None
-    paused = rollout.evolve(now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=said)
-    return Decision(paused, (Announce(Paused(by=by, reason=said)),))
-
-
-def _resume(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
-    if rollout.phase != Phase.PAUSED:
-        return Refusal(f"The {rollout.service} rollout is not paused; nothing to resume.")
-    back_to = rollout.paused_from or Phase.PROGRESSING
-    # The step's clock starts again: a step counts only time watched while running.
-    resumed = rollout.evolve(
-        now=now,
-        phase=back_to,
-        paused_from=None,
-        reason=None,
-        step_started_at=now if rollout.step_ready else rollout.step_started_at,
-        step_applied_at=now if not rollout.step_ready else rollout.step_applied_at,
-        step_held=timedelta(0),
-    )
-    return Decision(resumed, (Announce(Resumed(by=by)),))
-
-
-def _skip_to_gate(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
-    if rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
-        return Refusal(
-            f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; "
-            "`promote` skips the remaining steps of a progressing or paused rollout."
-        )
-    return _finish_steps(rollout.evolve(now=now, paused_from=None), by=by, now=now)
-
-
-def _approve(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
-    if rollout.phase != Phase.AWAITING_APPROVAL:
-        return _moved_on(rollout)
-    if by in rollout.approvals:
-        return Refusal("You have already approved this rollout; it needs another approver.")
-    # The starter may add an approval, but never be the only one behind a promotion.
-    alone = not rollout.approvals and rollout.plan.approvals_required == 1
-    if by == rollout.started_by and not rollout.plan.self_approval and alone:
-        return Refusal(
-            "You started this rollout, so you cannot approve it alone: ask another approver."
-        )
-    approvals = (*rollout.approvals, by)
-    if len(approvals) < rollout.plan.approvals_required:
-        recorded = rollout.evolve(now=now, approvals=approvals)
-        event = ApprovalRecorded(by=by, have=len(approvals), need=rollout.plan.approvals_required)
-        return Decision(recorded, (Announce(event),))
-    promoting = rollout.evolve(now=now, approvals=approvals, decided_at=now, phase=Phase.PROMOTING)
-    return Decision(
-        promoting, (CloseApproval(), Announce(PromotionStarted(by=by)), PromoteStable())
-    )
-
-
-def _moved_on(rollout: Rollout) -> Refusal:
-    return Refusal(
-        f"This approval is no longer open: the {rollout.service} rollout is "
-        f"{rollout.phase.value.replace('_', ' ')}. Nothing was changed."
-    )
