@@ -340,9 +340,6 @@ class Runtime:
             if not self._stopping.is_set() and not self._ticking:
                 self.scheduler.start()
                 self._ticking = True
-        self.sender.start()
-        self.engine.reconcile()
-        self.scheduler.start()
 
     def stop(self) -> None:
         with self._lifecycle:
