@@ -287,7 +287,9 @@ class Runtime:
         """Begin start-up in the background and return at once, so the HTTP servers can answer
         `/healthz` while a slow API server holds reconciliation (a liveness probe must never
         kill a pod for waiting on the cluster). `ready` turns true once every active rollout
-        is reconciled; reconciliation is tried again, with back-off, until then."""
+        is reconciled; reconciliation is tried again, with back-off, until then. The outbox
+        sender starts at once: messages decided before a restart go out meanwhile."""
+        self.sender.start()
         self._startup.start()
 
     @property
