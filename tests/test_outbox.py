@@ -19,6 +19,9 @@ from tests.fakes import FakeClock, FakeNotifier, World
 from tests.test_machine import new_rollout
 
 
+ROLLOUT_ID = new_rollout().id
+
+
 class Monotonic:
     def __init__(self) -> None:
         self.now = 100.0
@@ -46,7 +49,7 @@ def sender(store: SqliteStore, world: World, monotonic: Monotonic) -> OutboxSend
 
 def queue_pause(store: SqliteStore, *, hold: bool = False) -> None:
     """A decision with one message, saved the way the engine saves it."""
-    before = store.get("checkout-1")
+    before = store.get(ROLLOUT_ID)
     assert before is not None
     decision = Decision(before, (Announce(Paused(by="UBOB", reason=None)),))
     store.save(
@@ -65,9 +68,9 @@ def test_a_message_queued_twice_is_posted_once(store: SqliteStore) -> None:
 
 def test_the_card_ts_becomes_the_rollouts_thread(store: SqliteStore) -> None:
     world = World()
-    store.queue("checkout-1", [CARD])
+    store.queue(ROLLOUT_ID, [CARD])
     sender(store, world, Monotonic()).send_due()
-    rollout = store.get("checkout-1")
+    rollout = store.get(ROLLOUT_ID)
     assert rollout is not None and rollout.thread_ts == world.posts["card"][0]
 
 
@@ -98,14 +101,14 @@ def test_a_post_that_landed_but_timed_out_is_found_not_posted_again(store: Sqlit
     out.send_due()
     assert world.log.count("post card") == 1 and "find card" in world.log
     assert not store.unsent()
-    rollout = store.get("checkout-1")
+    rollout = store.get(ROLLOUT_ID)
     assert rollout is not None and rollout.thread_ts == world.posts["card"][0]
 
 
 @pytest.mark.parametrize("landed", [True, False])
 def test_a_crash_mid_post_is_settled_by_looking_first(store: SqliteStore, landed: bool) -> None:
     world = World()
-    store.queue("checkout-1", [CARD])
+    store.queue(ROLLOUT_ID, [CARD])
     (row,) = store.unsent()
     assert store.mark_sending(row.seq)  # the bot died with this call in flight
     if landed:
@@ -123,6 +126,6 @@ def test_held_messages_wait_for_their_cluster_actions(store: SqliteStore) -> Non
     out = sender(store, world, clock)
     out.send_due()
     assert world.posts == {}
-    assert store.release("checkout-1", upto=store.outbox_mark("checkout-1")) == 2
+    assert store.release(ROLLOUT_ID, upto=store.outbox_mark(ROLLOUT_ID)) == 2
     out.send_due()
     assert sorted(what for _, what in world.posts.values()) == ["Paused", "card"]

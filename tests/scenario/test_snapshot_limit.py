@@ -3,7 +3,7 @@
 `/canary status <service>` in a release channel renders a chart and uploads it to the
 rollout's thread. A second ask within the interval still gets the status, with a note that
 points at the latest snapshot in the thread, and uploads nothing. Waiting is deterministic:
-the bot's after-acknowledgement work is drained before counting uploads.
+the bot's after-acknowledgement work is drained, and the outbox sent, before counting uploads.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 
 
 def asked_for(sandbox: Sandbox) -> int:
-    assert sandbox.runtime is not None
-    sandbox.runtime.drain()
+    runtime = sandbox.runtime
+    assert runtime is not None
+    runtime.drain()  # the command's work after its acknowledgement queues the snapshot...
+    # ...and the outbox sender uploads it on its own thread.
+    wait_for(lambda: not runtime.store.unsent(), what="the outbox to be sent")
     return len([f for f in sandbox.slack.files if "on request" in f.title])
 
 
