@@ -266,6 +266,7 @@ class Engine:
             messages=messages,
             hold=any(isinstance(a, ClusterAction) for a in decision.actions),
             release_upto=release_upto,
+            drop_stale_pages=after.phase == Phase.FAILED and before.phase != Phase.FAILED,
         )
         if messages or release_upto is not None:
             self._on_queued()

@@ -2,7 +2,8 @@
 
 A mixin of `SqliteStore` (rollout/store.py), kept apart so each file stays one idea. Rows are
 queued in the same transaction as the decision they belong to (`SqliteStore.save`); the
-sender (rollout/sender.py) moves them through `held` -> `queued` -> `sending` -> `sent`.
+sender (rollout/sender.py) moves them through `held` -> `queued` -> `sending` -> `sent`; a held
+page that a failed rollback made false is `dropped` (see `SqliteStore.save`).
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ class SqliteStore(OutboxTable):
         messages: Sequence[Message] = (),
         hold: bool = False,
         release_upto: int | None = None,
+        drop_stale_pages: bool = False,
     ) -> int:
         """Replace the stored rollout, log the change and queue its messages, in one
         transaction; returns the rollout's outbox mark (see `outbox_mark`).
@@ -168,6 +169,15 @@ class SqliteStore(OutboxTable):
             if audit:
                 _audit(db, after.updated_at, after.id, actor, action, before, after, detail)
             _queue(db, after.id, messages, state="held" if hold else "queued")
+            if release_upto is not None and drop_stale_pages:
+                # A held page that says traffic is back on stable, from a rollback that failed
+                # for good: it would now be false; the failure's own page replaces it.
+                db.execute(
+                    "UPDATE outbox SET state = 'dropped' WHERE rollout_id = ? AND state = 'held' "
+                    "AND seq <= ? AND json_extract(entry, '$.kind') = 'page' "
+                    "AND json_extract(entry, '$.event.fields.traffic_on_stable') = 1",
+                    [after.id, release_upto],
+                )
             if release_upto is not None:
                 db.execute(
                     "UPDATE outbox SET state = 'queued' "

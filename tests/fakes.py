@@ -51,6 +51,7 @@ class World:
     posted: list[str] = field(default_factory=list)  # every post that landed, by key
     updates: int = 0
     rate_limit_next: int = 0
+    rollback_fails: bool = False
     land_then_fail_next: int = 0
     log: list[str] = field(default_factory=list)
 
@@ -96,6 +97,8 @@ class FakeRouter:
 
     def rollback(self, rollout: Rollout) -> None:
         self.world.call("roll back")
+        if self.world.rollback_fails:
+            raise RuntimeError("admission webhook denied the request")
         self.world.canary, self.world.weight = False, 0
 
 
@@ -149,7 +152,7 @@ class FakeNotifier:
         self.world.updates += 1
 
     def alert(self, rollout: Rollout, alert: Alert, *, key: str) -> str:
-        return self._post(key, "alert")
+        return self._post(key, f"alert: {alert.title}")
 
     def find_message(self, rollout: Rollout, key: str) -> str | None:
         self.world.call(f"find {key}")

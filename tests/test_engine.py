@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from bot.config_loader import load_config_text
+from rollout.analysis import Analyzer, Series
 from rollout.commands import Approve, Rollback
 from rollout.engine import Engine
+from rollout.machine import MAX_ROLLBACK_ATTEMPTS
 from rollout.model import Phase, Rollout
 from rollout.sender import OutboxSender
 from rollout.start import StartRequest
@@ -200,3 +202,47 @@ def test_one_tick_saves_the_rollout_at_most_twice(tmp_path: Path) -> None:
         saves.append(sum(1 for row in rows if row["after"] is not None))
     engine.close()
     assert max(saves) <= 2, saves
+
+
+class BrokenCanary:
+    """A `MetricsProvider` whose every answer says both tracks fail half their requests
+    (series labelled as the built-in queries group them: namespace, service, track)."""
+
+    def query(self, promql: str) -> list[Series]:
+        labels = {"namespace": "shop", "service": "checkout"}
+        return [Series({**labels, "track": track}, 0.5) for track in ("canary", "stable")]
+
+
+def test_a_rollback_that_fails_for_good_pages_the_failure_not_traffic_on_stable(
+    tmp_path: Path,
+) -> None:
+    """A breach page says traffic is back on stable; if the rollback then fails for good,
+    that page (held until the cluster work was done) is never sent: the failure's is."""
+    store = SqliteStore(tmp_path / "failed.db")
+    world, clock = World(rollback_fails=True), FakeClock()
+    rules = "rules: [{metric: error_rate, above: 0.05, for: 0s}]"
+    engine = Engine(
+        config=load_config_text(CONFIG.replace("rules: []", rules)),
+        store=store,
+        routers={"replicas": FakeRouter(world)},
+        clock=clock,
+        analyzer=Analyzer(BrokenCanary()),
+    )
+    sender = OutboxSender(
+        store=store, notifier=FakeNotifier(world), clock=clock, snapshots=lambda r, at: None
+    )
+    accepted = engine.accept(
+        StartRequest(service="checkout", image="v2", by="UALICE", channel="C0RELEASES")
+    )
+    assert accepted is not None
+    for _ in range(MAX_ROLLBACK_ATTEMPTS + 3):
+        engine.tick_all(wait_for_ticks=True)
+        sender.send_due()
+        clock.advance(1)
+    engine.close()
+    failed = store.get(accepted.id)
+    assert failed is not None and failed.phase == Phase.FAILED, failed
+    posted = [what for _, what in world.posts.values()]
+    assert "alert: checkout: ROLLBACK FAILED — act now" in posted, posted
+    assert "alert: checkout: canary breached a rollback rule" not in posted, posted
+    assert not store.unsent()
