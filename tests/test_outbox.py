@@ -18,7 +18,6 @@ from rollout.store import SqliteStore
 from tests.fakes import FakeClock, FakeNotifier, World
 from tests.test_machine import new_rollout
 
-
 ROLLOUT_ID = new_rollout().id
 
 
