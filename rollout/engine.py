@@ -39,6 +39,7 @@ from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 from rollout.observer import Observer
 from rollout.ports import Clock, Notifier
 from rollout.store import ActiveRolloutExists, SqliteStore
+from rollout.traffic import registry
 from rollout.traffic.base import TrafficRouter
 from rollout.wording import quote, unquote
 
@@ -61,12 +62,6 @@ class StartRequest:
     approval: bool | None = None
     header: str | None = None
     cookie: str | None = None
-
-
-# Blue/green switches all traffic at once after approval: its only step is a preview.
-SINGLE_STEP_STRATEGIES = frozenset({"service"})
-HEADER_STRATEGIES = frozenset({"nginx", "istio"})
-COOKIE_STRATEGIES = frozenset({"nginx"})
 
 
 class StartRefused(Exception):
@@ -105,14 +100,17 @@ class Engine:
         if service is None:
             known = ", ".join(sorted(self.config.services)) or "none configured"
             return f"Unknown service `{request.service}`. Known services: {known}."
-        if request.header and service.strategy not in HEADER_STRATEGIES:
+        if request.header and not registry.strategy(service.strategy).header_routing:
+            by_header = registry.listed(registry.names_with(lambda s: s.header_routing))
             return (
-                f"`--header` needs a strategy that routes by header (nginx or istio); "
+                f"`--header` needs a strategy that routes by header ({by_header}); "
                 f"`{request.service}` uses {service.strategy}. Start it without `--header`."
             )
-        if request.cookie and service.strategy not in COOKIE_STRATEGIES:
+        if request.cookie and not registry.strategy(service.strategy).cookie_routing:
+            by_cookie = registry.listed(registry.names_with(lambda s: s.cookie_routing))
             return (
-                f"`--cookie` needs the nginx strategy; `{request.service}` uses "
+                f"`--cookie` needs a strategy that routes by cookie ({by_cookie}); "
+                f"`{request.service}` uses "
                 f"{service.strategy}. Start it without `--cookie`."
             )
         active = self.store.active_for(request.service)
@@ -230,7 +228,7 @@ class Engine:
     def _draft(self, request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
         policy = service.policy
         steps = request.steps or policy.steps
-        if service.strategy in SINGLE_STEP_STRATEGIES:
+        if registry.strategy(service.strategy).single_step:
             steps = (steps[-1],)
         routing = {"header": request.header, "cookie": request.cookie}
         plan = RolloutPlan(

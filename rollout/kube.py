@@ -52,6 +52,19 @@ class KubeUnavailable(Exception):
     """The API server did not accept a request after every retry."""
 
 
+class KubeConflict(Exception):
+    """409 Conflict: the object changed since it was read (a write carrying an older
+    `resourceVersion`). The gateway's own type, so routers never handle `ApiException`: the
+    caller reads again and decides afresh."""
+
+
+def _is_conflict(error: ApiException) -> bool:
+    """A conflict with a concurrent writer; not AlreadyExists on create or a failed uid
+    precondition on delete, which the create and delete calls settle themselves."""
+    body = str(error.body)
+    return error.status == 409 and "AlreadyExists" not in body and "Precondition failed" not in body
+
+
 def _only_if(uid: str | None) -> k8s.V1DeleteOptions | None:
     """Delete options that make the API server refuse unless the object still has `uid`."""
     if uid is None:
@@ -98,7 +111,9 @@ class KubeGateway:
 
         try:
             return attempt()
-        except ApiException:
+        except ApiException as error:
+            if _is_conflict(error):
+                raise KubeConflict(f"{verb} {what}: {error.reason or 'Conflict'}") from error
             raise
         except Exception as error:
             if _transient(error):
@@ -284,8 +299,8 @@ class KubeGateway:
             try:
                 self.replace_custom(kind, namespace, wanted)
                 return True
-            except ApiException as error:
-                if error.status != 409 or attempt == attempts - 1:
+            except KubeConflict:
+                if attempt == attempts - 1:
                     raise
         return False
 
