@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rollout.kube import KubeGateway
+from rollout.traffic.alb import AlbRouter
 from rollout.traffic.argo import ArgoRouter
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.gateway import GatewayRouter
@@ -60,6 +61,11 @@ STRATEGIES: Mapping[str, Strategy] = {
             header_routing=True,
             cookie_routing=True,
             needs=(("ingress", "the Ingress whose traffic is split"), SERVICE_KEY),
+        ),
+        Strategy(
+            name="alb",
+            router=AlbRouter,
+            needs=(("ingress", "the Ingress whose ALB action is weighted"), SERVICE_KEY),
         ),
         Strategy(
             name="istio",
