@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -22,17 +22,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from rollout.config import POLICY_KEYS, Config, ServiceConfig
+from rollout.traffic import registry
 
 Segment = str | int
-
-# Keys a strategy cannot work without, with what each one names (for the message).
-_SERVICE_KEY = ("service", "the Service in front of the pods")
-STRATEGY_NEEDS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "nginx": (("ingress", "the Ingress whose traffic is split"), _SERVICE_KEY),
-    "istio": (("virtual_service", "the VirtualService whose routes are weighted"), _SERVICE_KEY),
-    "gateway": (("http_route", "the HTTPRoute whose backendRefs are weighted"), _SERVICE_KEY),
-    "argo": (("argo_rollout", "the Argo Rollout that is driven"),),
-}
 
 _POLICY_KEY_MESSAGE = (
     "unknown key 'policy': write policy keys (steps, rules, ...) directly under the service"
@@ -197,7 +189,8 @@ def _service_problems(root: yaml.Node, data: dict[Any, Any]) -> list[ConfigProbl
         if "policy" in raw:
             found.append(("policy", _POLICY_KEY_MESSAGE))
         strategy = raw.get("strategy")
-        for key, what in STRATEGY_NEEDS.get(strategy, ()) if isinstance(strategy, str) else ():
+        known = registry.STRATEGIES.get(strategy) if isinstance(strategy, str) else None
+        for key, what in known.needs if known is not None else ():
             if raw.get(key) is None:
                 found.append((key, f"strategy {strategy} needs {key}: {what}"))
         for key, message in found:

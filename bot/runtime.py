@@ -41,13 +41,8 @@ from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.sender import OutboxSender
 from rollout.store import SqliteStore
-from rollout.traffic.argo import ArgoRouter
 from rollout.traffic.base import TrafficRouter
-from rollout.traffic.gateway import GatewayRouter
-from rollout.traffic.istio import IstioRouter
-from rollout.traffic.nginx import NginxRouter
-from rollout.traffic.replicas import ReplicasRouter
-from rollout.traffic.service import ServiceRouter
+from rollout.traffic.registry import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +55,6 @@ STARTUP_JOIN_TIMEOUT_S = 15.0
 # Retry-After: the outbox sender (rollout/outbox.py) retries on its own schedule, off every
 # tick and request thread.
 SLACK_TIMEOUT_SECONDS = 10
-
-# One router class per strategy name (STYLE.md): an unknown or not-yet-built strategy is a
-# start-up error, never a silent fallback.
-ROUTERS: Mapping[str, Callable[[KubeGateway], TrafficRouter]] = {
-    "replicas": ReplicasRouter,
-    "nginx": NginxRouter,
-    "service": ServiceRouter,
-    "istio": IstioRouter,
-    "gateway": GatewayRouter,
-    "argo": ArgoRouter,
-}
 
 
 class StartupError(Exception):
@@ -102,15 +86,17 @@ class Secrets:
 
 
 def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRouter]:
+    """One router per strategy in use, from the registry (STYLE.md): an unknown strategy is a
+    start-up error, never a silent fallback."""
     wanted = {service.strategy for service in config.services.values()}
-    unknown = sorted(wanted - set(ROUTERS))
+    unknown = sorted(wanted - set(STRATEGIES))
     if unknown:
         users = [name for name, s in config.services.items() if s.strategy in unknown]
         raise StartupError(
             f"strategy {', '.join(unknown)} (services {', '.join(users)}) is not available in "
-            f"this version; available: {', '.join(sorted(ROUTERS))}"
+            f"this version; available: {', '.join(sorted(STRATEGIES))}"
         )
-    return {name: ROUTERS[name](gateway) for name in wanted}
+    return {name: STRATEGIES[name].router(gateway) for name in wanted}
 
 
 def _prometheus(

@@ -16,9 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from rollout.durations import parse_duration
 from rollout.images import parse_registry_rule
-
-STRATEGIES = ("replicas", "service", "nginx", "istio", "gateway", "argo")
-Strategy = Literal["replicas", "service", "nginx", "istio", "gateway", "argo"]
+from rollout.traffic import registry
 
 
 def _duration(value: Any) -> Any:
@@ -205,7 +203,8 @@ class ServiceConfig(_Frozen):
     namespace: str
     deployment: str
     container: str | None = None
-    strategy: Strategy = "replicas"
+    # A name in rollout/traffic/registry.py, which says what else the strategy needs.
+    strategy: str = "replicas"
     service: str | None = None
     ingress: str | None = None
     virtual_service: str | None = None
@@ -226,6 +225,12 @@ class ServiceConfig(_Frozen):
             raise ValueError(f"{value!r} is not a valid Kubernetes name (lower-case, digits, '-')")
         return value
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        registry.strategy(value)  # raises, listing the strategies there are
+        return value
+
     @field_validator("route", mode="before")
     @classmethod
     def _route_name_or_index(cls, value: object) -> object:
@@ -233,9 +238,11 @@ class ServiceConfig(_Frozen):
 
     @model_validator(mode="after")
     def _route_only_where_routes_are_split(self) -> ServiceConfig:
-        if self.route is not None and self.strategy not in ("istio", "gateway"):
+        if self.route is not None and not registry.strategy(self.strategy).splits_route:
+            splitting = registry.names_with(lambda s: s.splits_route)
             raise ValueError(
-                f"`route` names the route to split for strategies istio and gateway; strategy "
+                f"`route` names the route to split for strategies "
+                f"{registry.listed(splitting, last='and')}; strategy "
                 f"{self.strategy} splits no route, so remove `route: {self.route}`"
             )
         return self

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from rollout.kube_call import (
     DEFAULT_REQUEST_TIMEOUT,
     BoundedCall,
+    KubeConflict,
     KubeDeadlineExceeded,
     KubeUnavailable,
     Timeouts,
@@ -33,7 +34,14 @@ from rollout.kube_call import (
 log = logging.getLogger(__name__)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
-__all__ = ["MANAGED_BY", "CustomKind", "KubeDeadlineExceeded", "KubeGateway", "KubeUnavailable"]
+__all__ = [
+    "MANAGED_BY",
+    "CustomKind",
+    "KubeConflict",
+    "KubeDeadlineExceeded",
+    "KubeGateway",
+    "KubeUnavailable",
+]
 
 
 @dataclass(frozen=True)
@@ -253,8 +261,8 @@ class KubeGateway:
             try:
                 self.replace_custom(kind, namespace, wanted)
                 return True
-            except ApiException as error:
-                if error.status != 409 or attempt == attempts - 1:
+            except KubeConflict:
+                if attempt == attempts - 1:
                     raise
         return False
 

@@ -60,6 +60,19 @@ def transient(error: BaseException) -> bool:
     return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
+class KubeConflict(Exception):
+    """409 Conflict: the object changed since it was read (a write carrying an older
+    `resourceVersion`). The gateway's own type, so routers never handle `ApiException`: the
+    caller reads again and decides afresh."""
+
+
+def is_conflict(error: ApiException) -> bool:
+    """A conflict with a concurrent writer; not AlreadyExists on create or a failed uid
+    precondition on delete, which the create and delete calls settle themselves."""
+    body = str(error.body)
+    return error.status == 409 and "AlreadyExists" not in body and "Precondition failed" not in body
+
+
 class BoundedCall:
     def __init__(
         self,
@@ -93,7 +106,9 @@ class BoundedCall:
         )
         try:
             return retrying(attempt)
-        except ApiException:
+        except ApiException as error:
+            if is_conflict(error):
+                raise KubeConflict(f"{verb} {what}: {error.reason or 'Conflict'}") from error
             raise
         except Exception as error:
             if time.monotonic() >= deadline - 0.05 or isinstance(error, KubeDeadlineExceeded):

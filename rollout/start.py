@@ -18,11 +18,9 @@ from rollout.images import image_problem, policy_problem, resolve_image
 from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 from rollout.ports import Clock
 from rollout.store import ActiveRolloutExists, SqliteStore
+from rollout.traffic import registry
 
 # Blue/green switches all traffic at once after approval: its only step is a preview.
-SINGLE_STEP_STRATEGIES = frozenset({"service"})
-HEADER_STRATEGIES = frozenset({"nginx", "istio"})
-COOKIE_STRATEGIES = frozenset({"nginx"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,15 +100,18 @@ class Starts:
 
 
 def _routing_problem(request: StartRequest, service: ServiceConfig) -> str | None:
-    if request.header and service.strategy not in HEADER_STRATEGIES:
+    capabilities = registry.strategy(service.strategy)
+    if request.header and not capabilities.header_routing:
+        by_header = registry.listed(registry.names_with(lambda s: s.header_routing))
         return (
-            f"`--header` needs a strategy that routes by header (nginx or istio); "
+            f"`--header` needs a strategy that routes by header ({by_header}); "
             f"`{request.service}` uses {service.strategy}. Start it without `--header`."
         )
-    if request.cookie and service.strategy not in COOKIE_STRATEGIES:
+    if request.cookie and not capabilities.cookie_routing:
+        by_cookie = registry.listed(registry.names_with(lambda s: s.cookie_routing))
         return (
-            f"`--cookie` needs the nginx strategy; `{request.service}` uses "
-            f"{service.strategy}. Start it without `--cookie`."
+            f"`--cookie` needs a strategy that routes by cookie ({by_cookie}); "
+            f"`{request.service}` uses {service.strategy}. Start it without `--cookie`."
         )
     return None
 
@@ -154,7 +155,7 @@ def draft(request: StartRequest, service: ServiceConfig, *, now: datetime) -> Ro
     """The new rollout record, its plan fixed from the policy and the request's overrides."""
     policy = service.policy
     steps = request.steps or policy.steps
-    if service.strategy in SINGLE_STEP_STRATEGIES:
+    if registry.strategy(service.strategy).single_step:
         steps = (steps[-1],)
     routing = {"header": request.header, "cookie": request.cookie}
     plan = RolloutPlan(

@@ -144,7 +144,7 @@ def test_wrong_strategy_lists_the_allowed_values() -> None:
     assert problem.path == "services.cart.strategy"
     assert problem.line == line_of(text, "strategy")
     assert problem.message == (
-        "must be one of replicas, service, nginx, istio, gateway, argo (got 'linkerd')"
+        "must be one of replicas, service, nginx, alb, istio, gateway, argo (got 'linkerd')"
     )
 
 
@@ -214,6 +214,7 @@ def test_missing_required_key_points_at_the_service() -> None:
     ("strategy", "given", "missing"),
     [
         ("nginx", "service: cart", "ingress"),
+        ("alb", "service: cart", "ingress"),
         ("istio", "virtual_service: cart", "service"),
         ("gateway", "service: cart", "http_route"),
         ("argo", "service: cart", "argo_rollout"),

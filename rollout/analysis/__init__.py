@@ -15,7 +15,7 @@ from rollout.analysis.provider import (
     QueryFailed,
     Series,
 )
-from rollout.analysis.queries import BUILTIN_METRICS, FLAVOUR_OF_STRATEGY, flavour_of
+from rollout.analysis.queries import BUILTIN_METRICS, flavour_of
 from rollout.analysis.templates import PLACEHOLDERS, TemplateError, check_template
 from rollout.analysis.types import (
     Analysis,
@@ -28,7 +28,6 @@ from rollout.analysis.types import (
 
 __all__ = [
     "BUILTIN_METRICS",
-    "FLAVOUR_OF_STRATEGY",
     "PLACEHOLDERS",
     "Analysis",
     "AnalysisTarget",

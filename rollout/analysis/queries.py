@@ -8,6 +8,7 @@ plus 2 per window for saturation (shared by all flavours), however many rollouts
 Custom per-service queries (a service's `metrics:`) cannot be batched: they cost one query per
 rollout, metric and track.
 
+Which family measures a strategy is its registry entry's `flavour` (rollout/traffic/registry.py).
 Families and what tells the tracks apart:
 - generic (strategies replicas, service, gateway, argo): the app's own `http_requests_total`
   and `http_request_duration_seconds` with labels `namespace`, `service` (the key in
@@ -36,23 +37,15 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 from rollout.analysis.provider import Series
 from rollout.analysis.templates import TemplateError, prometheus_duration, render
 from rollout.analysis.types import TRACKS, AnalysisTarget, Track
+from rollout.traffic import registry
+from rollout.traffic.registry import Flavour
 
 log = logging.getLogger(__name__)
 
-Flavour = Literal["generic", "istio", "nginx"]
-FLAVOUR_OF_STRATEGY: Mapping[str, Flavour] = {
-    "replicas": "generic",
-    "service": "generic",
-    "gateway": "generic",
-    "argo": "generic",
-    "istio": "istio",
-    "nginx": "nginx",
-}
 TRAFFIC_METRICS = ("request_rate", "error_rate", "success_rate", "latency_avg_ms", "latency_p99_ms")
 SATURATION_METRICS = ("cpu_saturation", "memory_saturation")
 BUILTIN_METRICS = TRAFFIC_METRICS + SATURATION_METRICS
@@ -64,9 +57,10 @@ Slot = tuple[str, Track]  # (rollout_id, track)
 
 
 def flavour_of(strategy: str) -> Flavour:
+    """The query family of a strategy, as its registry entry says."""
     try:
-        return FLAVOUR_OF_STRATEGY[strategy]
-    except KeyError:
+        return registry.strategy(strategy).flavour
+    except registry.UnknownStrategy:
         raise ValueError(f"no built-in metrics for strategy {strategy!r}") from None
 
 

@@ -25,10 +25,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from rollout.kube import CustomKind, KubeGateway
+from rollout.kube import CustomKind, KubeConflict, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
 from rollout.traffic.workloads import RouterError
@@ -129,9 +128,9 @@ class ArgoRouter:
                 self._kube.patch_custom(
                     ROLLOUT, rollout.namespace, _name(rollout), patch, status=True
                 )
-            except ApiException as error:
+            except KubeConflict:
                 # Argo moved in between (the patch carries the resourceVersion read): look again.
-                if error.status != 409 or attempt == 2:
+                if attempt == 2:
                     raise
                 continue
             self._event(obj, rollout, "CanaryWeight", f"Argo moved on towards {weight}%")

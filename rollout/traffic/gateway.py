@@ -10,7 +10,8 @@ Service and Deployment are deleted, so the route never names a Service that is g
 The weight is set at the route, so `<service>` must reach only the stable pods: its selector
 must ask for a label the canary pods do not share (e.g. `track: stable`), which
 the bot pins to the stable ReplicaSet when its selector would reach the canary pods, as for
-`nginx` (`workloads.pin_stable_service`).
+`nginx`. All of that is the workload side (`canary.CanaryWorkload`); this module is the
+HTTPRoute side.
 """
 
 from __future__ import annotations
@@ -22,35 +23,9 @@ from typing import Any
 from rollout.kube import CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.canary import CanaryWorkload
 from rollout.traffic.routes import choose_route, entry_label
-from rollout.traffic.workloads import (
-    PINNED_SERVICES,
-    RouterError,
-    canary_capacity,
-    canary_pods,
-    canary_service_name,
-    check_selects_stable,
-    delete_canary,
-    delete_canary_service,
-    ensure_canary,
-    ensure_canary_service,
-    needs_pin,
-    original_selector,
-    pin_stable_service,
-    promote_then_remove,
-    promote_through_canary,
-    read_canary,
-    read_service,
-    read_stable,
-    refuse_foreign_canaries,
-    remember_selector,
-    remove_then_restore,
-    scale_canary,
-    stable_container,
-    stable_only,
-    target_service,
-    unpin_stable_service,
-)
+from rollout.traffic.workloads import RouterError, canary_service_name, target_service
 
 HTTP_ROUTE = CustomKind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 STATE = "gateway"  # router_state key: {"http_route": the route's original spec}
@@ -126,44 +101,36 @@ def canary_weight(spec: dict[str, Any], *, service: str) -> float | None:
 
 
 class GatewayRouter:
+    """The traffic side: the HTTPRoute's backendRefs. The canary Deployment, its Service and
+    the stable Service's pin are the `CanaryWorkload`'s."""
+
     def __init__(self, gateway: KubeGateway) -> None:
         self._kube = gateway
+        self._workload = CanaryWorkload(gateway)
 
     def stable_image(self, rollout: Rollout) -> tuple[str, str]:
         # Checked before anything is created, so `/canary start` refuses a setup the bot
         # cannot split, with the reason.
-        stable = read_stable(self._kube, rollout)
-        self._original(rollout, stable)
-        refuse_foreign_canaries(self._kube, rollout, service=target_service(rollout))
-        return stable_container(stable, rollout)
+        found = self._workload.check(rollout)
+        self._original(rollout)
+        return found
 
     def prepare(self, rollout: Rollout) -> Rollout:
-        stable = read_stable(self._kube, rollout)
-        saved = self._original(rollout, stable)
-        service = read_service(self._kube, rollout, name=target_service(rollout))
-        if needs_pin(original_selector(rollout, service), stable):
-            rollout = remember_selector(rollout, service)
-        # The stable Service off the canary pods before they exist; then pods, then the
-        # Service that reaches them; the route names it only in set_weight.
-        pin_stable_service(self._kube, rollout, service=service, stable=stable)
-        ensure_canary(self._kube, rollout, stable=stable)
-        ensure_canary_service(self._kube, rollout, service=service)
+        saved = self._original(rollout)
+        # Pods, then the Service that reaches them; the route names it only in set_weight.
+        rollout = self._workload.create(rollout)
         if rollout.router_state.get(STATE) == saved:
             return rollout
         return replace(rollout, router_state={**rollout.router_state, STATE: saved})
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
         saved = _saved(rollout)
-        stable = read_stable(self._kube, rollout)
-        canary = read_canary(self._kube, rollout)
-        count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
-        self._repin(rollout, stable)
-        # Pods up before the share goes up, share down before pods go down.
-        raising = count > int(canary["spec"].get("replicas", 0))
-        changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
-        if self._route(rollout, saved, weight=weight):
+
+        def route() -> bool:
+            if not self._route(rollout, saved, weight=weight):
+                return False
             self._kube.emit_event(
-                involved=stable,
+                involved=self._workload.stable(rollout),
                 reason="CanaryWeight",
                 message=(
                     f"HTTPRoute {_route_name(rollout)}: "
@@ -171,16 +138,15 @@ class GatewayRouter:
                     f"(rollout {rollout.id})"
                 ),
             )
-            changed = True
-        if not raising:
-            changed |= scale_canary(self._kube, rollout, canary=canary, count=count)
-        return changed
+            return True
+
+        return self._workload.resize(rollout, weight, route=route)
 
     def status(self, rollout: Rollout) -> TrafficStatus:
         route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
         spec = (route or {}).get("spec") or {}
         weight = canary_weight(spec, service=target_service(rollout))
-        pods = canary_pods(self._kube, rollout)
+        pods = self._workload.pods(rollout)
         split = "not split" if weight is None else f"canary backend {weight:g}%"
         return TrafficStatus(
             weight=weight or 0.0,
@@ -189,32 +155,22 @@ class GatewayRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        def remove() -> bool:
-            return self._remove_canary(rollout)
-
-        if PINNED_SERVICES in rollout.router_state:
-            return promote_through_canary(
-                self._kube,
-                rollout,
-                all_to_canary=lambda: self.set_weight(rollout, 100),
-                repin=lambda stable: self._repin(rollout, stable),
-                remove_canary=remove,
-            )
-        return promote_then_remove(self._kube, rollout, remove_canary=remove)
+        return self._workload.promote(
+            rollout,
+            all_to_canary=lambda: self.set_weight(rollout, 100),
+            remove=lambda: self._remove(rollout),
+        )
 
     def rollback(self, rollout: Rollout) -> None:
-        remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
+        self._workload.rollback(rollout, remove=lambda: self._remove(rollout))
 
     # ----------------------------------------------------------------- helpers
 
-    def _original(self, rollout: Rollout, stable: dict[str, Any]) -> dict[str, Any]:
+    def _original(self, rollout: Rollout) -> dict[str, Any]:
         """What to restore: the saved spec once prepared, else the cluster's (checked)."""
         if STATE in rollout.router_state:
             saved: dict[str, Any] = rollout.router_state[STATE]
             return saved
-        service = read_service(self._kube, rollout, name=target_service(rollout))
-        check_selects_stable(service, stable)
-        stable_only(self._kube, original_selector(rollout, service), stable=stable)  # pinnable
         route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
         if route is None:
             raise RouterError(
@@ -245,26 +201,18 @@ class GatewayRouter:
             HTTP_ROUTE, rollout.namespace, _route_name(rollout), wanted
         )
 
-    def _remove_canary(self, rollout: Rollout) -> bool:
+    def _remove(self, rollout: Rollout) -> bool:
         """The route as it was (all traffic to `<service>`), then the canary Service and pods."""
-        saved = rollout.router_state.get(STATE)
-        changed = False
-        if saved is not None:
-            changed |= self._kube.set_custom_spec(
+
+        def unroute() -> bool:
+            saved = rollout.router_state.get(STATE)
+            if saved is None:
+                return False
+            return self._kube.set_custom_spec(
                 HTTP_ROUTE, rollout.namespace, _route_name(rollout), saved["http_route"]
             )
-        if rollout.target.service:
-            changed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
-        changed |= delete_canary(self._kube, rollout)
-        if rollout.target.service:  # no canary pod left: the stable Service's own selector
-            changed |= unpin_stable_service(self._kube, rollout, name=rollout.target.service)
-        return changed
 
-    def _repin(self, rollout: Rollout, stable: dict[str, Any]) -> bool:
-        if PINNED_SERVICES not in rollout.router_state:
-            return False
-        service = read_service(self._kube, rollout, name=target_service(rollout))
-        return pin_stable_service(self._kube, rollout, service=service, stable=stable)
+        return self._workload.remove(rollout, unroute=unroute)
 
 
 def _which(rollout: Rollout) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Strategy `istio`: the mesh splits requests between two subsets of the same Service's pods.
 
-The canary pods run in `<deployment>-canary` (see `workloads`). The DestinationRule (config
+The canary pods run in `<deployment>-canary` (the workload side, `canary.CanaryWorkload`;
+this module is the VirtualService and DestinationRule side). The DestinationRule (config
 `destination_rule`, default: the VirtualService's name) gets two subsets, `stable` with the
 stable pod template's labels and `canary` with the canary's (the same labels with
 `track: canary`); if there is no such DestinationRule the bot creates one and deletes it after.
@@ -29,27 +30,15 @@ from typing import Any
 from rollout.kube import MANAGED_BY, CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.canary import CanaryWorkload
 from rollout.traffic.routes import choose_route, entry_label
 from rollout.traffic.workloads import (
     ROLLOUT_ANNOTATION,
     RouterError,
-    canary_capacity,
     canary_pod_labels,
-    canary_pods,
-    delete_canary,
-    ensure_canary,
     needs_pin,
-    our_canary,
     ours,
     pod_labels,
-    promote_then_remove,
-    promote_through_canary,
-    read_canary,
-    read_stable,
-    refuse_foreign_canaries,
-    remove_then_restore,
-    scale_canary,
-    stable_container,
     stable_only,
     target_service,
     uid_of,
@@ -157,36 +146,36 @@ def with_subsets(
 
 
 class IstioRouter:
+    """The traffic side: the VirtualService's weights and the DestinationRule's subsets. The
+    canary Deployment is the `CanaryWorkload`'s (without a Service of its own: the subsets
+    reach its pods, and the `stable` subset carries the pin)."""
+
     def __init__(self, gateway: KubeGateway) -> None:
         self._kube = gateway
+        self._workload = CanaryWorkload(gateway, fronted=False)
 
     def stable_image(self, rollout: Rollout) -> tuple[str, str]:
         # Checked before anything is created, so `/canary start` refuses a setup the bot
         # cannot split, with the reason.
-        stable = read_stable(self._kube, rollout)
-        self._originals(rollout, stable)
-        refuse_foreign_canaries(self._kube, rollout)
-        return stable_container(stable, rollout)
+        self._originals(rollout, self._workload.stable(rollout))
+        return self._workload.check(rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
-        stable = read_stable(self._kube, rollout)
-        saved = self._originals(rollout, stable)
-        ensure_canary(self._kube, rollout, stable=stable)
+        saved = self._originals(rollout, self._workload.stable(rollout))
+        rollout = self._workload.create(rollout)
         if rollout.router_state.get(STATE) == saved:
             return rollout
         return replace(rollout, router_state={**rollout.router_state, STATE: saved})
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
         saved = _saved(rollout)
-        stable = read_stable(self._kube, rollout)
-        canary = read_canary(self._kube, rollout)
-        count = canary_capacity(int(stable["spec"].get("replicas", 1)), weight)
-        # Pods up before the share goes up, share down before pods go down.
-        raising = count > int(canary["spec"].get("replicas", 0))
-        changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
-        changed |= self._subsets(rollout, saved, stable)
         header = parse_header(rollout.router_state.get("header"))
-        if self._route(rollout, saved, weight=weight, header=header):
+
+        def route() -> bool:
+            stable = self._workload.stable(rollout)
+            changed = self._subsets(rollout, saved, stable)
+            if not self._route(rollout, saved, weight=weight, header=header):
+                return changed
             self._kube.emit_event(
                 involved=stable,
                 reason="CanaryWeight",
@@ -196,15 +185,14 @@ class IstioRouter:
                     + f" (rollout {rollout.id})"
                 ),
             )
-            changed = True
-        if not raising:
-            changed |= scale_canary(self._kube, rollout, canary=canary, count=count)
-        return changed
+            return True
+
+        return self._workload.resize(rollout, weight, route=route)
 
     def status(self, rollout: Rollout) -> TrafficStatus:
         service = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
         weight = canary_weight((service or {}).get("spec") or {})
-        pods = canary_pods(self._kube, rollout)
+        pods = self._workload.pods(rollout)
         split = "not split" if weight is None else f"canary subset {weight:g}%"
         return TrafficStatus(
             weight=weight or 0.0,
@@ -213,23 +201,18 @@ class IstioRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        def remove() -> bool:
-            return self._remove_canary(rollout)
-
-        stable = read_stable(self._kube, rollout)
-        if needs_pin(pod_labels(stable), stable):
+        stable = self._workload.stable(rollout)
+        return self._workload.promote(
+            rollout,
+            all_to_canary=lambda: self.set_weight(rollout, 100),
+            remove=lambda: self._remove(rollout),
             # The `stable` subset is pinned to a ReplicaSet the new image replaces.
-            return promote_through_canary(
-                self._kube,
-                rollout,
-                all_to_canary=lambda: self.set_weight(rollout, 100),
-                repin=lambda now: self._subsets(rollout, _saved(rollout), now),
-                remove_canary=remove,
-            )
-        return promote_then_remove(self._kube, rollout, remove_canary=remove)
+            pinned=needs_pin(pod_labels(stable), stable),
+            repin=lambda now: self._subsets(rollout, _saved(rollout), now),
+        )
 
     def rollback(self, rollout: Rollout) -> None:
-        remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
+        self._workload.rollback(rollout, remove=lambda: self._remove(rollout))
 
     # ----------------------------------------------------------------- helpers
 
@@ -328,17 +311,23 @@ class IstioRouter:
             unless=original if only_if_split else None,
         )
 
-    def _remove_canary(self, rollout: Rollout) -> bool:
+    def _remove(self, rollout: Rollout) -> bool:
         """All traffic to stable, canary deleted, then the VirtualService and the
         DestinationRule as they were (a VirtualService never names a missing subset)."""
         saved = rollout.router_state.get(STATE)
-        changed = False
-        if saved is not None and self._canary_exists(rollout):
-            changed |= self._route(rollout, saved, weight=0, header=None, only_if_split=True)
-        changed |= delete_canary(self._kube, rollout)
-        if saved is None:
-            return changed
-        changed |= self._kube.set_custom_spec(
+
+        def unroute() -> bool:
+            if saved is None or not self._workload.exists(rollout):
+                return False
+            return self._route(rollout, saved, weight=0, header=None, only_if_split=True)
+
+        def restore() -> bool:
+            return saved is not None and self._restore(rollout, saved)
+
+        return self._workload.remove(rollout, unroute=unroute, restore=restore)
+
+    def _restore(self, rollout: Rollout, saved: dict[str, Any]) -> bool:
+        changed = self._kube.set_custom_spec(
             VIRTUAL_SERVICE,
             rollout.namespace,
             _vs_name(rollout),
@@ -349,18 +338,13 @@ class IstioRouter:
             changed |= self._kube.set_custom_spec(
                 DESTINATION_RULE, rollout.namespace, name, saved["destination_rule"]
             )
-        else:
-            # Created by the bot for this rollout (none existed): it goes, and only that one.
-            rule = ours(self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name), rollout)
-            if rule is not None:
-                self._kube.delete_custom(
-                    DESTINATION_RULE, rollout.namespace, name, uid=uid_of(rule)
-                )
-                changed = True
+            return changed
+        # Created by the bot for this rollout (none existed): it goes, and only that one.
+        rule = ours(self._kube.read_custom(DESTINATION_RULE, rollout.namespace, name), rollout)
+        if rule is not None:
+            self._kube.delete_custom(DESTINATION_RULE, rollout.namespace, name, uid=uid_of(rule))
+            changed = True
         return changed
-
-    def _canary_exists(self, rollout: Rollout) -> bool:
-        return our_canary(self._kube, rollout) is not None
 
 
 def _which(rollout: Rollout) -> dict[str, Any]:

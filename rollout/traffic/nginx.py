@@ -11,7 +11,8 @@ never modified, except the stable Deployment's image on promotion, so they need 
 Since the weight is set at the Ingress, the stable Service must not select the canary pods as
 well, or they would also get a share of the stable traffic: when its selector would reach them
 (pods labelled only `app: checkout`), the bot pins it to the stable ReplicaSet while the canary
-exists (`workloads.pin_stable_service`), promotes through the canary, and restores it.
+exists, promotes through the canary, and restores it (all of which is the workload side,
+`canary.CanaryWorkload`; this module is the Ingress side).
 """
 
 from __future__ import annotations
@@ -23,37 +24,15 @@ from typing import Any
 from rollout.kube import MANAGED_BY, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.canary import CanaryWorkload
 from rollout.traffic.workloads import (
-    PINNED_SERVICES,
     ROLLOUT_ANNOTATION,
     RouterError,
-    canary_capacity,
-    canary_pods,
     canary_service_name,
-    check_selects_stable,
-    delete_canary,
-    delete_canary_service,
-    ensure_canary,
-    ensure_canary_service,
-    needs_pin,
-    original_selector,
     ours,
-    pin_stable_service,
-    promote_then_remove,
-    promote_through_canary,
-    read_canary,
-    read_service,
-    read_stable,
     refuse_foreign,
-    refuse_foreign_canaries,
-    remember_selector,
-    remove_then_restore,
-    scale_canary,
-    stable_container,
-    stable_only,
     target_service,
     uid_of,
-    unpin_stable_service,
 )
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -89,31 +68,26 @@ def canary_annotations(weight: int, router_state: dict[str, Any]) -> dict[str, s
 
 
 class NginxRouter:
+    """The traffic side: the canary Ingress and its annotations. The canary Deployment, its
+    Service and the stable Service's pin are the `CanaryWorkload`'s."""
+
     def __init__(self, gateway: KubeGateway) -> None:
         self._kube = gateway
+        self._workload = CanaryWorkload(gateway)
 
     def stable_image(self, rollout: Rollout) -> tuple[str, str]:
         # Checked before anything is created, so a setup the bot cannot split is refused at
         # `/canary start` with the reason, instead of failing half-way through.
-        stable = read_stable(self._kube, rollout)
-        self._check(rollout, stable)
-        refuse_foreign_canaries(
-            self._kube, rollout, service=target_service(rollout), ingress=rollout.target.ingress
-        )
-        return stable_container(stable, rollout)
+        found = self._workload.check(rollout, ingress=rollout.target.ingress)
+        self._check(rollout)
+        return found
 
     def prepare(self, rollout: Rollout) -> Rollout:
-        stable = read_stable(self._kube, rollout)
-        service, ingress = self._check(rollout, stable)
+        ingress = self._check(rollout)
         annotations = canary_annotations(0, rollout.router_state)
-        if needs_pin(original_selector(rollout, service), stable):
-            rollout = remember_selector(rollout, service)
-        # The stable Service off the canary pods before they exist; then canary pods, the
-        # Service that reaches them, and the Ingress that routes to it: nothing ever points at
-        # an object that does not exist yet.
-        pin_stable_service(self._kube, rollout, service=service, stable=stable)
-        ensure_canary(self._kube, rollout, stable=stable)
-        ensure_canary_service(self._kube, rollout, service=service)
+        # Pods and the Service that reaches them first; then the Ingress that routes to it:
+        # nothing ever points at an object that does not exist yet.
+        rollout = self._workload.create(rollout)
         existing = self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout))
         if existing is None:
             body = canary_ingress_body(ingress, rollout, annotations=annotations)
@@ -124,22 +98,15 @@ class NginxRouter:
 
     def set_weight(self, rollout: Rollout, weight: int) -> bool:
         wanted = canary_annotations(weight, rollout.router_state)
-        stable = read_stable(self._kube, rollout)
-        canary = read_canary(self._kube, rollout)
         ingress = self._canary_ingress(rollout)
         if ingress is None:
             raise RouterError(f"canary Ingress {_canary_ingress(rollout)} is missing")
-        self._repin(rollout, stable)
-        total = int(stable["spec"].get("replicas", 1))
-        count = canary_capacity(total, weight)
-        current = ingress["metadata"].get("annotations") or {}
-        patch = {key: wanted.get(key) for key in OWNED if current.get(key) != wanted.get(key)}
-        # Pods up before the share goes up, share down before pods go down. New canary pods
-        # take a moment to be ready: meanwhile the ready ones carry the share, and while the
-        # canary Service has no ready endpoint at all, ingress-nginx sends it all to stable.
-        raising = count > int(canary["spec"].get("replicas", 0))
-        changed = raising and scale_canary(self._kube, rollout, canary=canary, count=count)
-        if patch:
+
+        def route() -> bool:
+            current = ingress["metadata"].get("annotations") or {}
+            patch = {key: wanted.get(key) for key in OWNED if current.get(key) != wanted.get(key)}
+            if not patch:
+                return False
             self._kube.patch_ingress(
                 rollout.namespace, _canary_ingress(rollout), {"metadata": {"annotations": patch}}
             )
@@ -153,10 +120,11 @@ class NginxRouter:
                 reason="CanaryWeight",
                 message=f"canary weight {wanted[WEIGHT]}% (rollout {rollout.id})",
             )
-            changed = True
-        if not raising:
-            changed |= scale_canary(self._kube, rollout, canary=canary, count=count)
-        return changed
+            return True
+
+        # While the canary Service has no ready endpoint at all, ingress-nginx sends its
+        # share to stable.
+        return self._workload.resize(rollout, weight, route=route)
 
     def status(self, rollout: Rollout) -> TrafficStatus:
         ingress = self._canary_ingress(rollout)
@@ -164,7 +132,7 @@ class NginxRouter:
             return TrafficStatus(weight=0.0, canary_ready=False, detail="no canary Ingress")
         annotations = ingress["metadata"].get("annotations") or {}
         weight = _weight(annotations)
-        pods = canary_pods(self._kube, rollout)
+        pods = self._workload.pods(rollout)
         routing = "".join(
             f", {label} {annotations[key]}"
             for key, label in ((BY_HEADER, "header"), (BY_COOKIE, "cookie"))
@@ -179,36 +147,25 @@ class NginxRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
-        def remove() -> bool:
-            return self._remove_canary(rollout)
-
-        if PINNED_SERVICES in rollout.router_state:
-            return promote_through_canary(
-                self._kube,
-                rollout,
-                all_to_canary=lambda: self.set_weight(rollout, 100),
-                repin=lambda stable: self._repin(rollout, stable),
-                remove_canary=remove,
-            )
-        # Dropping the canary Ingress first moves its share back to the updated stable.
-        return promote_then_remove(self._kube, rollout, remove_canary=remove)
+        # Unpinned, dropping the canary Ingress moves its share back to the updated stable.
+        return self._workload.promote(
+            rollout,
+            all_to_canary=lambda: self.set_weight(rollout, 100),
+            remove=lambda: self._remove(rollout),
+        )
 
     def rollback(self, rollout: Rollout) -> None:
-        remove_then_restore(self._kube, rollout, remove_canary=lambda: self._remove_canary(rollout))
+        self._workload.rollback(rollout, remove=lambda: self._remove(rollout))
 
     # ----------------------------------------------------------------- helpers
 
-    def _check(
-        self, rollout: Rollout, stable: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(stable Service, stable Ingress), once both are known to be usable."""
-        service = read_service(self._kube, rollout, name=target_service(rollout))
-        check_selects_stable(service, stable)
-        stable_only(self._kube, original_selector(rollout, service), stable=stable)  # pinnable
+    def _check(self, rollout: Rollout) -> dict[str, Any]:
+        """The stable Ingress, once it is known to be usable."""
+        service = target_service(rollout)
         if not rollout.target.ingress:
             raise RouterError(
                 f"strategy nginx needs `ingress:` (the Ingress in front of Service "
-                f"{service['metadata']['name']}) in the config of {rollout.service}"
+                f"{service}) in the config of {rollout.service}"
             )
         ingress = self._kube.read_ingress(rollout.namespace, rollout.target.ingress)
         if ingress is None:
@@ -217,34 +174,25 @@ class NginxRouter:
             )
         if (ingress["metadata"].get("annotations") or {}).get(CANARY) == "true":
             raise RouterError(f"Ingress {rollout.target.ingress} is itself a canary Ingress")
-        canary_rules(ingress, service=service["metadata"]["name"])  # raises if none
+        canary_rules(ingress, service=service)  # raises if none
         canary_annotations(0, rollout.router_state)  # raises on bad header/cookie routing
-        return service, ingress
+        return ingress
 
     def _canary_ingress(self, rollout: Rollout) -> dict[str, Any] | None:
         """The canary Ingress, if the bot created it for this rollout."""
         return ours(self._kube.read_ingress(rollout.namespace, _canary_ingress(rollout)), rollout)
 
-    def _remove_canary(self, rollout: Rollout) -> bool:
-        removed = False
-        canary_ingress = self._canary_ingress(rollout) if rollout.target.ingress else None
-        if canary_ingress is not None:
+    def _remove(self, rollout: Rollout) -> bool:
+        def unroute() -> bool:
+            canary_ingress = self._canary_ingress(rollout) if rollout.target.ingress else None
+            if canary_ingress is None:
+                return False
             self._kube.delete_ingress(
                 rollout.namespace, _canary_ingress(rollout), uid=uid_of(canary_ingress)
             )
-            removed = True
-        if rollout.target.service:
-            removed |= delete_canary_service(self._kube, rollout, service=rollout.target.service)
-        removed |= delete_canary(self._kube, rollout)
-        if rollout.target.service:  # no canary pod left: the stable Service's own selector
-            removed |= unpin_stable_service(self._kube, rollout, name=rollout.target.service)
-        return removed
+            return True
 
-    def _repin(self, rollout: Rollout, stable: dict[str, Any]) -> bool:
-        if PINNED_SERVICES not in rollout.router_state:
-            return False
-        service = read_service(self._kube, rollout, name=target_service(rollout))
-        return pin_stable_service(self._kube, rollout, service=service, stable=stable)
+        return self._workload.remove(rollout, unroute=unroute)
 
 
 def _canary_ingress(rollout: Rollout) -> str:

@@ -1,8 +1,10 @@
 """What the Deployment-based strategies share: the canary Deployment and the Services in front.
 
-`replicas`, `nginx` and `service` all run the new image in `<deployment>-canary`, a clone of the
+Every Deployment-based strategy runs the new image in `<deployment>-canary`, a clone of the
 stable Deployment whose pods carry the stable pod labels with `track: canary` (DESIGN.md, "Pods
 and names"), so the clone, the stable container's image and the rollout check live here once.
+These are the building blocks; `canary.CanaryWorkload` puts them together, in order, for the
+strategies that split in front of the pods.
 
 The bot uses, changes and deletes only objects it created for the rollout at hand: each one
 carries the `app.kubernetes.io/managed-by: canary-bot` label and the annotation naming the
@@ -25,8 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from rollout.kube import MANAGED_BY, KubeGateway
@@ -465,117 +466,3 @@ def selector_patch(current: dict[str, str], wanted: dict[str, str]) -> dict[str,
     """A strategic-merge patch that leaves a Service's selector exactly `wanted`."""
     removed: dict[str, str | None] = {key: None for key in current if key not in wanted}
     return {"spec": {"selector": {**removed, **wanted}}}
-
-
-@dataclass(frozen=True)
-class CanaryPods:
-    """The canary Deployment's pods as a router's status reports them."""
-
-    wanted: int
-    ready_pods: int
-    rolled_out: bool
-
-    @property
-    def ready(self) -> bool:
-        return self.wanted > 0 and self.rolled_out
-
-    def __str__(self) -> str:
-        return f"{self.ready_pods}/{self.wanted} canary pods ready"
-
-
-def canary_pods(kube: KubeGateway, rollout: Rollout) -> CanaryPods:
-    canary = our_canary(kube, rollout) or {}
-    return CanaryPods(
-        wanted=int(canary.get("spec", {}).get("replicas", 0)),
-        ready_pods=int(canary.get("status", {}).get("readyReplicas", 0) or 0),
-        rolled_out=bool(canary) and deployment_rolled_out(canary),
-    )
-
-
-def promote_then_remove(
-    kube: KubeGateway, rollout: Rollout, *, remove_canary: Callable[[], bool]
-) -> bool:
-    """Promotion for routers that split traffic in front of a canary Deployment: stable gets
-    the new image; once it has rolled out, the canary objects go (their share returns to the
-    now-updated stable). True when done; safe to call again."""
-    stable = read_stable(kube, rollout)
-    if set_stable_image(kube, rollout, stable=stable, image=rollout.canary_image):
-        kube.emit_event(
-            involved=stable,
-            reason="Promoting",
-            message=f"canary-bot set {rollout.deployment} to {rollout.canary_image}",
-        )
-        return False
-    if not deployment_rolled_out(stable, image=rollout.canary_image):
-        return False
-    if remove_canary():
-        kube.emit_event(
-            involved=stable,
-            reason="Promoted",
-            message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
-        )
-    return True
-
-
-def promote_through_canary(
-    kube: KubeGateway,
-    rollout: Rollout,
-    *,
-    all_to_canary: Callable[[], bool],
-    repin: Callable[[dict[str, Any]], bool],
-    remove_canary: Callable[[], bool],
-) -> bool:
-    """Promotion when stable traffic is pinned to stable's ReplicaSet, which the new image is
-    about to replace: if stable rolled out under the pin, its traffic would have no pods for
-    a while. So the full-size canary takes all traffic first; then stable gets the new image;
-    once it has rolled out the pin follows its new ReplicaSet, and removing the canary objects
-    sends the traffic back. True when done; safe to call again at any point."""
-    stable = read_stable(kube, rollout)
-    container, _ = stable_container(stable, rollout)
-    if container_image(stable, container) != rollout.canary_image:
-        canary = read_canary(kube, rollout)
-        total = max(int(stable["spec"].get("replicas", 1)), 1)
-        if scale_canary(kube, rollout, canary=canary, count=total):
-            return False
-        if not deployment_rolled_out(canary) or all_to_canary():
-            return False
-        set_stable_image(kube, rollout, stable=stable, image=rollout.canary_image)
-        kube.emit_event(
-            involved=stable,
-            reason="Promoting",
-            message=(
-                f"canary-bot set {rollout.deployment} to {rollout.canary_image} while the "
-                "canary carries all traffic"
-            ),
-        )
-        return False
-    if not deployment_rolled_out(stable, image=rollout.canary_image):
-        return False
-    repin(stable)
-    if remove_canary():
-        kube.emit_event(
-            involved=stable,
-            reason="Promoted",
-            message=f"{rollout.canary_image} promoted; canary removed (rollout {rollout.id})",
-        )
-    return True
-
-
-def remove_then_restore(
-    kube: KubeGateway, rollout: Rollout, *, remove_canary: Callable[[], bool]
-) -> None:
-    """Rollback for the same routers: the canary objects go first (all traffic to stable),
-    then a stable that a promotion had already moved to the canary image is put back."""
-    stable = read_stable(kube, rollout)
-    removed = remove_canary()
-    container, _ = stable_container(stable, rollout)
-    restored = False
-    if rollout.stable_image and container_image(stable, container) == rollout.canary_image:
-        restored = set_stable_image(kube, rollout, stable=stable, image=rollout.stable_image)
-    if removed or restored:
-        kube.emit_event(
-            involved=stable,
-            reason="RolledBack",
-            message=f"canary-bot rolled back {rollout.canary_image}: {rollout.reason or ''}",
-            warning=True,
-        )

@@ -10,7 +10,9 @@ Shapes:
   (a listener by section name), named rules with header and path `matches`, a
   `RequestHeaderModifier` and a `ResponseHeaderModifier`, and a rule to another Service;
 - an Ingress like ingress-nginx's canary documentation: TLS for two hosts, several paths per
-  host, paths to other Services, and annotations of its own (rewrite, body size, SSL redirect).
+  host, paths to other Services, and annotations of its own (rewrite, body size, SSL redirect);
+- an Ingress like the AWS Load Balancer Controller's examples (`alb`): its own annotations and a
+  redirect action of its own, TLS, paths to other Services.
 
 The pods carry only `app: checkout` and the Service selects just that, as in those examples.
 """
@@ -28,11 +30,13 @@ import pytest
 from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.model import Rollout, TrafficTarget
+from rollout.traffic.alb import AlbRouter
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.gateway import HTTP_ROUTE, GatewayRouter
 from rollout.traffic.istio import VIRTUAL_SERVICE, IstioRouter
 from rollout.traffic.nginx import NginxRouter
 from rollout.traffic.workloads import RouterError, deployment_rolled_out
+from tests.conformance.cases import alb as alb_case
 from tests.conformance.cases import replicas as replicas_case
 from tests.conformance.cases.base import NAMESPACE, rollout_for, stable_deployment
 
@@ -234,6 +238,14 @@ CASES = {
         lambda g: NginxRouter(g),
         TrafficTarget(service="checkout", ingress="shop"),
     ),
+    "alb": (
+        alb_case.stable_ingress,
+        "networking.k8s.io/v1",
+        "Ingress",
+        "shop",
+        lambda g: AlbRouter(g),
+        TrafficTarget(service="checkout", ingress="shop"),
+    ),
 }
 
 
@@ -241,6 +253,17 @@ def changed_entries(strategy: str, before: dict[str, Any], during: dict[str, Any
     """Names of the routes (or rules) that differ from before; everything else must not."""
     if strategy == "nginx":
         return [] if before == during else ["the stable Ingress"]
+    if strategy == "alb":
+        assert {k: v for k, v in during["spec"].items() if k != "rules"} == {
+            k: v for k, v in before["spec"].items() if k != "rules"
+        }
+        annotations = dict(during["metadata"]["annotations"])
+        assert alb_case.ACTION in annotations
+        del annotations[alb_case.ACTION]
+        assert {**during["metadata"], "annotations": annotations} == before["metadata"]
+        old = [p for r in before["spec"]["rules"] for p in r["http"]["paths"]]
+        new = [p for r in during["spec"]["rules"] for p in r["http"]["paths"]]
+        return [b["path"] for a, b in zip(old, new, strict=True) if a != b]
     key = "http" if strategy == "istio" else "rules"
     others = {k: v for k, v in during["spec"].items() if k != key}
     assert others == {k: v for k, v in before["spec"].items() if k != key}
@@ -266,7 +289,12 @@ def test_only_the_service_route_changes_and_everything_comes_back(
     router.set_weight(rollout, 20)
     during = as_it_was(kube.get(api_version, kind, NAMESPACE, name))
     assert during is not None
-    expected = {"istio": ["primary"], "gateway": ["main"], "nginx": []}[strategy]
+    expected = {
+        "istio": ["primary"],
+        "gateway": ["main"],
+        "nginx": [],
+        "alb": ["/checkout", "/cart"],
+    }[strategy]
     assert changed_entries(strategy, before, during) == expected
     if strategy == "istio":
         primary = next(r for r in during["spec"]["http"] if r["name"] == "primary")
