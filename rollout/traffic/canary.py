@@ -30,8 +30,16 @@ from typing import Any
 
 from rollout.kube import KubeGateway
 from rollout.model import Rollout
-from rollout.traffic.workloads import (
+from rollout.traffic.pinning import (
     PINNED_SERVICES,
+    needs_pin,
+    original_selector,
+    pin_stable_service,
+    remember_selector,
+    stable_only,
+    unpin_stable_service,
+)
+from rollout.traffic.workloads import (
     canary_capacity,
     check_selects_stable,
     container_image,
@@ -40,21 +48,15 @@ from rollout.traffic.workloads import (
     deployment_rolled_out,
     ensure_canary,
     ensure_canary_service,
-    needs_pin,
-    original_selector,
     our_canary,
-    pin_stable_service,
     read_canary,
     read_service,
     read_stable,
     refuse_foreign_canaries,
-    remember_selector,
     scale_canary,
     set_stable_image,
     stable_container,
-    stable_only,
     target_service,
-    unpin_stable_service,
 )
 
 Change = Callable[[], bool]

@@ -31,15 +31,17 @@ from rollout.kube import MANAGED_BY, CustomKind, KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
 from rollout.traffic.canary import CanaryWorkload
+from rollout.traffic.pinning import (
+    needs_pin,
+    stable_only,
+)
 from rollout.traffic.routes import choose_route, entry_label
 from rollout.traffic.workloads import (
     ROLLOUT_ANNOTATION,
     RouterError,
     canary_pod_labels,
-    needs_pin,
     ours,
     pod_labels,
-    stable_only,
     target_service,
     uid_of,
 )

@@ -26,6 +26,9 @@ from typing import Any
 from rollout.kube import KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.pinning import (
+    stable_only,
+)
 from rollout.traffic.workloads import (
     RouterError,
     canary_capacity,
@@ -49,7 +52,6 @@ from rollout.traffic.workloads import (
     set_stable_image,
     show_labels,
     stable_container,
-    stable_only,
     target_service,
 )
 

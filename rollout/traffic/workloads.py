@@ -14,13 +14,8 @@ refused at start and never touched afterwards.
 
 `nginx`, `gateway` and `service` also need a Service that reaches only the canary pods
 (`<service>-canary`, selecting `track: canary`), and they depend on the stable Service reaching
-only the stable pods. A team's Service usually selects just `app: checkout`, which the canary
-pods match too. Then the bot pins it, for as long as a canary exists, to the stable
-ReplicaSet's `pod-template-hash` (as Argo Rollouts does), which the canary pods never carry,
-and puts the original selector back when the rollout ends. The pin is read afresh from the
-cluster each time, so it follows stable when a promotion gives it a new ReplicaSet. A
-Service that already selects a label the canary pods do not share (`track: stable`) needs no
-pin and is left alone.
+only the stable pods: `pinning.py` keeps a Service that selects just `app: checkout` off the
+canary pods for as long as they exist.
 """
 
 from __future__ import annotations
@@ -36,10 +31,6 @@ from rollout.model import Rollout
 ROLLOUT_ANNOTATION = "canary-bot.io/rollout-id"
 TRACK_LABEL = "track"
 CANARY_TRACK = "canary"
-# The label the Deployment controller puts on a ReplicaSet and its pods: a hash of the template.
-POD_TEMPLATE_HASH = "pod-template-hash"
-# router_state key: {Service name: its selector before the rollout}, for Services the bot pinned.
-PINNED_SERVICES = "pinned_services"
 
 
 class RouterError(Exception):
@@ -313,104 +304,6 @@ def check_selects_stable(service: dict[str, Any], stable: dict[str, Any]) -> Non
             f"Service {where} (selector {show_labels(selector)}) does not select the pods of "
             f"Deployment {stable['metadata']['name']} ({show_labels(pod_labels(stable))})"
         )
-
-
-def needs_pin(selector: dict[str, str], stable: dict[str, Any]) -> bool:
-    """True if `selector` would also select the canary's pods (stable labels + track: canary)."""
-    return selects(selector, canary_pod_labels(stable))
-
-
-def current_template_hash(kube: KubeGateway, stable: dict[str, Any]) -> str:
-    """The `pod-template-hash` of the stable Deployment's current ReplicaSet.
-
-    As the Deployment controller finds it: among the ReplicaSets the Deployment controls, the
-    one whose pod template is the Deployment's own (apart from the hash label)."""
-    metadata = stable["metadata"]
-    selector = (stable["spec"].get("selector") or {}).get("matchLabels") or {}
-    template = _without_hash(stable["spec"]["template"])
-    for replica_set in kube.list_replica_sets(metadata["namespace"], selector=selector):
-        owners = replica_set["metadata"].get("ownerReferences") or []
-        controlled = any(
-            o.get("uid") == metadata.get("uid") and o.get("controller") for o in owners
-        )
-        pin = (replica_set["metadata"].get("labels") or {}).get(POD_TEMPLATE_HASH)
-        if controlled and pin and _without_hash(replica_set["spec"]["template"]) == template:
-            return str(pin)
-    raise RouterError(
-        f"Deployment {metadata['namespace']}/{metadata['name']} has no ReplicaSet for its "
-        f"current pod template yet; wait until `kubectl -n {metadata['namespace']} rollout "
-        f"status deployment/{metadata['name']}` completes, then try again"
-    )
-
-
-def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    trimmed = copy.deepcopy(template)
-    labels = trimmed.get("metadata", {}).get("labels") or {}
-    labels.pop(POD_TEMPLATE_HASH, None)
-    return trimmed
-
-
-def stable_only(
-    kube: KubeGateway, selector: dict[str, str], *, stable: dict[str, Any]
-) -> dict[str, str]:
-    """`selector`, pinned to the stable ReplicaSet when the canary's pods would match it."""
-    if not needs_pin(selector, stable):
-        return selector
-    return {**selector, POD_TEMPLATE_HASH: current_template_hash(kube, stable)}
-
-
-def remember_selector(rollout: Rollout, service: dict[str, Any]) -> Rollout:
-    """Records the Service's selector before the bot pins it (first time only)."""
-    pinned = dict(rollout.router_state.get(PINNED_SERVICES) or {})
-    name = service["metadata"]["name"]
-    if name in pinned:
-        return rollout
-    pinned[name] = selector_of(service)
-    return replace(rollout, router_state={**rollout.router_state, PINNED_SERVICES: pinned})
-
-
-def original_selector(rollout: Rollout, service: dict[str, Any]) -> dict[str, str]:
-    """The Service's selector before the rollout (its current one if the bot never pinned it)."""
-    pinned = rollout.router_state.get(PINNED_SERVICES) or {}
-    return dict(pinned.get(service["metadata"]["name"]) or selector_of(service))
-
-
-def set_selector(
-    kube: KubeGateway, rollout: Rollout, service: dict[str, Any], wanted: dict[str, str]
-) -> bool:
-    """Leaves the Service's selector exactly `wanted`; True if it had to change."""
-    current = selector_of(service)
-    if current == wanted:
-        return False
-    name = service["metadata"]["name"]
-    kube.patch_service(rollout.namespace, name, selector_patch(current, wanted))
-    kube.emit_event(
-        involved=service,
-        reason="SelectorPinned" if POD_TEMPLATE_HASH in wanted else "SelectorRestored",
-        message=f"canary-bot set the selector to {show_labels(wanted)} ({rollout.id})",
-    )
-    return True
-
-
-def pin_stable_service(
-    kube: KubeGateway, rollout: Rollout, *, service: dict[str, Any], stable: dict[str, Any]
-) -> bool:
-    """Keeps the stable Service off the canary pods: pinned to the stable ReplicaSet when its
-    own selector would reach them (re-pinned after stable changes ReplicaSet); True if it had
-    to change."""
-    original = original_selector(rollout, service)
-    return set_selector(kube, rollout, service, stable_only(kube, original, stable=stable))
-
-
-def unpin_stable_service(kube: KubeGateway, rollout: Rollout, *, name: str) -> bool:
-    """Puts back the selector the Service had before the rollout; True if it had to change."""
-    pinned = rollout.router_state.get(PINNED_SERVICES) or {}
-    if name not in pinned:
-        return False
-    service = kube.read_service(rollout.namespace, name)
-    if service is None:
-        return False
-    return set_selector(kube, rollout, service, dict(pinned[name]))
 
 
 def canary_selector(selector: dict[str, str]) -> dict[str, str]:
