@@ -74,7 +74,7 @@ UP, ROOT = "..", "/"
         (f"see {UP}/shared/crds", True),
         (f'home = Path("{ROOT}home/ci/checkout")', True),
         ("crd_dir=BUNDLED_CRDS", False),
-        ("https://example.com/work/items", False),
+        (f"https://example.com{ROOT}work/items", False),
         ("/var/lib/canary-bot/canary.db", False),
     ],
 )
