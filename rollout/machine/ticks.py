@@ -42,7 +42,7 @@ def advance(rollout: Rollout, observation: Observation, *, now: datetime) -> Dec
     elif rollout.phase == Phase.AWAITING_APPROVAL:
         decision = _await_approval(rollout, now=now)
     elif rollout.phase == Phase.PROMOTING:
-        return Decision(rollout, (PromoteStable(),))
+        return _watch_promotion(rollout, observation, now=now)
     elif rollout.phase == Phase.ROLLING_BACK:
         return Decision(rollout, (RollBackCanary(),))
     elif rollout.phase == Phase.FAILED:
@@ -238,8 +238,44 @@ def finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decision
             approval_reminded=False,
         )
         return Decision(waiting, (RequestApproval(),))
-    promoting = rollout.evolve(now=now, phase=Phase.PROMOTING)
+    promoting = rollout.evolve(now=now, phase=Phase.PROMOTING, promoting_since=now)
     return Decision(promoting, (PromoteStable(), Announce(PromotionStarted(by=by))))
+
+
+def _watch_promotion(rollout: Rollout, observation: Observation, *, now: datetime) -> Decision:
+    """Stable rolls out the new image while analysis goes on (DESIGN.md "Promotion"). A
+    breach, or stable not rolled out within `promotion_deadline`, pages on-call once each and
+    the bot keeps promoting: most traffic already reaches the new image and stable is half-way
+    through its rollout, so whether to go back is a person's call (`/canary rollback`)."""
+    if rollout.promoting_since is None:  # a record saved before promotions were timed
+        rollout = rollout.evolve(now=now, promoting_since=now)
+    since = rollout.promoting_since or now
+    back = (
+        f"The bot keeps promoting; `/canary rollback {rollout.service}` puts "
+        f"{rollout.stable_image} and its replica count back on stable."
+    )
+    pages: list[tuple[str, str, str]] = []
+    if observation.verdict == Verdict.BREACHED and "breach" not in rollout.promotion_paged:
+        why = observation.breach or "a rollback rule was breached"
+        pages.append(("breach", "rule breached during promotion", f"{why}. {back}"))
+    deadline = rollout.plan.promotion_deadline
+    if now - since > deadline and "deadline" not in rollout.promotion_paged:
+        seen = f": {observation.traffic.detail}" if observation.traffic else ""
+        detail = (
+            f"stable has not rolled out {rollout.canary_image} within {_minutes(deadline)}"
+            f"{seen}. {back}"
+        )
+        pages.append(("deadline", "promotion not done", detail))
+    actions: list[Action] = [PromoteStable()]
+    for _, title, detail in pages:
+        alert = Alert(
+            title=f"{rollout.service}: {title}", detail=detail, traffic_on_stable=False, at=now
+        )
+        actions.append(Page(alert))
+    if pages:
+        paged = (*rollout.promotion_paged, *(kind for kind, _, _ in pages))
+        rollout = rollout.evolve(now=now, promotion_paged=paged)
+    return Decision(rollout, tuple(actions))
 
 
 def _await_approval(rollout: Rollout, *, now: datetime) -> Decision:

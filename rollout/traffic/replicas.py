@@ -28,6 +28,7 @@ from rollout.traffic.workloads import (
     our_canary,
     read_stable,
     refuse_foreign_canaries,
+    set_stable_image,
     stable_container,
     uid_of,
 )
@@ -158,6 +159,9 @@ class ReplicasRouter:
         total = rollout.original_replicas
         if total is not None and stable["spec"].get("replicas") != total:
             self._kube.scale_deployment(rollout.namespace, rollout.deployment, total)
+        # A rollback during promotion: stable may already run the canary image.
+        if rollout.stable_image and rollout.container:
+            set_stable_image(self._kube, rollout, stable=stable, image=rollout.stable_image)
         canary = our_canary(self._kube, rollout)
         if canary is not None:
             if canary["spec"].get("replicas") != 0:
