@@ -13,6 +13,7 @@ from rollout.events import (
     StepReached,
 )
 from rollout.machine.types import (
+    DRIFT_PHASES,
     WATCHED_PHASES,
     Action,
     Announce,
@@ -32,6 +33,8 @@ from rollout.model import Phase, Rollout
 
 def advance(rollout: Rollout, observation: Observation, *, now: datetime) -> Decision:
     """One analysis tick. Breaches are checked first, in every watched phase."""
+    if rollout.phase in DRIFT_PHASES and observation.drift is not None:
+        return _on_drift(rollout, observation.drift, now=now)
     if rollout.phase in WATCHED_PHASES and observation.verdict == Verdict.BREACHED:
         return _on_breach(rollout, observation.breach or "a rollback rule was breached", now=now)
     rollout = _account_no_data(rollout, observation, now=now)
@@ -79,6 +82,24 @@ def _keep_failing_loudly(rollout: Rollout, *, now: datetime) -> Decision:
         )
         rollout = rollout.evolve(now=now, paged_at=now)
     return Decision(rollout, tuple(actions))
+
+
+def _on_drift(rollout: Rollout, drift: str, *, now: datetime) -> Decision:
+    """Someone edited a workload by hand: what is measured is no longer what would be
+    promoted, so nothing moves on (pause, from whichever phase) and on-call hears it once."""
+    reason = f"{drift}; paused until someone puts it back"
+    service = rollout.service
+    alert = Alert(
+        title=f"{service}: workload changed by hand, rollout paused",
+        detail=(
+            f"{drift}. The rollout is paused and nothing will be promoted. A deployer can put "
+            f"it back and `/canary resume {service}`, or `/canary rollback {service}`."
+        ),
+        traffic_on_stable=False,
+        at=now,
+    )
+    paused = rollout.evolve(now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=reason)
+    return Decision(paused, (Announce(Paused(by="canary-bot", reason=reason)), Page(alert)))
 
 
 def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
