@@ -136,6 +136,9 @@ class Policy(_Frozen):
     allowed_registries: tuple[str, ...] = ()
     require_digest: bool = False
     progress_deadline: Duration = timedelta(minutes=10)
+    # Stable not rolled out this long after promotion started: page on-call. None: the
+    # progress_deadline.
+    promotion_deadline: Duration | None = None
     rules: tuple[Rule, ...] = Field(default_factory=_default_rules)
     # Which start flags and `/canary promote` each role may use (see `AllowOverrides`), and
     # the shortest step interval any `--interval` may ask for, whoever grants it.

@@ -282,6 +282,8 @@ class Engine:
         for rollout in self.store.active():
             if rollout.step_index < 0 or rollout.phase not in machine.WATCHED_PHASES:
                 continue
+            if rollout.paused_from == Phase.PROMOTING:
+                continue  # stable is half-way to the new image: no step weight to put back
             with self._work.of(rollout.id):
                 try:
                     self._cluster.reapply(rollout)

@@ -54,6 +54,9 @@ class RolloutPlan:
     on_no_data: str = "hold"
     no_data_alert_after: timedelta = timedelta(minutes=5)
     repage_interval: timedelta = timedelta(minutes=15)
+    # Stable not rolled out this long after promotion started: page on-call (DESIGN.md
+    # "Promotion"); the policy's default is the service's progress_deadline.
+    promotion_deadline: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +124,10 @@ class Rollout:
     acknowledged_by: str | None = None
     # Consecutive failed attempts at the current cluster action (promotion or rollback).
     failures: int = 0
+    # When promotion started (the promotion deadline counts from here), and what on-call was
+    # already paged about during it ("breach", "deadline"): each is paged once.
+    promoting_since: datetime | None = None
+    promotion_paged: tuple[str, ...] = ()
     # Free-form facts a router needs to restore what it changed (e.g. original annotations).
     router_state: dict[str, Any] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
 from rollout.config import Config, Rule
 from rollout.machine import Observation
+from rollout.machine.types import DRIFT_PHASES
 from rollout.model import Rollout
 from rollout.store import SqliteStore
 from rollout.traffic.base import TrafficRouter, TrafficStatus
@@ -48,18 +49,23 @@ class Observer:
 
     def observe(self, rollout: Rollout, *, now: datetime) -> tuple[Observation, Analysis | None]:
         traffic: TrafficStatus | None = None
+        drift: str | None = None
         if rollout.step_index >= 0 and rollout.phase.is_active:
+            router = self._routers[rollout.strategy]
             try:
-                traffic = self._routers[rollout.strategy].status(rollout)
+                traffic = router.status(rollout)
+                if rollout.phase in DRIFT_PHASES:
+                    drift = router.drift(rollout)
             except Exception as error:
                 log.warning("cannot read traffic of %s: %s", rollout.id, error)
         if not self.rules(rollout):
-            return Observation(traffic=traffic), None
+            return Observation(traffic=traffic, drift=drift), None
         analysis = self.analyse(rollout, now=now)
         if analysis is None:
-            return Observation(traffic=traffic, verdict=Verdict.NO_DATA), None
+            return Observation(traffic=traffic, verdict=Verdict.NO_DATA, drift=drift), None
         breach = analysis.breached
         observation = Observation(
+            drift=drift,
             traffic=traffic,
             verdict=analysis.verdict,
             breach=describe_breach(breach) if breach else None,

@@ -53,6 +53,7 @@ def rollout_from_dict(data: dict[str, Any]) -> Rollout:
     if raw.get("paused_from") is not None:
         raw["paused_from"] = Phase(raw["paused_from"])
     raw["approvals"] = tuple(raw.get("approvals", ()))
+    raw["promotion_paged"] = tuple(raw.get("promotion_paged", ()))
     raw.pop("outbox", None)  # messages used to be queued in the record; now in the outbox table
     target = TrafficTarget(**raw.pop("target", {}))
     return Rollout(plan=RolloutPlan(**plan_raw), target=target, **raw)

@@ -171,6 +171,7 @@ def draft(request: StartRequest, service: ServiceConfig, *, now: datetime) -> Ro
         on_no_data=policy.on_no_data,
         no_data_alert_after=policy.no_data_alert_after,
         repage_interval=policy.repage_interval,
+        promotion_deadline=policy.promotion_deadline or policy.progress_deadline,
     )
     return Rollout(
         id=f"{request.service}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}",

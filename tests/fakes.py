@@ -86,6 +86,9 @@ class FakeRouter:
         self.world.call("read status")
         return TrafficStatus(weight=float(self.world.weight), canary_ready=True, detail="ready")
 
+    def drift(self, rollout: Rollout) -> str | None:
+        return None  # nobody edits this world's workloads by hand
+
     def promote(self, rollout: Rollout) -> bool:
         self.world.call("promote")
         self.world.stable_image, self.world.canary, self.world.weight = (

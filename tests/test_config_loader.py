@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from bot.config_loader import (
     load_config,
     load_config_text,
 )
+from rollout.start import StartRequest, draft
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yaml"
 
@@ -382,3 +383,19 @@ def test_a_request_timeout_of_zero_is_refused_with_an_example() -> None:
     problem = only_problem(BASE + "kubernetes:\n  request_timeout: 0s\n")
     assert problem.path == "kubernetes.request_timeout"
     assert "longer than 0s, for example 10s" in problem.message
+
+
+def test_promotion_deadline_defaults_to_the_progress_deadline() -> None:
+    text = BASE.replace("  step_interval: 10m\n", "  step_interval: 10m\n  progress_deadline: 7m\n")
+    text = text.replace(
+        "    deployment: cart\n", "    deployment: cart\n    promotion_deadline: 20m\n"
+    )
+    config = load_config_text(text)
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+
+    def deadline(service: str) -> timedelta:
+        request = StartRequest(service=service, image="v2", by="U02BOB", channel="C0RELEASES")
+        return draft(request, config.services[service], now=now).plan.promotion_deadline
+
+    assert deadline("checkout") == timedelta(minutes=7)
+    assert deadline("cart") == timedelta(minutes=20)

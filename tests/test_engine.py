@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -246,3 +246,37 @@ def test_a_rollback_that_fails_for_good_pages_the_failure_not_traffic_on_stable(
     assert "alert: checkout: ROLLBACK FAILED — act now" in posted, posted
     assert "alert: checkout: canary breached a rollback rule" not in posted, posted
     assert not store.unsent()
+
+
+def test_restart_puts_no_step_weight_back_on_a_rollout_paused_while_promoting(
+    tmp_path: Path,
+) -> None:
+    """Drift paused it during promotion: stable is half-way to the new image, so the last
+    step's weight must not be re-applied (it would scale stable back down)."""
+    store = SqliteStore(tmp_path / "paused.db")
+    world, clock = World(), FakeClock()
+    engine = Engine(
+        config=load_config_text(CONFIG),
+        store=store,
+        routers={"replicas": FakeRouter(world)},
+        clock=clock,
+    )
+    accepted = engine.accept(
+        StartRequest(service="checkout", image="v2", by="UALICE", channel="C0RELEASES")
+    )
+    assert accepted is not None
+    engine.tick_all(wait_for_ticks=True)
+    started = store.get(accepted.id)
+    assert started is not None and started.step_index == 0
+    for paused_from, reapplied in ((Phase.PROGRESSING, True), (Phase.PROMOTING, False)):
+        store.save(
+            started,
+            replace(started, phase=Phase.PAUSED, paused_from=paused_from),
+            actor="test",
+            action="pause",
+        )
+        world.log.clear()
+        engine.reconcile()
+        assert any(c.startswith("set weight") for c in world.log) is reapplied, paused_from
+        started = store.get(accepted.id) or started
+    engine.close()

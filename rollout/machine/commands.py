@@ -44,7 +44,8 @@ def apply_command(rollout: Rollout, command: Command, *, now: datetime) -> Decis
         case Promote(by=by):
             return _skip_to_gate(rollout, by=by, now=now)
         case Rollback(by=by, reason=reason):
-            if rollout.phase in (Phase.ROLLING_BACK, Phase.PROMOTING):
+            # During promotion too: the rollback puts stable's image and replicas back.
+            if rollout.phase == Phase.ROLLING_BACK:
                 return Refusal(
                     f"The {rollout.service} rollout is {rollout.phase.value.replace('_', ' ')}; "
                     "it cannot be rolled back now."
@@ -143,7 +144,9 @@ def _approve(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
         recorded = rollout.evolve(now=now, approvals=approvals)
         event = ApprovalRecorded(by=by, have=len(approvals), need=rollout.plan.approvals_required)
         return Decision(recorded, (Announce(event),))
-    promoting = rollout.evolve(now=now, approvals=approvals, decided_at=now, phase=Phase.PROMOTING)
+    promoting = rollout.evolve(
+        now=now, approvals=approvals, decided_at=now, phase=Phase.PROMOTING, promoting_since=now
+    )
     return Decision(
         promoting, (PromoteStable(), CloseApproval(), Announce(PromotionStarted(by=by)))
     )

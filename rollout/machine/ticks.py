@@ -13,6 +13,7 @@ from rollout.events import (
     StepReached,
 )
 from rollout.machine.types import (
+    DRIFT_PHASES,
     WATCHED_PHASES,
     Action,
     Announce,
@@ -32,6 +33,8 @@ from rollout.model import Phase, Rollout
 
 def advance(rollout: Rollout, observation: Observation, *, now: datetime) -> Decision:
     """One analysis tick. Breaches are checked first, in every watched phase."""
+    if rollout.phase in DRIFT_PHASES and observation.drift is not None:
+        return _on_drift(rollout, observation.drift, now=now)
     if rollout.phase in WATCHED_PHASES and observation.verdict == Verdict.BREACHED:
         return _on_breach(rollout, observation.breach or "a rollback rule was breached", now=now)
     rollout = _account_no_data(rollout, observation, now=now)
@@ -42,7 +45,7 @@ def advance(rollout: Rollout, observation: Observation, *, now: datetime) -> Dec
     elif rollout.phase == Phase.AWAITING_APPROVAL:
         decision = _await_approval(rollout, now=now)
     elif rollout.phase == Phase.PROMOTING:
-        return Decision(rollout, (PromoteStable(),))
+        return _watch_promotion(rollout, observation, now=now)
     elif rollout.phase == Phase.ROLLING_BACK:
         return Decision(rollout, (RollBackCanary(),))
     elif rollout.phase == Phase.FAILED:
@@ -79,6 +82,24 @@ def _keep_failing_loudly(rollout: Rollout, *, now: datetime) -> Decision:
         )
         rollout = rollout.evolve(now=now, paged_at=now)
     return Decision(rollout, tuple(actions))
+
+
+def _on_drift(rollout: Rollout, drift: str, *, now: datetime) -> Decision:
+    """Someone edited a workload by hand: what is measured is no longer what would be
+    promoted, so nothing moves on (pause, from whichever phase) and on-call hears it once."""
+    reason = f"{drift}; paused until someone puts it back"
+    service = rollout.service
+    alert = Alert(
+        title=f"{service}: workload changed by hand, rollout paused",
+        detail=(
+            f"{drift}. The rollout is paused and nothing will be promoted. A deployer can put "
+            f"it back and `/canary resume {service}`, or `/canary rollback {service}`."
+        ),
+        traffic_on_stable=False,
+        at=now,
+    )
+    paused = rollout.evolve(now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=reason)
+    return Decision(paused, (Announce(Paused(by="canary-bot", reason=reason)), Page(alert)))
 
 
 def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
@@ -238,8 +259,44 @@ def finish_steps(rollout: Rollout, *, by: str | None, now: datetime) -> Decision
             approval_reminded=False,
         )
         return Decision(waiting, (RequestApproval(),))
-    promoting = rollout.evolve(now=now, phase=Phase.PROMOTING)
+    promoting = rollout.evolve(now=now, phase=Phase.PROMOTING, promoting_since=now)
     return Decision(promoting, (PromoteStable(), Announce(PromotionStarted(by=by))))
+
+
+def _watch_promotion(rollout: Rollout, observation: Observation, *, now: datetime) -> Decision:
+    """Stable rolls out the new image while analysis goes on (DESIGN.md "Promotion"). A
+    breach, or stable not rolled out within `promotion_deadline`, pages on-call once each and
+    the bot keeps promoting: most traffic already reaches the new image and stable is half-way
+    through its rollout, so whether to go back is a person's call (`/canary rollback`)."""
+    if rollout.promoting_since is None:  # a record saved before promotions were timed
+        rollout = rollout.evolve(now=now, promoting_since=now)
+    since = rollout.promoting_since or now
+    back = (
+        f"The bot keeps promoting; `/canary rollback {rollout.service}` puts "
+        f"{rollout.stable_image} and its replica count back on stable."
+    )
+    pages: list[tuple[str, str, str]] = []
+    if observation.verdict == Verdict.BREACHED and "breach" not in rollout.promotion_paged:
+        why = observation.breach or "a rollback rule was breached"
+        pages.append(("breach", "rule breached during promotion", f"{why}. {back}"))
+    deadline = rollout.plan.promotion_deadline
+    if now - since > deadline and "deadline" not in rollout.promotion_paged:
+        seen = f": {observation.traffic.detail}" if observation.traffic else ""
+        detail = (
+            f"stable has not rolled out {rollout.canary_image} within {_minutes(deadline)}"
+            f"{seen}. {back}"
+        )
+        pages.append(("deadline", "promotion not done", detail))
+    actions: list[Action] = [PromoteStable()]
+    for _, title, detail in pages:
+        alert = Alert(
+            title=f"{rollout.service}: {title}", detail=detail, traffic_on_stable=False, at=now
+        )
+        actions.append(Page(alert))
+    if pages:
+        paged = (*rollout.promotion_paged, *(kind for kind, _, _ in pages))
+        rollout = rollout.evolve(now=now, promotion_paged=paged)
+    return Decision(rollout, tuple(actions))
 
 
 def _await_approval(rollout: Rollout, *, now: datetime) -> Decision:

@@ -13,6 +13,8 @@ from rollout.model import Phase, Rollout
 from rollout.traffic.base import TrafficStatus
 
 WATCHED_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.AWAITING_APPROVAL})
+# Phases whose workloads are checked for hand edits (a paused rollout was already paged about).
+DRIFT_PHASES = frozenset({Phase.PROGRESSING, Phase.AWAITING_APPROVAL, Phase.PROMOTING})
 # A rollback that keeps failing this many ticks in a row is declared failed and pages on-call.
 MAX_ROLLBACK_ATTEMPTS = 5
 
@@ -27,6 +29,8 @@ class Observation:
     # A rule is beyond its threshold but not yet for its whole `for`: not a breach, but not a
     # healthy step either, so nothing advances on it.
     pending: bool = False
+    # A hand edit of the canary or stable workload, said for on-call (DESIGN.md "Drift").
+    drift: str | None = None
 
 
 # Actions the engine carries out, in the order given.

@@ -187,6 +187,9 @@ class AlbRouter:
 
         return self._workload.resize(rollout, weight, route=route)
 
+    def drift(self, rollout: Rollout) -> str | None:
+        return self._workload.drift(rollout)
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         ingress = self._kube.read_ingress(rollout.namespace, _ingress_name(rollout)) or {}
         annotations = ingress.get("metadata", {}).get("annotations") or {}

@@ -137,6 +137,11 @@ class ArgoRouter:
             return True
         return changed
 
+    def drift(self, rollout: Rollout) -> str | None:
+        """Argo Rollouts owns this workload's pods and replica counts and reports its own
+        aborts; the bot does not second-guess them."""
+        return None
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         obj = self._read(rollout)
         status = obj.get("status") or {}

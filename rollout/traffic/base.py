@@ -38,6 +38,11 @@ class TrafficRouter(Protocol):
 
     def status(self, rollout: Rollout) -> TrafficStatus: ...
 
+    def drift(self, rollout: Rollout) -> str | None:
+        """What someone changed by hand on the canary or stable workload (image, replicas),
+        said for on-call; None when they are as the rollout left them."""
+        ...
+
     def promote(self, rollout: Rollout) -> bool:
         """Move stable to the canary image; True once done and the canary objects are gone."""
         ...

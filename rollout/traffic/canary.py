@@ -25,11 +25,12 @@ and no Service pin; the router pins in its own object and says so at promotion.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rollout.kube import KubeGateway
 from rollout.model import Rollout
+from rollout.traffic.drift import check_canary_image, workload_drift
 from rollout.traffic.pinning import (
     PINNED_SERVICES,
     needs_pin,
@@ -107,6 +108,9 @@ class CanaryWorkload:
         """Pin, canary Deployment, canary Service, in that order: nothing ever selects or
         names an object that is not ready for it. Returns the rollout with what to restore."""
         stable = self.stable(rollout)
+        if rollout.original_replicas is None:  # what drift checks stable's count against
+            count = int(stable.get("spec", {}).get("replicas", 1))
+            rollout = replace(rollout, original_replicas=count)
         service = self.service(rollout) if self._fronted else None
         if service is not None:
             if needs_pin(original_selector(rollout, service), stable):
@@ -138,6 +142,13 @@ class CanaryWorkload:
             wanted=int(canary.get("spec", {}).get("replicas", 0)),
             ready_pods=int(canary.get("status", {}).get("readyReplicas", 0) or 0),
             rolled_out=bool(canary) and deployment_rolled_out(canary),
+        )
+
+    def drift(self, rollout: Rollout) -> str | None:
+        """A hand edit of the canary's image or stable's image or replica count, or None."""
+        count = rollout.original_replicas
+        return workload_drift(
+            self._kube, rollout, stable_replicas=None if count is None else (count, count)
         )
 
     def exists(self, rollout: Rollout) -> bool:
@@ -181,6 +192,7 @@ class CanaryWorkload:
         """Stable to the new image, then `remove` (the canary objects); True when done, safe
         to call again. `pinned`/`repin` default to the Service pin; a router that pins in its
         own object passes them."""
+        check_canary_image(self._kube, rollout)  # never promote what was not measured
         if pinned if pinned is not None else self.pinned(rollout):
             return self._promote_through_canary(
                 rollout,

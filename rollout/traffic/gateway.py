@@ -142,6 +142,9 @@ class GatewayRouter:
 
         return self._workload.resize(rollout, weight, route=route)
 
+    def drift(self, rollout: Rollout) -> str | None:
+        return self._workload.drift(rollout)
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         route = self._kube.read_custom(HTTP_ROUTE, rollout.namespace, _route_name(rollout))
         spec = (route or {}).get("spec") or {}

@@ -191,6 +191,9 @@ class IstioRouter:
 
         return self._workload.resize(rollout, weight, route=route)
 
+    def drift(self, rollout: Rollout) -> str | None:
+        return self._workload.drift(rollout)
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         service = self._kube.read_custom(VIRTUAL_SERVICE, rollout.namespace, _vs_name(rollout))
         weight = canary_weight((service or {}).get("spec") or {})

@@ -126,6 +126,9 @@ class NginxRouter:
         # share to stable.
         return self._workload.resize(rollout, weight, route=route)
 
+    def drift(self, rollout: Rollout) -> str | None:
+        return self._workload.drift(rollout)
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         ingress = self._canary_ingress(rollout)
         if ingress is None:

@@ -16,6 +16,7 @@ from typing import Any
 from rollout.kube import KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.drift import check_canary_image, workload_drift
 
 # The canary clone is shared with the other Deployment-based routers; these names stay
 # importable from here for the modules that already use them.
@@ -28,6 +29,7 @@ from rollout.traffic.workloads import (
     our_canary,
     read_stable,
     refuse_foreign_canaries,
+    set_stable_image,
     stable_container,
     uid_of,
 )
@@ -96,6 +98,15 @@ class ReplicasRouter:
             )
         return changed
 
+    def drift(self, rollout: Rollout) -> str | None:
+        """This strategy scales stable itself: its count may be anywhere from the current
+        step's share (a step being applied lowers it) up to the original total."""
+        total = rollout.original_replicas
+        if total is None:
+            return workload_drift(self._kube, rollout, stable_replicas=None)
+        low = split_replicas(total, rollout.target_weight)[1]
+        return workload_drift(self._kube, rollout, stable_replicas=(low, total))
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         stable = self._stable(rollout)
         canary = our_canary(self._kube, rollout)
@@ -112,6 +123,7 @@ class ReplicasRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
+        check_canary_image(self._kube, rollout)  # never promote what was not measured
         stable = self._stable(rollout)
         container = rollout.container
         total = _original(rollout)
@@ -158,6 +170,9 @@ class ReplicasRouter:
         total = rollout.original_replicas
         if total is not None and stable["spec"].get("replicas") != total:
             self._kube.scale_deployment(rollout.namespace, rollout.deployment, total)
+        # A rollback during promotion: stable may already run the canary image.
+        if rollout.stable_image and rollout.container:
+            set_stable_image(self._kube, rollout, stable=stable, image=rollout.stable_image)
         canary = our_canary(self._kube, rollout)
         if canary is not None:
             if canary["spec"].get("replicas") != 0:

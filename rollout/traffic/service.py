@@ -26,6 +26,7 @@ from typing import Any
 from rollout.kube import KubeGateway
 from rollout.model import Rollout
 from rollout.traffic.base import TrafficStatus
+from rollout.traffic.drift import check_canary_image, workload_drift
 from rollout.traffic.pinning import (
     stable_only,
 )
@@ -84,6 +85,9 @@ class ServiceRouter:
         prepared = (
             rollout if state == rollout.router_state else replace(rollout, router_state=state)
         )
+        if prepared.original_replicas is None:  # what drift checks stable's count against
+            count = int(stable.get("spec", {}).get("replicas", 1))
+            prepared = replace(prepared, original_replicas=count)
         # Live traffic kept off the canary pods before they exist.
         self._point_at(prepared, self._on_stable(prepared, stable), reason="Pinned")
         ensure_canary(self._kube, prepared, stable=stable)
@@ -107,6 +111,12 @@ class ServiceRouter:
             return False
         return self._point_at(rollout, canary_selector(_original(rollout)), reason="Switched")
 
+    def drift(self, rollout: Rollout) -> str | None:
+        count = rollout.original_replicas
+        return workload_drift(
+            self._kube, rollout, stable_replicas=None if count is None else (count, count)
+        )
+
     def status(self, rollout: Rollout) -> TrafficStatus:
         service = self._main(rollout)
         original = rollout.router_state.get(ORIGINAL_SELECTOR)
@@ -128,6 +138,7 @@ class ServiceRouter:
         )
 
     def promote(self, rollout: Rollout) -> bool:
+        check_canary_image(self._kube, rollout)  # never promote what was not measured
         stable = read_stable(self._kube, rollout)
         container, _ = stable_container(stable, rollout)
         if container_image(stable, container) != rollout.canary_image:

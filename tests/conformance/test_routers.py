@@ -15,14 +15,22 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from kubernetes.client import AppsV1Api
 
 from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from rollout.kube import KubeGateway
-from rollout.model import Rollout
+from rollout.model import Phase, Rollout
 from rollout.traffic.argo import ROLLOUT
 from rollout.traffic.base import TrafficRouter
+from rollout.traffic.workloads import RouterError
 from tests.conformance import cases
-from tests.conformance.cases.base import RouterCase, rollout_for
+from tests.conformance.cases.base import (
+    CANARY_IMAGE,
+    NAMESPACE,
+    STABLE_IMAGE,
+    RouterCase,
+    rollout_for,
+)
 
 MANAGED = "app.kubernetes.io/managed-by=canary-bot"
 # Kinds a router may create; Events are history and stay.
@@ -153,3 +161,68 @@ def test_conflicts_mid_update_are_retried(
     wait_ready(router, rollout)
     assert case.weight_in_cluster(kube) == pytest.approx(case.expected_weight(case.weights[-1]))
     assert any(w.status == 409 for w in kube.writes_snapshot())
+
+
+# Routers whose stable workload is a Deployment the bot patches (argo's is Argo's own object).
+DEPLOYMENT_CASES = [c for c in _cases() if c.strategy != "argo"]
+
+
+def _stable_spec(kube: KubeEmulator) -> tuple[str, int]:
+    stable = kube.get("apps/v1", "Deployment", NAMESPACE, "checkout")
+    assert stable is not None
+    spec = stable["spec"]
+    return spec["template"]["spec"]["containers"][0]["image"], spec["replicas"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", DEPLOYMENT_CASES, ids=lambda c: c.strategy)
+def test_rollback_during_promotion_puts_stable_back(
+    case: RouterCase, kube: KubeEmulator, router: TrafficRouter
+) -> None:
+    rollout = router.prepare(rollout_for(case))
+    router.set_weight(rollout, case.weights[-1])
+    wait_ready(router, rollout)
+    kube.hold_ready(NAMESPACE, "checkout")  # stable's new pods never get ready
+    deadline = time.monotonic() + 20
+    while _stable_spec(kube)[0] != CANARY_IMAGE:
+        assert not router.promote(rollout)
+        assert time.monotonic() < deadline, "stable never got the new image"
+        time.sleep(0.05)
+    router.rollback(replace(rollout, reason="conformance"))
+    assert _stable_spec(kube) == (STABLE_IMAGE, 4)
+    assert owned_objects(kube) == []
+
+
+@pytest.mark.parametrize("case", DEPLOYMENT_CASES, ids=lambda c: c.strategy)
+def test_a_hand_edited_canary_is_drift_and_is_not_promoted(
+    case: RouterCase, kube: KubeEmulator, router: TrafficRouter
+) -> None:
+    # As the machine holds it at the first step (`replicas` expects stable's count from it).
+    prepared = router.prepare(rollout_for(case))
+    rollout = replace(prepared, phase=Phase.PROGRESSING, step_index=0)
+    router.set_weight(rollout, case.weights[0])
+    wait_ready(router, rollout)
+    assert router.drift(rollout) is None
+    edited = STABLE_IMAGE + "-hotfix"
+    AppsV1Api(kube.api_client()).patch_namespaced_deployment(
+        "checkout-canary",
+        NAMESPACE,
+        {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": edited}]}}}},
+    )
+    said = router.drift(rollout)
+    assert said is not None and f"checkout-canary's image to {edited}" in said
+    with pytest.raises(RouterError, match="not promoting"):
+        router.promote(rollout)
+    assert _stable_spec(kube)[0] == STABLE_IMAGE
+
+
+def test_a_hand_scaled_stable_is_drift(kube: KubeEmulator) -> None:
+    case = next(c for c in DEPLOYMENT_CASES if c.strategy == "nginx")
+    case.seed(kube)
+    router = case.router(KubeGateway(kube.api_client()))
+    rollout = router.prepare(rollout_for(case))
+    assert router.drift(rollout) is None
+    AppsV1Api(kube.api_client()).patch_namespaced_deployment(
+        "checkout", NAMESPACE, {"spec": {"replicas": 7}}
+    )
+    assert router.drift(rollout) == "someone scaled checkout to 7 replicas; the bot expects 4"
