@@ -13,7 +13,6 @@ owned by the bot behind.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from rollout.traffic.pinning import (
 from tests.conformance.cases import gateway as gateway_case
 from tests.conformance.cases import istio as istio_case
 from tests.conformance.cases import nginx as nginx_case
+from tests.scenario import test_strategy_nginx_service as nginx_service
 from tests.scenario.test_rollout_flow import approval_message, only_rollout, wait_until
 
 APP = {"app": "checkout"}
@@ -69,30 +69,7 @@ def config(strategy: str, *, approval: bool) -> str:
         "istio": "virtual_service: checkout\nroute: default\n",
     }.get(strategy, "")
     steps = "[50]" if strategy == "service" else f"[{', '.join(map(str, STEPS))}]"
-    return textwrap.dedent(
-        f"""\
-        slack:
-          release_channels: [{RELEASE_CHANNEL}]
-          oncall: S0ONCALL
-          deployers: [{BOB}]
-          approvers: [S0SRE]
-        cluster_name: sandbox
-        defaults:
-          steps: {steps}
-          step_interval: 1s
-          analysis_interval: 1s
-          progress_deadline: 30s
-          approval: {"true" if approval else "false"}
-          rules: []
-        services:
-          checkout:
-            namespace: shop
-            deployment: checkout
-            container: app
-            strategy: {strategy}
-            service: checkout
-        """
-    ) + textwrap.indent(extra, " " * 4)
+    return nginx_service.config(strategy, extra=extra, steps=steps, approval=approval)
 
 
 def as_it_was(obj: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -29,7 +29,9 @@ STABLE_PODS = nginx_case.LABELS
 CANARY_PODS = {**STABLE_PODS, "track": "canary"}
 
 
-def config(strategy: str, *, extra: str = "", steps: str = "[25, 50, 75]") -> str:
+def config(
+    strategy: str, *, extra: str = "", steps: str = "[25, 50, 75]", approval: bool = False
+) -> str:
     return textwrap.dedent(
         f"""\
         slack:
@@ -43,7 +45,7 @@ def config(strategy: str, *, extra: str = "", steps: str = "[25, 50, 75]") -> st
           step_interval: 1s
           analysis_interval: 1s
           progress_deadline: 30s
-          approval: false
+          approval: {"true" if approval else "false"}
           rules: []
         services:
           checkout:
