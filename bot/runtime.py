@@ -15,7 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -40,7 +39,7 @@ from rollout.kube import KubeGateway
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.sender import OutboxSender
-from rollout.store import SqliteStore
+from rollout.stores import Store, open_store, store_url
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.registry import STRATEGIES
 
@@ -130,7 +129,10 @@ class Runtime:
             metrics_provider = _prometheus(config, env, timeout=budget)
         self.config = config
         self.clock = clock or SystemClock()
-        self.store = SqliteStore(config.store.path)
+        self.store: Store = open_store(
+            path=config.store.path,
+            url=store_url(config.store.url, os.environ if env is None else env),
+        )
         self.metrics = BotMetrics(active_rollouts=lambda: len(self.store.active()))
         self.web = WebClient(
             token=secrets.bot_token,
@@ -166,7 +168,7 @@ class Runtime:
         self._reconcile_attempts = 0
         self._startup = threading.Thread(target=self._start_up, name="startup", daemon=True)
         self.scheduler = BeatScheduler(
-            db_path=Path(config.store.path),
+            url=self.store.scheduler_url,
             interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
         )
