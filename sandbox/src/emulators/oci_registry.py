@@ -1,0 +1,170 @@
+"""A real OCI registry for tests: Debian's `docker-registry` on a free loopback port.
+
+Digest pinning is only worth something if a real registry answers, so tests do not fake the
+distribution API: they run `/usr/bin/docker-registry serve config.yml` with filesystem storage
+in a temporary directory, push an image with the v2 API (blob uploads, then a manifest PUT) and
+move tags the same way a CI pipeline's `docker push` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import requests
+import yaml
+
+from emulators.prometheus import free_port
+
+READY_TIMEOUT_S = 30.0
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def find_registry_binary() -> str | None:
+    """`$DOCKER_REGISTRY_BINARY`, else `docker-registry` on PATH, else Debian's path."""
+    candidates = [os.environ.get("DOCKER_REGISTRY_BINARY"), shutil.which("docker-registry")]
+    candidates.append("/usr/bin/docker-registry")
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class OciRegistry:
+    def __init__(self, *, binary: str | None = None) -> None:
+        found = binary or find_registry_binary()
+        if found is None:
+            raise FileNotFoundError("no docker-registry binary: apt-get install docker-registry")
+        self._binary = found
+        self._dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:port`: the registry part of an image reference."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> OciRegistry:
+        self._dir = Path(tempfile.mkdtemp(prefix="oci-registry-"))
+        self.port = free_port()
+        config = {
+            "version": 0.1,
+            "log": {"level": "warn"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self._dir / "data")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": self.host},
+        }
+        path = self._dir / "config.yml"
+        path.write_text(yaml.safe_dump(config))
+        log = (self._dir / "registry.log").open("wb")
+        self._process = subprocess.Popen(
+            [self._binary, "serve", str(path)], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"docker-registry not ready within {READY_TIMEOUT_S:.0f}s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def log_text(self) -> str:
+        assert self._dir is not None
+        return (self._dir / "registry.log").read_text(errors="replace")
+
+    def push(self, repository: str, tag: str, *, content: str) -> str:
+        """Push a one-layer image whose layer holds `content`; tag it; return its digest."""
+        layer = self._upload(repository, content.encode())
+        config = self._upload(
+            repository,
+            json.dumps({"architecture": "amd64", "os": "linux", "label": content}).encode(),
+        )
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config[0],
+                "size": config[1],
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer[0],
+                    "size": layer[1],
+                }
+            ],
+        }
+        return self.tag(repository, tag, json.dumps(manifest).encode())
+
+    def tag(self, repository: str, tag: str, manifest: bytes) -> str:
+        """PUT `manifest` under `tag` (moving the tag if it existed); return its digest."""
+        response = requests.put(
+            f"{self.url}/v2/{repository}/manifests/{tag}",
+            data=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+            timeout=10,
+        )
+        response.raise_for_status()
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        assert response.headers["Docker-Content-Digest"] == digest
+        return digest
+
+    def _upload(self, repository: str, blob: bytes) -> tuple[str, int]:
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        started = requests.post(f"{self.url}/v2/{repository}/blobs/uploads/", timeout=10)
+        started.raise_for_status()
+        location = started.headers["Location"]
+        if location.startswith("/"):
+            location = self.url + location
+        separator = "&" if "?" in location else "?"
+        done = requests.put(
+            f"{location}{separator}digest={digest}",
+            data=blob,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=10,
+        )
+        done.raise_for_status()
+        return digest, len(blob)
+
+    def __enter__(self) -> OciRegistry:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
