@@ -25,6 +25,7 @@ from rollout.events import (
     ApprovalRecorded,
     Event,
     Finished,
+    GateChecked,
     Paused,
     PromotionStarted,
     Resumed,
@@ -78,6 +79,14 @@ def _describe(rollout: Rollout, event: Event) -> str:
             )
         case Finished():
             return _finished(rollout, event)
+        case GateChecked():
+            mark = ":white_check_mark:" if event.passed else ":x:"
+            verdict = "passed" if event.passed else "failed"
+            head = f"{mark} Gate *{plain(event.name, 100)}* {verdict}"
+            if "\n" in event.detail.strip():  # log or output lines: keep them as lines
+                body = plain(event.detail.strip().replace("`", "'"), REASON_MAX)
+                return f"{head}:\n```{body}```"
+            return head + (f": {reason_text(event.detail, REASON_MAX)}" if event.detail else "")
     assert_never(event)
 
 
