@@ -6,8 +6,8 @@ for it: each tick of a rollout whose `gate` is `job:<step>` reads the Job (creat
 time, under a name fixed by the rollout and step, so a restarted bot adopts the Job it already
 made), and reports a result once the Job succeeded or failed, or the gate's timeout passed by
 the rollout's clock. The Job carries the bot's label and the rollout's annotation, gets
-`activeDeadlineSeconds` from the timeout (so it stops itself), and is deleted with its pods once
-its result is read; its last log lines go to the thread.
+`activeDeadlineSeconds` a minute past the timeout (so it stops itself should the bot go away),
+and is deleted with its pods once its result is read; its last log lines go to the thread.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from rollout.traffic.workloads import ROLLOUT_ANNOTATION
 
 log = logging.getLogger(__name__)
 LOG_LINES = 10
+DEADLINE_GRACE_S = 60
 
 
 class JobsApi:
@@ -178,7 +179,8 @@ def job_body(rollout: Rollout, gate: JobGate, name: str) -> dict[str, Any]:
     }
     spec = body.setdefault("spec", {})
     spec.setdefault("backoffLimit", 0)
-    spec["activeDeadlineSeconds"] = int(gate.timeout.total_seconds())
+    # A backstop for a bot that went away: the gate's own timeout (by the rollout's clock) decides.
+    spec["activeDeadlineSeconds"] = int(gate.timeout.total_seconds()) + DEADLINE_GRACE_S
     spec["template"].setdefault("spec", {}).setdefault("restartPolicy", "Never")
     return body
 
