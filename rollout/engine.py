@@ -85,11 +85,10 @@ class Engine:
         return self._starts.accept(request, delivery=delivery)
 
     def begin(self, rollout_id: str) -> Rollout:
-        """The cluster part of a start, right after the acknowledgement: the pre-flight gates
-        (on the gate workers; this waits for them), then the canary."""
+        """The cluster part of a start, right after the acknowledgement. With pre-flight gates
+        this returns once the first is launched: they run on the gate workers, for up to their
+        timeouts, and report in the thread (no caller's thread waits for them)."""
         self.tick(rollout_id)
-        while any(key.startswith(f"{rollout_id}:") for key in self._gates.running()):
-            self._gates.drain()
         started = self.store.get(rollout_id)
         assert started is not None
         if started.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):

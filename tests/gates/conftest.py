@@ -80,6 +80,14 @@ def wait_until(probe: Callable[[], Any], *, timeout: float = 30.0, what: str = "
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settle(box: Sandbox) -> None:
+    """Wait for the work after the acknowledgements, then for the gates it launched (each
+    gate's end ticks its rollout, which may launch the next)."""
+    box.drain()
+    assert box.runtime is not None
+    box.runtime.engine.drain()
+
+
 def only_rollout(box: Sandbox) -> Rollout:
     assert box.runtime is not None
     rollouts = box.runtime.store.history("checkout")

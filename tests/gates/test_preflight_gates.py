@@ -19,6 +19,7 @@ from tests.gates.conftest import (
     canary_exists,
     gate_config,
     only_rollout,
+    settle,
     wait_for_reply,
     wait_until,
 )
@@ -70,7 +71,7 @@ def hook() -> Iterator[Hook]:
 def start(box: Sandbox) -> None:
     reply = box.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
     assert reply.status == 200
-    box.drain()  # the start's work after the acknowledgement, gates included
+    settle(box)  # the start's work after the acknowledgement, and its gates
 
 
 def assert_refused_with_nothing_created(box: Sandbox, *, gate: str, message: str) -> None:
