@@ -15,8 +15,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import requests
 import yaml
@@ -37,8 +39,20 @@ def find_registry_binary() -> str | None:
     return None
 
 
+def bcrypt_hash(password: str) -> str:
+    """An htpasswd entry's hash: the registry accepts bcrypt only (libcrypt makes it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+
+
 class OciRegistry:
-    def __init__(self, *, binary: str | None = None) -> None:
+    """`login`: (user, password) turns on htpasswd (HTTP Basic) auth, pushes included."""
+
+    def __init__(self, *, binary: str | None = None, login: tuple[str, str] | None = None) -> None:
+        self.login = login
         found = binary or find_registry_binary()
         if found is None:
             raise FileNotFoundError("no docker-registry binary: apt-get install docker-registry")
@@ -59,7 +73,7 @@ class OciRegistry:
     def start(self) -> OciRegistry:
         self._dir = Path(tempfile.mkdtemp(prefix="oci-registry-"))
         self.port = free_port()
-        config = {
+        config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn"},
             "storage": {
@@ -68,6 +82,10 @@ class OciRegistry:
             },
             "http": {"addr": self.host},
         }
+        if self.login is not None:
+            htpasswd = self._dir / "htpasswd"
+            htpasswd.write_text(f"{self.login[0]}:{bcrypt_hash(self.login[1])}\n")
+            config["auth"] = {"htpasswd": {"realm": "test-registry", "path": str(htpasswd)}}
         path = self._dir / "config.yml"
         path.write_text(yaml.safe_dump(config))
         log = (self._dir / "registry.log").open("wb")
@@ -79,7 +97,7 @@ class OciRegistry:
             if self._process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_text()[-2000:]}")
             try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
                     return self
             except requests.ConnectionError:
                 pass
@@ -134,6 +152,7 @@ class OciRegistry:
             f"{self.url}/v2/{repository}/manifests/{tag}",
             data=manifest,
             headers={"Content-Type": OCI_MANIFEST},
+            auth=self.login,
             timeout=10,
         )
         response.raise_for_status()
@@ -143,7 +162,9 @@ class OciRegistry:
 
     def _upload(self, repository: str, blob: bytes) -> tuple[str, int]:
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-        started = requests.post(f"{self.url}/v2/{repository}/blobs/uploads/", timeout=10)
+        started = requests.post(
+            f"{self.url}/v2/{repository}/blobs/uploads/", auth=self.login, timeout=10
+        )
         started.raise_for_status()
         location = started.headers["Location"]
         if location.startswith("/"):
@@ -153,6 +174,7 @@ class OciRegistry:
             f"{location}{separator}digest={digest}",
             data=blob,
             headers={"Content-Type": "application/octet-stream"},
+            auth=self.login,
             timeout=10,
         )
         done.raise_for_status()
