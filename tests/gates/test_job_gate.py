@@ -76,6 +76,9 @@ def test_job_gate_passes_before_its_step_and_shows_its_log(make_sandbox: MakeSan
     # Step 1 (25%), then the gate, then step 2 (50%): the traffic waited for the Job.
     assert index_of(texts, "Step 1 of 2") < index_of(texts, "passed") < index_of(texts, "Step 2")
     assert jobs(box) == []
+    # While the Job ran, the card said which gate the rollout waited for.
+    card = box.slack.messages(RELEASE_CHANNEL)[0]
+    assert any("Gate running" in str(v.blocks) and "job:2" in str(v.blocks) for v in card.history)
     assert len(created) == 1
     job = created[0]
     assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "canary-bot"
