@@ -245,6 +245,9 @@ class Engine:
         if self._jobs is None:
             return rollout
         try:
+            if rollout.phase not in machine.GATE_PHASES:  # rolled back while the Job ran
+                self._jobs.discard(rollout)
+                return rollout
             result = self._jobs.check(rollout, now=now)
         except Exception as error:  # the next tick looks again
             log.warning("job gate of %s: %s", rollout.id, error)

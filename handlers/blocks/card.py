@@ -106,7 +106,7 @@ def _body(
     next_step = _next_step_text(rollout, next_step_at)
     if next_step:
         cells.append(("Next step", next_step))
-    if rollout.gate:
+    if rollout.gate and rollout.phase in (Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED):
         cells.append(("Gate running", code(rollout.gate, 100)))
     cells.append(("Started by", f"{mention(rollout.started_by)} {slack_date(rollout.created_at)}"))
     if verdict:

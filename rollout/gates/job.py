@@ -140,6 +140,14 @@ class JobGates:
             return self._done(rollout, name, key, passed=False, why=why)
         return None
 
+    def discard(self, rollout: Rollout) -> None:
+        """The rollout moved on while its Job ran (e.g. rolled back): the Job goes."""
+        step = int((rollout.gate or "job:0").removeprefix("job:"))
+        name = job_name(rollout, step)
+        if self._api.read(rollout.namespace, name) is not None:
+            self._api.delete(rollout.namespace, name)
+            self._audit(rollout, f"job gate {name} deleted: the rollout is {rollout.phase.value}")
+
     def _done(self, rollout: Rollout, name: str, key: str, *, passed: bool, why: str) -> GateResult:
         try:
             lines = last_lines(self._api.logs(rollout.namespace, name), LOG_LINES)

@@ -20,6 +20,10 @@ from rollout.machine.types import Announce, Decision
 from rollout.model import GateResult, Phase, Rollout
 from rollout.wording import quote
 
+# Where a gate may be running; a result arriving in any other phase (a person rolled back
+# meanwhile, say) is stale and changes nothing.
+GATE_PHASES = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED})
+
 
 def next_preflight(rollout: Rollout) -> str | None:
     """The first pre-flight gate that has not passed yet (None: all passed)."""
@@ -44,7 +48,7 @@ def gate_finished(
 ) -> Decision:
     """A gate's result. Stale results (the rollout moved on, e.g. rolled back meanwhile) are
     ignored. `canary_image`: the digest pin's pinned reference."""
-    if rollout.gate != result.key or not rollout.phase.is_active:
+    if rollout.gate != result.key or rollout.phase not in GATE_PHASES:
         return Decision(rollout)
     announce = Announce(GateChecked(name=result.name, passed=result.passed, detail=result.detail))
     done = rollout.evolve(
@@ -57,7 +61,7 @@ def gate_finished(
     if result.passed:
         return Decision(done, (announce,))
     reason = f"gate {result.name} failed: {quote(result.detail)}"
-    if rollout.phase == Phase.PENDING and result.key in rollout.plan.preflight:
+    if result.key in rollout.plan.preflight:  # before any canary object exists
         ended = done.evolve(
             now=now, phase=Phase.ROLLED_BACK, reason=f"could not start: {reason}", finished_at=now
         )

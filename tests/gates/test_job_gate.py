@@ -97,3 +97,16 @@ def test_job_gate_failure_rolls_back_with_its_log(make_sandbox: MakeSandbox) -> 
 def test_job_gate_timeout_rolls_back(make_sandbox: MakeSandbox) -> None:
     box = start_with(make_sandbox, job_gate("echo started; sleep 3600", timeout="2s"))
     assert_rolled_back(box, "did not finish within 2s")
+
+
+@pytest.mark.timeout(90)
+def test_rollback_while_the_job_runs_deletes_the_job(make_sandbox: MakeSandbox) -> None:
+    box = start_with(make_sandbox, job_gate("echo started; sleep 3600", timeout="10m"))
+    wait_until(lambda: jobs(box), what="the Job")
+    box.driver.command("rollback checkout not today", user=BOB, channel=RELEASE_CHANNEL)
+    wait_until(lambda: only_rollout(box).phase == Phase.ROLLED_BACK, what="the rollback")
+    wait_until(lambda: not jobs(box), what="the Job deleted")
+    assert not canary_exists(box)
+    assert box.runtime is not None
+    audit = box.runtime.store.audit_rows(only_rollout(box).id)
+    assert any("deleted: the rollout is rolling_back" in (row["detail"] or "") for row in audit)
