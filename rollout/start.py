@@ -67,6 +67,7 @@ class Starts:
             or self._active_problem(request.service)
             or (_image_problem(request.image, service))
             or _digest_problem(request.expected_digest)
+            or _gate_steps_problem(request, service)
         )
 
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
@@ -124,6 +125,19 @@ def _routing_problem(request: StartRequest, service: ServiceConfig) -> str | Non
             f"`{request.service}` uses {service.strategy}. Start it without `--cookie`."
         )
     return None
+
+
+def _gate_steps_problem(request: StartRequest, service: ServiceConfig) -> str | None:
+    """`--steps` may not drop the step a job gate guards: the gate would silently not run."""
+    if request.steps is None or registry.strategy(service.strategy).single_step:
+        return None
+    wanted = [g.spec.at_step for g in service.policy.preflight if isinstance(g.spec, JobGate)]
+    if not wanted or max(wanted) <= len(request.steps):
+        return None
+    return (
+        f"`{request.service}` runs a job gate before step {max(wanted)}, but `--steps` "
+        f"gives {len(request.steps)}; give at least {max(wanted)} steps, or leave `--steps` out."
+    )
 
 
 def _digest_problem(expected: str | None) -> str | None:
@@ -185,9 +199,9 @@ def draft(
     preflight += tuple(
         f"preflight:{index}" for index, gate in enumerate(policy.preflight) if gate.kind != "job"
     )
+    # Job gates guard the step they name; a single-step strategy's one step gets them all.
     gate_steps = sorted(
-        {g.spec.at_step for g in policy.preflight if isinstance(g.spec, JobGate)}
-        & {step + 1 for step in range(len(steps))}
+        {min(g.spec.at_step, len(steps)) for g in policy.preflight if isinstance(g.spec, JobGate)}
     )
     routing = {"header": request.header, "cookie": request.cookie}
     plan = RolloutPlan(

@@ -119,8 +119,11 @@ class JobGates:
         """One look at the running job gate: its result, or None while the Job runs."""
         key = rollout.gate or ""
         step = int(key.removeprefix("job:"))
-        gate = self._gate(rollout, step)
         name = job_name(rollout, step)
+        gate = self._gate(rollout, step)
+        if gate is None:
+            why = f"no job gate is configured at step {step} any more (config changed)"
+            return GateResult(key=key, name=f"job {name}", passed=False, detail=why)
         job = self._api.read(rollout.namespace, name)
         if job is None:
             self._api.create(rollout.namespace, job_body(rollout, gate, name))
@@ -159,11 +162,15 @@ class JobGates:
         detail = why + (f"; last log lines:\n{lines}" if lines else "")
         return GateResult(key=key, name=f"job {name}", passed=passed, detail=detail)
 
-    def _gate(self, rollout: Rollout, step: int) -> JobGate:
-        for gate in self._config.services[rollout.service].policy.preflight:
-            if isinstance(gate.spec, JobGate) and gate.spec.at_step == step:
-                return gate.spec
-        raise LookupError(f"no job gate at step {step} for {rollout.service} any more")
+    def _gate(self, rollout: Rollout, step: int) -> JobGate | None:
+        """The job gate guarding `step` (a single-step strategy's one step: any)."""
+        service = self._config.services.get(rollout.service)
+        gates = [g.spec for g in service.policy.preflight] if service else []
+        jobs = [gate for gate in gates if isinstance(gate, JobGate)]
+        exact = [gate for gate in jobs if gate.at_step == step]
+        single = len(rollout.plan.steps) == 1
+        found = exact or (jobs if single else [])
+        return found[0] if found else None
 
 
 def job_name(rollout: Rollout, step: int) -> str:

@@ -30,12 +30,22 @@ class GateRunner:
         self._registry = registry
 
     def run(self, rollout: Rollout, key: str) -> tuple[GateResult, str | None]:
-        """(what the gate found, the pinned image when `key` is the digest pin)."""
+        """(what the gate found, the pinned image when `key` is the digest pin). Never
+        raises: a gate that cannot run fails with why."""
+        try:
+            return self._run(rollout, key)
+        except Exception as error:
+            detail = f"the gate could not run: {type(error).__name__}: {error}"
+            return _failed(key, key, detail), None
+
+    def _run(self, rollout: Rollout, key: str) -> tuple[GateResult, str | None]:
         if key == PIN:
             return self._pin(rollout)
         index = int(key.removeprefix("preflight:"))
-        gate = self._config.services[rollout.service].policy.preflight[index]
-        spec = gate.spec
+        preflight = self._config.services[rollout.service].policy.preflight
+        if index >= len(preflight):
+            return _failed(key, key, "this gate is no longer configured (config changed)"), None
+        spec = preflight[index].spec
         if isinstance(spec, ImageExistsGate):
             result = self._image_exists(rollout, key)
         elif isinstance(spec, WebhookGate):

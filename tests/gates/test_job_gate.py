@@ -110,3 +110,15 @@ def test_rollback_while_the_job_runs_deletes_the_job(make_sandbox: MakeSandbox) 
     assert box.runtime is not None
     audit = box.runtime.store.audit_rows(only_rollout(box).id)
     assert any("deleted: the rollout is rolling_back" in (row["detail"] or "") for row in audit)
+
+
+@pytest.mark.timeout(60)
+def test_steps_override_may_not_drop_the_gated_step(make_sandbox: MakeSandbox) -> None:
+    box = make_sandbox(gate_config(preflight=[job_gate("exit 0")], steps=[25, 50]))
+    reply = box.driver.command(
+        "start checkout v2.3.5 --steps 50", user=BOB, channel=RELEASE_CHANNEL
+    )
+    assert reply.json is not None
+    assert "runs a job gate before step 2" in str(reply.json.get("text"))
+    assert box.runtime is not None and box.runtime.store.history("checkout") == []
+    assert box.kube.writes == []
