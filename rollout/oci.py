@@ -101,7 +101,6 @@ class HttpRegistry:
     def _resolve(self, url: str, *, repository: str, host: str, image: str) -> str:
         session = requests.Session()
         session.headers["Accept"] = MANIFEST_TYPES
-        session.verify = self._settings.ca_file or True
         response = self._head(session, url)
         if response.status_code == 401:
             self._authenticate(session, response, repository=repository, host=host)
@@ -120,15 +119,23 @@ class HttpRegistry:
             )
         found = response.headers.get("Docker-Content-Digest")
         if found is None:
-            body = session.get(url, timeout=self._settings.timeout)
+            body = session.get(url, timeout=self._settings.timeout, verify=self._verify)
             body.raise_for_status()
             found = "sha256:" + hashlib.sha256(body.content).hexdigest()
         if not _DIGEST.match(found):
             raise RegistryError(f"the registry {host} gave a digest the bot cannot use: {found!r}")
         return found
 
+    @property
+    def _verify(self) -> str | bool:
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a
+        # session's `verify`, which would quietly ignore the configured CA.
+        return self._settings.ca_file or True
+
     def _head(self, session: requests.Session, url: str) -> requests.Response:
-        return session.head(url, timeout=self._settings.timeout, allow_redirects=True)
+        return session.head(
+            url, timeout=self._settings.timeout, allow_redirects=True, verify=self._verify
+        )
 
     def _authenticate(
         self,
@@ -164,7 +171,7 @@ class HttpRegistry:
             params=query,
             auth=basic,
             timeout=self._settings.timeout,
-            verify=self._settings.ca_file or True,
+            verify=self._verify,
         )
         if reply.status_code != 200:
             raise RegistryError(

@@ -117,3 +117,17 @@ def test_bearer_token_flow_fetches_a_pull_token(oci_registry: OciRegistry) -> No
             client(front.host, login=(LOGIN[0], "wrong")).digest(image)
     finally:
         front.close()
+
+
+def test_tls_is_verified_against_the_configured_ca(registry_binary: str) -> None:
+    registry = OciRegistry(binary=registry_binary, tls=True).start()
+    try:
+        digest = registry.push(REPOSITORY, "v2.3.5", content="build 1")
+        image = f"{registry.host}/{REPOSITORY}:v2.3.5"
+        trusted = HttpRegistry(RegistrySettings(ca_file=registry.ca_file))
+        assert trusted.digest(image) == digest
+        # The system's CAs do not know the registry's self-signed certificate: refused.
+        with pytest.raises(RegistryError, match=r"could not be reached \(SSLError"):
+            HttpRegistry(RegistrySettings()).digest(image)
+    finally:
+        registry.stop()

@@ -49,10 +49,20 @@ def bcrypt_hash(password: str) -> str:
 
 
 class OciRegistry:
-    """`login`: (user, password) turns on htpasswd (HTTP Basic) auth, pushes included."""
+    """`login`: (user, password) turns on htpasswd (HTTP Basic) auth, pushes included.
+    `tls`: serve HTTPS with a self-signed certificate for 127.0.0.1 (made by the `openssl`
+    CLI); `ca_file` is then the PEM a client must trust."""
 
-    def __init__(self, *, binary: str | None = None, login: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        login: tuple[str, str] | None = None,
+        tls: bool = False,
+    ) -> None:
         self.login = login
+        self.tls = tls
+        self.ca_file: str | None = None
         found = binary or find_registry_binary()
         if found is None:
             raise FileNotFoundError("no docker-registry binary: apt-get install docker-registry")
@@ -68,7 +78,11 @@ class OciRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def _verify(self) -> str | bool:
+        return self.ca_file or True
 
     def start(self) -> OciRegistry:
         self._dir = Path(tempfile.mkdtemp(prefix="oci-registry-"))
@@ -86,6 +100,8 @@ class OciRegistry:
             htpasswd = self._dir / "htpasswd"
             htpasswd.write_text(f"{self.login[0]}:{bcrypt_hash(self.login[1])}\n")
             config["auth"] = {"htpasswd": {"realm": "test-registry", "path": str(htpasswd)}}
+        if self.tls:
+            config["http"]["tls"] = self._certificate()
         path = self._dir / "config.yml"
         path.write_text(yaml.safe_dump(config))
         log = (self._dir / "registry.log").open("wb")
@@ -97,12 +113,27 @@ class OciRegistry:
             if self._process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_text()[-2000:]}")
             try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                answer = requests.get(f"{self.url}/v2/", timeout=1, verify=self._verify)
+                if answer.status_code in (200, 401):
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"docker-registry not ready within {READY_TIMEOUT_S:.0f}s")
+
+    def _certificate(self) -> dict[str, str]:
+        assert self._dir is not None
+        cert, key = self._dir / "cert.pem", self._dir / "key.pem"
+        command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        command += ["-addext", "subjectAltName=IP:127.0.0.1"]
+        subprocess.run(
+            command,
+            check=True,
+            capture_output=True,
+        )
+        self.ca_file = str(cert)
+        return {"certificate": str(cert), "key": str(key)}
 
     def stop(self) -> None:
         if self._process is not None:
@@ -153,6 +184,7 @@ class OciRegistry:
             data=manifest,
             headers={"Content-Type": OCI_MANIFEST},
             auth=self.login,
+            verify=self._verify,
             timeout=10,
         )
         response.raise_for_status()
@@ -163,7 +195,10 @@ class OciRegistry:
     def _upload(self, repository: str, blob: bytes) -> tuple[str, int]:
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
         started = requests.post(
-            f"{self.url}/v2/{repository}/blobs/uploads/", auth=self.login, timeout=10
+            f"{self.url}/v2/{repository}/blobs/uploads/",
+            auth=self.login,
+            verify=self._verify,
+            timeout=10,
         )
         started.raise_for_status()
         location = started.headers["Location"]
@@ -175,6 +210,7 @@ class OciRegistry:
             data=blob,
             headers={"Content-Type": "application/octet-stream"},
             auth=self.login,
+            verify=self._verify,
             timeout=10,
         )
         done.raise_for_status()
