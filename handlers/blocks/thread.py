@@ -83,9 +83,10 @@ def _describe(rollout: Rollout, event: Event) -> str:
             mark = ":white_check_mark:" if event.passed else ":x:"
             verdict = "passed" if event.passed else "failed"
             head = f"{mark} Gate *{plain(event.name, 100)}* {verdict}"
-            if "\n" in event.detail.strip():  # log or output lines: keep them as lines
-                body = plain(event.detail.strip().replace("`", "'"), REASON_MAX)
-                return f"{head}:\n```{body}```"
+            first, _, lines = event.detail.strip().partition("\n")
+            if lines:  # log or output lines: the why, then the lines as they were
+                body = plain(lines.replace("`", "'"), REASON_MAX)
+                return f"{head}: {reason_text(first, 500)}\n```{body}```"
             return head + (f": {reason_text(event.detail, REASON_MAX)}" if event.detail else "")
     assert_never(event)
 

@@ -184,9 +184,10 @@ def command(rollout: Rollout, key: str, gate: CommandGate) -> GateResult:
     except subprocess.TimeoutExpired:
         return _failed(key, "command", f"`{argv[0]}` did not finish within {seconds:g}s")
     output = last_lines(done.stdout + done.stderr)
+    detail = f"`{argv[0]}` exited with {done.returncode}" + (f"\n{output}" if output else "")
     if done.returncode == 0:
-        return GateResult(key=key, name="command", passed=True, detail=output)
-    return _failed(key, "command", f"`{argv[0]}` exited with {done.returncode}\n{output}")
+        return GateResult(key=key, name="command", passed=True, detail=detail)
+    return _failed(key, "command", detail)
 
 
 def last_lines(text: str, count: int = OUTPUT_LINES) -> str:
