@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.config_loader import ConfigError, load_config_text
+from bot.registry import RegistryLoginMissing, registry_settings
 from rollout.gates.config import CommandGate, JobGate, WebhookGate
+from rollout.oci import Credentials
 from rollout.start import StartRequest, draft
 from tests.test_install_artifacts import role_grants
 
@@ -117,3 +119,19 @@ def test_role_grants_what_job_gates_call() -> None:
     assert {"get", "create", "delete"} <= granted[("batch", "jobs")]
     assert "list" in granted[("", "pods")]
     assert "get" in granted[("", "pods/log")]
+
+
+def test_registry_logins_read_their_password_from_the_named_variable() -> None:
+    config = load_config_text(
+        "registry:\n  logins: [{registry: GHCR.io, username: ci-bot, password_env: GHCR_PULL}]\n",
+        source="config.yaml",
+    )
+    with pytest.raises(RegistryLoginMissing, match=r"GHCR_PULL \(the password for GHCR.io\) is not set"):
+        registry_settings(config, {})
+    settings = registry_settings(config, {"GHCR_PULL": "s3cret"})
+    assert settings.logins == {"ghcr.io": Credentials(username="ci-bot", password="s3cret")}
+    with pytest.raises(ConfigError, match="password_env"):
+        load_config_text(
+            "registry:\n  logins: [{registry: ghcr.io, username: u, password_env: 'a b'}]\n",
+            source="config.yaml",
+        )
