@@ -126,7 +126,8 @@ def test_registry_logins_read_their_password_from_the_named_variable() -> None:
         "registry:\n  logins: [{registry: GHCR.io, username: ci-bot, password_env: GHCR_PULL}]\n",
         source="config.yaml",
     )
-    with pytest.raises(RegistryLoginMissing, match=r"GHCR_PULL \(the password for GHCR.io\) is not set"):
+    missing = r"GHCR_PULL \(the password for GHCR.io\) is not set"
+    with pytest.raises(RegistryLoginMissing, match=missing):
         registry_settings(config, {})
     settings = registry_settings(config, {"GHCR_PULL": "s3cret"})
     assert settings.logins == {"ghcr.io": Credentials(username="ci-bot", password="s3cret")}
