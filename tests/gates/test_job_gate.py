@@ -122,3 +122,31 @@ def test_steps_override_may_not_drop_the_gated_step(make_sandbox: MakeSandbox) -
     assert "runs a job gate before step 2" in str(reply.json.get("text"))
     assert box.runtime is not None and box.runtime.store.history("checkout") == []
     assert box.kube.writes == []
+
+
+@pytest.mark.timeout(90)
+def test_restarted_bot_adopts_the_running_job(make_sandbox: MakeSandbox) -> None:
+    """The Job is named after the rollout and step: a bot restarted while it runs reads the
+    same Job (never a second one) and carries on from its result."""
+    box = make_sandbox(
+        gate_config(
+            preflight=[job_gate("echo soak started; sleep 3; echo soak ok; exit 0")],
+            steps=[25, 50],
+            step_interval="1s",
+        )
+    )
+    created: list[str] = []
+    box.kube.store.listeners.append(
+        lambda kind, old, new: (
+            created.append(new["metadata"]["name"])
+            if kind.kind == "Job" and old is None and new is not None
+            else None
+        )
+    )
+    box.driver.command("start checkout v2.3.5", user=BOB, channel=RELEASE_CHANNEL)
+    wait_until(lambda: jobs(box), what="the Job")
+    box.stop_bot()  # the bot goes away while the Job runs
+    box.start_bot()
+    wait_until(lambda: only_rollout(box).phase == Phase.SUCCEEDED, what="the promotion")
+    assert len(created) == 1
+    assert "soak ok" in wait_for_reply(box, "passed")
