@@ -78,6 +78,7 @@ def config_text(services: Sequence[str], *, prometheus_url: str, db: Path) -> st
         analysis_interval=f"{ANALYSIS_INTERVAL:g}s",
         analysis_window=WINDOW,
         progress_deadline="10m",
+        pin_digest=False,  # the emulated images live in no registry
         rules=[  # DESIGN.md's example rules
             {"metric": "error_rate", "above": 0.01, "for": "2m"},
             {"metric": "latency_avg_ms", "above": 500, "for": "2m"},

@@ -29,13 +29,16 @@ from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
 from bot.prometheus import PrometheusSetupError, prometheus_access
+from bot.registry import RegistryLoginMissing, gateway_timeout, registry_settings
 from handlers import actions, commands
 from handlers.auth import Directory
 from handlers.context import HandlerServices
 from rollout.analysis import Analyzer, MetricsProvider, PrometheusProvider
 from rollout.config import Config
 from rollout.engine import Engine
+from rollout.gates.job import JobGates, JobsApi
 from rollout.kube import KubeGateway
+from rollout.oci import HttpRegistry
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.sender import OutboxSender
@@ -177,13 +180,20 @@ class Runtime:
         """The engine with its bounded clients: one deadline per Kubernetes call, and a
         measurement that never outlasts the analysis interval it serves."""
         config = self.config
+        kube_client = without_retries(
+            api_client or load_api_client(context=config.kubernetes.context)
+        )
         gateway = KubeGateway(
-            without_retries(api_client or load_api_client(context=config.kubernetes.context)),
+            kube_client,
             request_timeout=config.kubernetes.request_timeout.total_seconds(),
             on_call=self._count_kube_call,
             on_deadline=lambda what: self._deadline_passed("kubernetes", what),
         )
         measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
+        try:
+            registry = HttpRegistry(registry_settings(config, environment()))
+        except RegistryLoginMissing as error:
+            raise StartupError(str(error)) from error
         return Engine(
             config=config,
             store=self.store,
@@ -196,6 +206,12 @@ class Runtime:
             ),
             parallel=config.kubernetes.parallel_rollouts,
             on_queued=lambda: self.sender.wake(),
+            registry=registry,
+            jobs=lambda cluster: JobGates(
+                config=config,
+                api=JobsApi(kube_client, request_timeout=gateway_timeout(config)),
+                audit=cluster.audit,
+            ),
         )
 
     @staticmethod

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from rollout.durations import parse_duration
+from rollout.gates.config import Gate, RegistryConfig, check_gate_steps
 from rollout.images import parse_registry_rule
 from rollout.traffic import registry
 
@@ -135,6 +136,11 @@ class Policy(_Frozen):
     # pinned by digest when required.
     allowed_registries: tuple[str, ...] = ()
     require_digest: bool = False
+    # Resolve the tag to a digest at start; canary and promoted stable run that digest.
+    pin_digest: bool = True
+    # Checks before the canary exists (image_exists, webhook, command) or before a step's
+    # traffic is raised (job): see rollout/gates/.
+    preflight: tuple[Gate, ...] = ()
     progress_deadline: Duration = timedelta(minutes=10)
     # Stable not rolled out this long after promotion started: page on-call. None: the
     # progress_deadline.
@@ -176,6 +182,11 @@ class Policy(_Frozen):
         for rule in rules:
             parse_registry_rule(rule)
         return rules
+
+    @model_validator(mode="after")
+    def _job_gates_at_a_step(self) -> Policy:
+        check_gate_steps(self.preflight, self.steps)
+        return self
 
     @field_validator("analysis_interval", "step_interval", "min_step_interval")
     @classmethod
@@ -445,6 +456,7 @@ class Config(_Frozen):
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
     cluster_name: str = "default"
     defaults: Policy = Field(default_factory=Policy)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)

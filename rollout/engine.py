@@ -29,9 +29,12 @@ from rollout.analysis import Analyzer
 from rollout.cluster import OUTCOME, Cluster, outcome_name
 from rollout.commands import Command
 from rollout.config import Config
+from rollout.gates.job import JobGates
+from rollout.gates.run import GateRunner
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
-from rollout.model import Phase, Rollout
+from rollout.model import GateResult, Phase, Rollout
 from rollout.observer import Observer
+from rollout.oci import ImageRegistry
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
 from rollout.start import StartRefused, StartRequest, Starts
@@ -72,14 +75,21 @@ class Engine:
         analyzer: Analyzer | None = None,
         parallel: int = 8,
         on_queued: Callable[[], None] | None = None,
+        registry: ImageRegistry | None = None,
+        jobs: Callable[[Cluster], JobGates] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self._routers = routers
         self._clock = clock
         self.observer = Observer(config=config, store=store, routers=routers, analyzer=analyzer)
-        self._starts = Starts(config=config, store=store, clock=clock)
+        # Without a registry client (tests of other things) no digest is pinned at start.
+        self._starts = Starts(config=config, store=store, clock=clock, pinning=registry is not None)
         self._cluster = Cluster(config=config, store=store, routers=routers, clock=clock)
+        # Pre-flight gates block for up to their timeout: they run here, never in a tick.
+        self._gate_runner = GateRunner(config=config, registry=registry)
+        self._gates = TickPool(workers=4)
+        self._jobs = jobs(self._cluster) if jobs is not None else None
         self._on_queued = on_queued or (lambda: None)
         self._records = Locks()
         self._work = Locks()
@@ -92,7 +102,9 @@ class Engine:
         return self._starts.accept(request, delivery=delivery)
 
     def begin(self, rollout_id: str) -> Rollout:
-        """The cluster part of a start, right after the acknowledgement."""
+        """The cluster part of a start, right after the acknowledgement. With pre-flight gates
+        this returns once the first is launched: they run on the gate workers, for up to their
+        timeouts, and report in the thread (no caller's thread waits for them)."""
         self.tick(rollout_id)
         started = self.store.get(rollout_id)
         assert started is not None
@@ -167,8 +179,13 @@ class Engine:
             self.drain()
 
     def drain(self) -> None:
-        """Wait for every tick running on the pool (tests, benchmarks, shutdown)."""
-        self._pool.drain()
+        """Wait for every tick and gate running (tests, benchmarks, shutdown); a gate's end
+        ticks its rollout, which may start the next gate."""
+        while True:
+            self._gates.drain()
+            self._pool.drain()
+            if not self._gates.running() and not self._pool.running():
+                return
 
     def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
         with self._work.of(rollout_id):
@@ -178,9 +195,11 @@ class Engine:
                 return
             if rollout.phase == Phase.PENDING:
                 rollout = self._start_on_cluster(rollout)
-                if rollout.phase.is_terminal:
+                if rollout.phase.is_terminal or machine.next_preflight(rollout) is not None:
                     return
             now = at or self._clock.now()
+            if rollout.gate is not None and rollout.gate.startswith("job:"):
+                rollout = self._check_job_gate(rollout, now=now)
             observation, analysis = self.observer.observe(rollout, now=now)
 
             def decide(fresh: Rollout) -> Decision:
@@ -217,11 +236,67 @@ class Engine:
             rollout = self._decide(rollout.id, decide, action=name, quiet=quiet)[0].rollout
         if rollout.phase != Phase.PENDING:
             return rollout
+        key = machine.next_preflight(rollout)
+        if key is not None:
+            if rollout.gate is None:
+                now = self._clock.now()
+                started = self._decide(
+                    rollout.id,
+                    lambda fresh: machine.gate_started(fresh, key, now=now),
+                    action="gate",
+                )
+                rollout = started[0].rollout
+            if rollout.gate is not None and rollout.phase == Phase.PENDING:
+                gate = rollout.gate
+                run = partial(self._run_gate, rollout.id, gate)
+                self._gates.launch(f"{rollout.id}:{gate}", run)
+            return rollout
         prepared = self._cluster.prepare(rollout)
         if prepared is None:
             return rollout
         decide, name = prepared
         return self._decide(rollout.id, decide, action=name)[0].rollout
+
+    def _run_gate(self, rollout_id: str, key: str) -> None:
+        """On a gate worker: run the gate the record names, save its result, carry on."""
+        rollout = self.store.get(rollout_id)
+        if rollout is None or rollout.gate != key:
+            return
+        result, image = self._gate_runner.run(rollout, key)
+        self._record_gate(rollout, result, image=image)
+        self.tick(rollout_id)
+
+    def _check_job_gate(self, rollout: Rollout, *, now: datetime) -> Rollout:
+        if self._jobs is None:
+            return rollout
+        try:
+            if rollout.phase not in machine.GATE_PHASES:  # rolled back while the Job ran
+                self._jobs.discard(rollout)
+                return rollout
+            result = self._jobs.check(rollout, now=now)
+        except Exception as error:  # the next tick looks again
+            log.warning("job gate of %s: %s", rollout.id, error)
+            return rollout
+        if result is None:
+            return rollout
+        return self._record_gate(rollout, result, image=None)
+
+    def _record_gate(self, rollout: Rollout, result: GateResult, *, image: str | None) -> Rollout:
+        verdict = "passed" if result.passed else "failed"
+        self.store.audit(
+            at=self._clock.now(),
+            actor=BOT,
+            action=f"gate {verdict}",
+            rollout_id=rollout.id,
+            detail=f"{result.name}: {result.detail}",
+        )
+        now = self._clock.now()
+        decided = self._decide(
+            rollout.id,
+            lambda fresh: machine.gate_finished(fresh, result, now=now, canary_image=image),
+            action=f"gate {verdict}",
+        )
+        return decided[0].rollout
 
     def _decide(
         self,
@@ -359,6 +434,7 @@ class Engine:
         return True
 
     def close(self) -> None:
+        self._gates.close()
         self._pool.close()
 
     def _is_due(self, rollout: Rollout, now: datetime) -> bool:

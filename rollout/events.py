@@ -69,6 +69,15 @@ class Alert:
     at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class GateChecked:
+    """A gate's result (rollout/gates/): shown in the thread, passed or failed with why."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
 Event = (
     StepReached
     | Paused
@@ -77,4 +86,5 @@ Event = (
     | PromotionStarted
     | RollbackStarted
     | Finished
+    | GateChecked
 )

@@ -28,6 +28,8 @@ _EXAMPLE = "`registry.example.com/shop/app:v2.3.5`"
 
 @dataclass(frozen=True)
 class _Reference:
+    """An image reference's parts: `name[:tag][@digest]`."""
+
     name: str
     tag: str | None
     digest: str | None
@@ -40,6 +42,11 @@ def _split(reference: str) -> _Reference:
     if colon > slash:
         return _Reference(rest[:colon], rest[colon + 1 :], digest if at else None)
     return _Reference(rest, None, digest if at else None)
+
+
+def split_reference(reference: str) -> _Reference:
+    """(name, tag, digest) of an image reference; tag and digest None when absent."""
+    return _split(reference.strip())
 
 
 def _is_digest(text: str) -> bool:

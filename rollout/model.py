@@ -57,6 +57,21 @@ class RolloutPlan:
     # Stable not rolled out this long after promotion started: page on-call (DESIGN.md
     # "Promotion"); the policy's default is the service's progress_deadline.
     promotion_deadline: timedelta = timedelta(minutes=10)
+    # Gates run before the canary exists, in order (`pin_digest` first when pinning), and
+    # the steps (from 1) before whose traffic a job gate runs; fixed at start (rollout/gates/).
+    preflight: tuple[str, ...] = ()
+    gate_steps: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateResult:
+    """What one gate found: `key` names it in the plan (`pin_digest`, `preflight:1`,
+    `job:2`), `name` is what the thread shows, `detail` the reason or the last log lines."""
+
+    key: str
+    name: str
+    passed: bool
+    detail: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +143,13 @@ class Rollout:
     # already paged about during it ("breach", "deadline"): each is paged once.
     promoting_since: datetime | None = None
     promotion_paged: tuple[str, ...] = ()
+    # The digest the pipeline says it built (API `expected_digest`): the resolved one must match.
+    expected_digest: str | None = None
+    # The gate running now (a key of plan.preflight or `job:<step>`) and since when; a
+    # restarted bot runs it again (a job gate adopts its Job). Results in order, kept.
+    gate: str | None = None
+    gate_started_at: datetime | None = None
+    gate_results: tuple[GateResult, ...] = ()
     # Free-form facts a router needs to restore what it changed (e.g. original annotations).
     router_state: dict[str, Any] = field(default_factory=dict)
     # The store's row version this record was read at (optimistic concurrency: a save from an
@@ -147,6 +169,9 @@ class Rollout:
     @property
     def is_last_step(self) -> bool:
         return self.step_index == len(self.plan.steps) - 1
+
+    def gate_passed(self, key: str) -> bool:
+        return any(result.key == key and result.passed for result in self.gate_results)
 
     @property
     def approved(self) -> bool:

@@ -36,6 +36,7 @@ _EVENT_TYPES: dict[str, type[Any]] = {
         events.RollbackStarted,
         events.Finished,
         events.Alert,
+        events.GateChecked,
     )
 }
 
@@ -92,6 +93,7 @@ def card_view(rollout: Rollout) -> tuple[object, ...]:
         rollout.approvals,
         rollout.reason,
         rollout.verdict,
+        rollout.gate,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
+from rollout.model import GateResult, Phase, Rollout, RolloutPlan, TrafficTarget
 
 _PLAN_DURATIONS = {f.name for f in fields(RolloutPlan) if f.type in ("timedelta", timedelta)}
 _ROLLOUT_TIMES = {f.name for f in fields(Rollout) if f.type in ("datetime | None", "datetime")}
@@ -43,6 +43,8 @@ def rollout_from_dict(data: dict[str, Any]) -> Rollout:
     for name in _PLAN_DURATIONS:
         plan_raw[name] = timedelta(seconds=plan_raw[name])
     plan_raw["steps"] = tuple(plan_raw["steps"])
+    plan_raw["preflight"] = tuple(plan_raw.get("preflight", ()))
+    plan_raw["gate_steps"] = tuple(plan_raw.get("gate_steps", ()))
     for name in _ROLLOUT_TIMES:
         if raw.get(name) is not None:
             raw[name] = datetime.fromisoformat(raw[name])
@@ -54,6 +56,7 @@ def rollout_from_dict(data: dict[str, Any]) -> Rollout:
         raw["paused_from"] = Phase(raw["paused_from"])
     raw["approvals"] = tuple(raw.get("approvals", ()))
     raw["promotion_paged"] = tuple(raw.get("promotion_paged", ()))
+    raw["gate_results"] = tuple(GateResult(**result) for result in raw.get("gate_results", ()))
     raw.pop("outbox", None)  # messages used to be queued in the record; now in the outbox table
     target = TrafficTarget(**raw.pop("target", {}))
     return Rollout(plan=RolloutPlan(**plan_raw), target=target, **raw)

@@ -8,12 +8,14 @@ part of the first tick's start (the engine reads the stable workload and hands t
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rollout.config import Config, ServiceConfig
+from rollout.gates.config import JobGate
 from rollout.images import image_problem, policy_problem, resolve_image
 from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 from rollout.ports import Clock
@@ -34,6 +36,9 @@ class StartRequest:
     approval: bool | None = None
     header: str | None = None
     cookie: str | None = None
+    # The digest the pipeline built (API `expected_digest`): the start is refused unless the
+    # registry resolves the image to exactly this.
+    expected_digest: str | None = None
 
 
 class StartRefused(Exception):
@@ -41,7 +46,9 @@ class StartRefused(Exception):
 
 
 class Starts:
-    def __init__(self, *, config: Config, store: Store, clock: Clock) -> None:
+    def __init__(self, *, config: Config, store: Store, clock: Clock, pinning: bool = True) -> None:
+        # Without a registry client (some tests) no digest is resolved at start.
+        self._pinning = pinning
         self._config = config
         self._store = store
         self._clock = clock
@@ -57,6 +64,8 @@ class Starts:
             _routing_problem(request, service)
             or self._active_problem(request.service)
             or (_image_problem(request.image, service))
+            or _digest_problem(request.expected_digest)
+            or _gate_steps_problem(request, service)
         )
 
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
@@ -73,7 +82,7 @@ class Starts:
             if problem:
                 raise StartRefused(problem)
             service = self._config.services[request.service]
-            rollout = draft(request, service, now=self._clock.now())
+            rollout = draft(request, service, now=self._clock.now(), pinning=self._pinning)
             try:
                 self._store.create(rollout, actor=request.by, detail=f"image {request.image}")
             except ActiveRolloutExists as error:
@@ -116,6 +125,28 @@ def _routing_problem(request: StartRequest, service: ServiceConfig) -> str | Non
     return None
 
 
+def _gate_steps_problem(request: StartRequest, service: ServiceConfig) -> str | None:
+    """`--steps` may not drop the step a job gate guards: the gate would silently not run."""
+    if request.steps is None or registry.strategy(service.strategy).single_step:
+        return None
+    wanted = [g.spec.at_step for g in service.policy.preflight if isinstance(g.spec, JobGate)]
+    if not wanted or max(wanted) <= len(request.steps):
+        return None
+    return (
+        f"`{request.service}` runs a job gate before step {max(wanted)}, but `--steps` "
+        f"gives {len(request.steps)}; give at least {max(wanted)} steps, or leave `--steps` out."
+    )
+
+
+def _digest_problem(expected: str | None) -> str | None:
+    if expected is None or re.fullmatch(r"sha256:[a-f0-9]{64}", expected):
+        return None
+    return (
+        f"expected_digest `{expected[:80]}` is not a digest: write `sha256:` and the 64 "
+        "lower-case hex digits your build printed (e.g. `docker buildx build --metadata-file`)."
+    )
+
+
 def _image_problem(image: str, service: ServiceConfig) -> str | None:
     policy = service.policy
     if image.removeprefix("@").startswith("sha256:"):
@@ -151,12 +182,25 @@ def canary_image_for(
     return canary_image, problem
 
 
-def draft(request: StartRequest, service: ServiceConfig, *, now: datetime) -> Rollout:
+def draft(
+    request: StartRequest, service: ServiceConfig, *, now: datetime, pinning: bool = True
+) -> Rollout:
     """The new rollout record, its plan fixed from the policy and the request's overrides."""
     policy = service.policy
     steps = request.steps or policy.steps
     if registry.strategy(service.strategy).single_step:
         steps = (steps[-1],)
+    # Pre-flight order: the digest first (every later gate sees the pinned image), then the
+    # configured gates; job gates wait for their step. An expected digest needs pinning.
+    pin = pinning and (policy.pin_digest or request.expected_digest is not None)
+    preflight: tuple[str, ...] = ("pin_digest",) if pin else ()
+    preflight += tuple(
+        f"preflight:{index}" for index, gate in enumerate(policy.preflight) if gate.kind != "job"
+    )
+    # Job gates guard the step they name; a single-step strategy's one step gets them all.
+    gate_steps = sorted(
+        {min(g.spec.at_step, len(steps)) for g in policy.preflight if isinstance(g.spec, JobGate)}
+    )
     routing = {"header": request.header, "cookie": request.cookie}
     plan = RolloutPlan(
         steps=steps,
@@ -172,6 +216,8 @@ def draft(request: StartRequest, service: ServiceConfig, *, now: datetime) -> Ro
         no_data_alert_after=policy.no_data_alert_after,
         repage_interval=policy.repage_interval,
         promotion_deadline=policy.promotion_deadline or policy.progress_deadline,
+        preflight=preflight,
+        gate_steps=tuple(gate_steps),
     )
     return Rollout(
         id=f"{request.service}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
@@ -198,4 +244,5 @@ def draft(request: StartRequest, service: ServiceConfig, *, now: datetime) -> Ro
         created_at=now,
         updated_at=now,
         router_state={key: value for key, value in routing.items() if value},
+        expected_digest=request.expected_digest,
     )

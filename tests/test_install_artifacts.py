@@ -294,6 +294,10 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
         ("gateway.networking.k8s.io", "httproutes"): {"get", "update", "patch"},
         ("argoproj.io", "rollouts"): {"get", "update", "patch"},
         ("argoproj.io", "rollouts/status"): {"patch"},
+        # job gates (rollout/gates/job.py): the Job, its pod and the pod's log
+        ("batch", "jobs"): {"get", "create", "delete"},
+        ("", "pods"): {"list"},
+        ("", "pods/log"): {"get"},
     }
 
 

@@ -96,7 +96,7 @@ def _body(
     title = f"{PHASE_SYMBOL[rollout.phase]} {rollout.service} · {cluster_name}"
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=clip(title, HEADER_MAX), emoji=True)),
-        section(f"{code(rollout.stable_image, 1200)} → {code(rollout.canary_image, 1200)}"),
+        section(f"{code(rollout.stable_image, 1200)} → {_image_text(rollout.canary_image)}"),
     ]
     cells = [
         ("Phase", phase_text(rollout.phase)),
@@ -106,6 +106,8 @@ def _body(
     next_step = _next_step_text(rollout, next_step_at)
     if next_step:
         cells.append(("Next step", next_step))
+    if rollout.gate and rollout.phase in (Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED):
+        cells.append(("Gate running", code(rollout.gate, 100)))
     cells.append(("Started by", f"{mention(rollout.started_by)} {slack_date(rollout.created_at)}"))
     if verdict:
         cells.append(("Latest analysis", verdict_text(verdict)))
@@ -123,6 +125,14 @@ def _body(
             )
         )
     return blocks
+
+
+def _image_text(image: str) -> str:
+    """`repo:tag` and the short digest it is pinned to (the digest decides what runs)."""
+    name, at, digest = image.partition("@")
+    if not at or ":" not in name.rpartition("/")[2]:
+        return code(image, 1200)
+    return f"{code(name, 1200)} @ {code(digest.removeprefix('sha256:')[:12], 20)}"
 
 
 def _step_text(rollout: Rollout) -> str:

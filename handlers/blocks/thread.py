@@ -25,6 +25,7 @@ from rollout.events import (
     ApprovalRecorded,
     Event,
     Finished,
+    GateChecked,
     Paused,
     PromotionStarted,
     Resumed,
@@ -78,6 +79,15 @@ def _describe(rollout: Rollout, event: Event) -> str:
             )
         case Finished():
             return _finished(rollout, event)
+        case GateChecked():
+            mark = ":white_check_mark:" if event.passed else ":x:"
+            verdict = "passed" if event.passed else "failed"
+            head = f"{mark} Gate *{plain(event.name, 100)}* {verdict}"
+            first, _, lines = event.detail.strip().partition("\n")
+            if lines:  # log or output lines: the why, then the lines as they were
+                body = plain(lines.replace("`", "'"), REASON_MAX)
+                return f"{head}: {reason_text(first, 500)}\n```{body}```"
+            return head + (f": {reason_text(event.detail, REASON_MAX)}" if event.detail else "")
     assert_never(event)
 
 

@@ -11,6 +11,7 @@ differences live in the routers, never here.
 """
 
 from rollout.machine.commands import apply_command
+from rollout.machine.gates import GATE_PHASES, gate_finished, gate_started, job_key, next_preflight
 from rollout.machine.outcomes import after, canary_created, prepare_failed, resolved, start_refused
 from rollout.machine.ticks import advance
 from rollout.machine.types import (
@@ -32,6 +33,7 @@ from rollout.machine.types import (
 )
 
 __all__ = [
+    "GATE_PHASES",
     "MAX_ROLLBACK_ATTEMPTS",
     "WATCHED_PHASES",
     "Action",
@@ -51,6 +53,10 @@ __all__ = [
     "after",
     "apply_command",
     "canary_created",
+    "gate_finished",
+    "gate_started",
+    "job_key",
+    "next_preflight",
     "prepare_failed",
     "resolved",
     "start_refused",

@@ -191,6 +191,12 @@ def _on_long_no_data(decision: Decision, observation: Observation, *, now: datet
 
 
 def _enter_step(rollout: Rollout, index: int, *, now: datetime) -> Decision:
+    # A job gate guards this step: run it first (the engine starts the Job), raise after.
+    gate = f"job:{index + 1}"
+    if index + 1 in rollout.plan.gate_steps and not rollout.gate_passed(gate):
+        if rollout.gate is None:
+            return Decision(rollout.evolve(now=now, gate=gate, gate_started_at=now))
+        return Decision(rollout)
     weight = rollout.plan.steps[index]
     entered = rollout.evolve(
         now=now,

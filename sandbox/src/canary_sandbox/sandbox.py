@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
 from kubernetes import config as k8s_config
 
 from bot.config_loader import load_config_text
@@ -61,6 +62,17 @@ SANDBOX_CONFIG = textwrap.dedent(
         environment: production
     """
 )
+
+
+def without_pinning(config_text: str) -> str:
+    """The sandbox's images live in no registry, so digest pinning (on by default) is turned
+    off unless the config says `pin_digest` itself (tests that run a real registry do)."""
+    if "pin_digest" in config_text:
+        return config_text
+    data = yaml.safe_load(config_text) or {}
+    defaults = data.get("defaults")
+    data["defaults"] = {**(defaults if isinstance(defaults, dict) else {}), "pin_digest": False}
+    return str(yaml.safe_dump(data, sort_keys=False))
 
 
 def stable_deployment(
@@ -137,7 +149,8 @@ class Sandbox:
         if self._seed:
             self.kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
             self.kube.seed(stable_deployment())
-        self.config_path.write_text(self.config_text.rstrip() + "\n" + self._store_section())
+        text = without_pinning(self.config_text)
+        self.config_path.write_text(text.rstrip() + "\n" + self._store_section())
         return self
 
     def start_bot(self, *, clock: Clock | None = None, wait_ready: bool = True) -> HttpServer:

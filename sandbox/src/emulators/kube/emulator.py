@@ -8,6 +8,7 @@ on failures through `faults`, and assert on the requests the bot sent through `w
 Where it knowingly differs from a real API server (v1.35):
 - stricter: unknown fields are a 422 (a real server drops them silently); CEL
   `x-kubernetes-validations` of CRDs are not evaluated;
+- Jobs run no container: a tiny rule reads the first container's script (emulators/kube/jobs.py);
 - not served: watch (400), server-side apply (415), deletecollection (405), other kinds (404);
 - deletion is immediate: no finalizers, no graceful deletion, dependents go at once;
 - the controller owns Pods directly (no ReplicaSets), rolls out all new Pods at once, ignores
@@ -31,6 +32,7 @@ from emulators.kube.api import KubeApi
 from emulators.kube.argo_controller import ArgoRolloutController
 from emulators.kube.controller import DeploymentController
 from emulators.kube.faults import FaultDice, Faults
+from emulators.kube.jobs import JobController
 from emulators.kube.objects import ObjectStore
 from emulators.kube.resources import BUILTIN_KINDS, Registry, ResourceKind, load_crds
 from emulators.kube.routing import Router
@@ -57,10 +59,10 @@ class KubeEmulator:
         self.api = KubeApi(self.store, Validator(enabled=validate))
         self.controller = DeploymentController(self.store, ready_delay=ready_delay)
         self.argo = ArgoRolloutController.if_served(self.store, step_delay=ready_delay)
+        self.jobs = JobController(self.store, start_delay=min(ready_delay, 0.05))
         self.faults = Faults()
-        self._frontend = Frontend(
-            Router(self.api, self.registry), faults=self.faults, dice=FaultDice(seed)
-        )
+        router = Router(self.api, self.registry, pod_log=self.jobs.pod_log)
+        self._frontend = Frontend(router, faults=self.faults, dice=FaultDice(seed))
         self._server: KubeHTTPServer | None = None
         self.base_url = ""
 
@@ -76,12 +78,14 @@ class KubeEmulator:
         self._frontend.router.address = f"127.0.0.1:{self._server.port}"
         self._server.start()
         self.controller.start()
+        self.jobs.start()
         if self.argo is not None:
             self.argo.start()
         return self.base_url
 
     def stop(self) -> None:
         self.controller.stop()
+        self.jobs.stop()
         if self.argo is not None:
             self.argo.stop()
         if self._server is not None:

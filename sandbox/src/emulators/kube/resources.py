@@ -128,6 +128,14 @@ BUILTIN_KINDS: tuple[ResourceKind, ...] = (
         short_names=("rs",),
     ),
     ResourceKind(
+        group="batch",
+        versions=("v1",),
+        kind="Job",
+        plural="jobs",
+        singular="job",
+        status_subresource=True,
+    ),
+    ResourceKind(
         group="networking.k8s.io",
         versions=("v1",),
         kind="Ingress",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +75,19 @@ def parse_target(registry: Registry, path: str) -> Target:
 
 
 class Router:
-    def __init__(self, api: KubeApi, registry: Registry, *, address: str = "") -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        registry: Registry,
+        *,
+        address: str = "",
+        pod_log: Callable[[str, str, int | None], str | None] | None = None,
+    ) -> None:
         self.api = api
         self.registry = registry
         self.address = address
+        # A Pod's log (`GET .../pods/{name}/log`): only Job pods have one (emulators/kube/jobs.py).
+        self.pod_log = pod_log or (lambda namespace, name, tail: None)
 
     def handle(self, request: Request) -> tuple[int, Any]:
         """The HTTP code and JSON body for a request; failures become `Status` bodies."""
@@ -146,6 +156,13 @@ class Router:
         sub = target.subresource
         if sub == "scale":
             return self._scale(request, rk, version, namespace, name, dry_run=dry_run)
+        if sub == "log" and rk.kind == "Pod" and not rk.group and method == "GET":
+            self.api.get(rk, version, namespace, name)  # 404 when there is no such Pod
+            tail = request.query.get("tailLines")
+            text = self.pod_log(
+                namespace or "", name, int(tail) if tail and tail.isdigit() else None
+            )
+            return 200, text or ""
         if sub not in (None, "status") or (sub == "status" and not rk.status_subresource):
             raise errors.path_not_found()
         if method == "GET":
