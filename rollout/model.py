@@ -130,6 +130,11 @@ class Rollout:
     promotion_paged: tuple[str, ...] = ()
     # Free-form facts a router needs to restore what it changed (e.g. original annotations).
     router_state: dict[str, Any] = field(default_factory=dict)
+    # Set when the rollout was started through the pipeline API: the token's name (`name`)
+    # and what the pipeline said of itself (`commit`, `pipeline_url`, `triggered_by`).
+    pipeline: dict[str, str] = field(default_factory=dict)
+    # The rule breach that ended (or paused) the rollout, as measured: what a pipeline prints.
+    breach: str | None = None
 
     @property
     def target_weight(self) -> int:

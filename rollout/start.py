@@ -34,10 +34,17 @@ class StartRequest:
     approval: bool | None = None
     header: str | None = None
     cookie: str | None = None
+    expected_digest: str | None = None
+    # From the pipeline API: the token's name and the pipeline's context (see Rollout.pipeline).
+    pipeline: dict[str, str] | None = None
 
 
 class StartRefused(Exception):
     """A start that cannot go ahead; the message says what is wrong and how to fix it."""
+
+
+class KeyReused(StartRefused):
+    """An idempotency key sent again with a different request."""
 
 
 class Starts:
@@ -81,6 +88,40 @@ class Starts:
             if delivery is not None:
                 self._store.first_delivery(delivery, at=self._clock.now())
             return rollout
+
+    def accept_once(
+        self, request: StartRequest, *, key: str, fingerprint: str
+    ) -> tuple[Rollout, bool]:
+        """`accept` for a request that may be retried (the pipeline API's `Idempotency-Key`):
+        the first request with `key` records a rollout; the same request again returns that
+        rollout (whatever its phase now) and False (not new); the key with another request
+        is refused."""
+        with self._lock:
+            seen = self._store.idempotent(key)
+            if seen is not None:
+                first_fingerprint, rollout_id = seen
+                rollout = self._store.get(rollout_id)
+                if first_fingerprint != fingerprint or rollout is None:
+                    raise KeyReused(
+                        f"This Idempotency-Key was first used for another request (rollout "
+                        f"{rollout_id}); send a new key for a new request, or repeat the first "
+                        "request exactly."
+                    )
+                return rollout, False
+            problem = self.check(request)
+            if problem:
+                raise StartRefused(problem)
+            rollout = draft(request, self._config.services[request.service], now=self._clock.now())
+            try:
+                self._store.create(
+                    rollout,
+                    actor=request.by,
+                    detail=f"image {request.image}",
+                    idempotency=(key, fingerprint),
+                )
+            except ActiveRolloutExists as error:
+                raise StartRefused(str(error)) from error
+            return rollout, True
 
     def _active_problem(self, name: str) -> str | None:
         active = self._store.active_for(name)
@@ -198,4 +239,5 @@ def draft(request: StartRequest, service: ServiceConfig, *, now: datetime) -> Ro
         created_at=now,
         updated_at=now,
         router_state={key: value for key, value in routing.items() if value},
+        pipeline=dict(request.pipeline or {}),
     )

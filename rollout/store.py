@@ -100,6 +100,12 @@ CREATE TABLE IF NOT EXISTS measurements (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_rollout ON measurements (rollout_id, at);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    rollout_id TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 """
 )
 
@@ -133,14 +139,38 @@ class SqliteStore(OutboxTable):
 
     # ----------------------------------------------------------------- rollouts
 
-    def create(self, rollout: Rollout, *, actor: str, detail: str | None = None) -> None:
-        """Insert a new rollout; refuses a second active rollout of the same service."""
+    def create(
+        self,
+        rollout: Rollout,
+        *,
+        actor: str,
+        detail: str | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:
+        """Insert a new rollout; refuses a second active rollout of the same service.
+
+        `idempotency` (key, fingerprint of the request) is recorded in the same transaction,
+        so a retried API request finds the rollout it started, or nothing at all."""
         with self._transaction() as db:
             existing = self._active_for(db, rollout.service)
             if existing is not None:
                 raise ActiveRolloutExists(existing)
             _insert(db, "rollouts", _row(rollout))
             _audit(db, rollout.updated_at, rollout.id, actor, "start", None, rollout, detail)
+            if idempotency is not None:
+                key, fingerprint = idempotency
+                row = {"key": key, "fingerprint": fingerprint, "rollout_id": rollout.id}
+                _insert(db, "idempotency_keys", {**row, "at": rollout.created_at.isoformat()})
+
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """The fingerprint and rollout of the request first made with `key`, if any."""
+        with self._lock:
+            rows = list(
+                self._db.query(
+                    "SELECT fingerprint, rollout_id FROM idempotency_keys WHERE key = ?", [key]
+                )
+            )
+        return (rows[0]["fingerprint"], rows[0]["rollout_id"]) if rows else None
 
     def save(
         self,
