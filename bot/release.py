@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TextIO
 
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rollout.durations import DurationError, parse_duration
+from rollout.durations import DurationError, format_duration, parse_duration
 
 SUCCEEDED, ROLLED_BACK, FAILED = 0, 2, 3
 TOKEN_ENV = "CANARY_API_TOKEN"
@@ -144,14 +145,20 @@ def run(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: T
             json=body,
             headers={"Idempotency-Key": _run_key(args, env)},
         )
-        print(
-            f"started {rollout['id']}: {rollout['service']} -> {rollout['canary_image']}", file=out
-        )
-        if not args.wait:
-            return SUCCEEDED
-        return Follower(api, rollout, out=out, poll=args.poll_interval).follow(timeout=timeout)
+        follower = Follower(api, rollout, out=out, poll=args.poll_interval)
+        try:
+            # Inside the try: a Ctrl-C any time after the start is confirmed asks.
+            follower.say(
+                f"started {rollout['id']}: {rollout['service']} -> {rollout['canary_image']}"
+            )
+            return follower.follow(timeout=timeout) if args.wait else SUCCEEDED
+        except KeyboardInterrupt:
+            return follower.interrupted()
     except ReleaseError as error:
         print(f"canary-bot release: {error}", file=err)
+        return FAILED
+    except KeyboardInterrupt:
+        print("canary-bot release: interrupted before the start was confirmed", file=err)
         return FAILED
 
 
@@ -216,21 +223,18 @@ class Follower:
 
     def follow(self, *, timeout: float) -> int:
         deadline = time.monotonic() + timeout
-        try:
-            while True:
-                rollout = self._api.json("GET", f"/api/v1/rollouts/{self._id}")
-                self._report(rollout)
-                if rollout["done"] or rollout["phase"] == "failed":
-                    return self._outcome(rollout)
-                if time.monotonic() >= deadline:
-                    self._print(
-                        f"timed out after {_human(timeout)}: {self._id} is still "
-                        f"{rollout['phase']} (it goes on; follow it in Slack)"
-                    )
-                    return FAILED
-                time.sleep(self._poll)
-        except KeyboardInterrupt:
-            return self._interrupted()
+        while True:
+            rollout = self._api.json("GET", f"/api/v1/rollouts/{self._id}")
+            self._report(rollout)
+            if rollout["done"] or rollout["phase"] == "failed":
+                return self._outcome(rollout)
+            if time.monotonic() >= deadline:
+                self.say(
+                    f"timed out after {_human(timeout)}: {self._id} is still "
+                    f"{rollout['phase']} (it goes on; follow it in Slack)"
+                )
+                return FAILED
+            time.sleep(self._poll)
 
     def _report(self, rollout: dict[str, Any]) -> None:
         """One line per change: step and weight, verdict, approval asked, approvals, phase."""
@@ -238,16 +242,16 @@ class Follower:
         step = (rollout["step"], rollout["weight"])
         if rollout["step"] > 0 and step != seen.get("step"):
             total = len(rollout["steps"])
-            self._print(f"step {rollout['step']}/{total}: canary at {rollout['weight']:g}%")
+            self.say(f"step {rollout['step']}/{total}: canary at {rollout['weight']:g}%")
         if rollout["verdict"] and rollout["verdict"] != seen.get("verdict"):
-            self._print(f"analysis: {rollout['verdict']}")
+            self.say(f"analysis: {rollout['verdict']}")
         if rollout["approval_requested"] and not seen.get("asked"):
-            self._print("approval asked in Slack")
+            self.say("approval asked in Slack")
         for person in rollout["approvals"]:
             if person not in seen.get("approvals", ()):
-                self._print(f"approved by {person}")
+                self.say(f"approved by {person}")
         if rollout["phase"] != seen.get("phase"):
-            self._print(f"phase: {rollout['phase'].replace('_', ' ')}")
+            self.say(f"phase: {rollout['phase'].replace('_', ' ')}")
         seen.update(
             step=step,
             verdict=rollout["verdict"],
@@ -258,50 +262,40 @@ class Follower:
 
     def _outcome(self, rollout: dict[str, Any]) -> int:
         if rollout["phase"] == "succeeded":
-            self._print(f"succeeded: {rollout['service']} runs {rollout['canary_image']}")
+            self.say(f"succeeded: {rollout['service']} runs {rollout['canary_image']}")
             return SUCCEEDED
         if rollout["phase"] == "rolled_back":
             if rollout.get("breach"):
-                self._print(f"rolled back: rule breached: {rollout['breach']}")
+                self.say(f"rolled back: rule breached: {rollout['breach']}")
             else:
-                self._print(f"rolled back: {rollout.get('reason') or 'no reason given'}")
+                self.say(f"rolled back: {rollout.get('reason') or 'no reason given'}")
             return ROLLED_BACK
-        self._print(f"failed: {rollout.get('reason') or rollout['phase']} (see the Slack thread)")
+        self.say(f"failed: {rollout.get('reason') or rollout['phase']} (see the Slack thread)")
         return FAILED
 
-    def _interrupted(self) -> int:
+    def interrupted(self) -> int:
         try:
             answer = self._ask(f"\nInterrupted. Roll back {self._id}? [y/N] ")
         except (EOFError, KeyboardInterrupt):
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
-            self._print(f"left running: {self._id} goes on; follow or roll it back in Slack")
+            self.say(f"left running: {self._id} goes on; follow or roll it back in Slack")
             return FAILED
         self._api.json(
             "POST",
             f"/api/v1/rollouts/{self._id}/rollback",
             json={"reason": "interrupted in the pipeline"},
         )
-        self._print(f"rollback requested for {self._id}")
+        self.say(f"rollback requested for {self._id}")
         return ROLLED_BACK
 
-    def _print(self, line: str) -> None:
+    def say(self, line: str) -> None:
         print(line, file=self._out, flush=True)
 
 
 def _human(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (
-        f"{hours}h{minutes:02d}m"
-        if hours
-        else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
-    )
-
-
-def main_env() -> Mapping[str, str]:
-    return os.environ
+    return format_duration(timedelta(seconds=int(seconds)))
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
-    return run(args, env=main_env(), out=sys.stdout, err=sys.stderr)
+    return run(args, env=os.environ, out=sys.stdout, err=sys.stderr)

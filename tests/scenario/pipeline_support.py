@@ -11,6 +11,7 @@ from contextlib import closing
 from typing import Any
 
 import requests
+import yaml
 
 from canary_sandbox.sandbox import SANDBOX_CONFIG, Sandbox
 
@@ -24,33 +25,31 @@ TOKEN_ENV = {
 }
 GHA = "ci:github-actions"
 
-API_SECTION = """\
-api:
-  tokens:
-    - name: ci:github-actions
-      token_env: CANARY_TEST_TOKEN_GHA
-      services: [checkout]
-    - name: ci:payments
-      token_env: CANARY_TEST_TOKEN_PAY
-      services: [payments]
-    - name: dashboards
-      token_env: CANARY_TEST_TOKEN_READ
-      services: ["*"]
-      verbs: [read]
-"""
-# A second service, only so a token can be scoped to it.
-PAYMENTS = """\
-  payments:
-    namespace: shop
-    deployment: payments
-    container: app
-    strategy: replicas
-    environment: production
-"""
+API = {
+    "tokens": [
+        {
+            "name": "ci:github-actions",
+            "token_env": "CANARY_TEST_TOKEN_GHA",
+            "services": ["checkout"],
+        },
+        {"name": "ci:payments", "token_env": "CANARY_TEST_TOKEN_PAY", "services": ["payments"]},
+        {
+            "name": "dashboards",
+            "token_env": "CANARY_TEST_TOKEN_READ",
+            "services": ["*"],
+            "verbs": ["read"],
+        },
+    ]
+}
 
 
 def pipeline_config(base: str = SANDBOX_CONFIG) -> str:
-    return base.rstrip() + "\n" + PAYMENTS + API_SECTION
+    """`base` with the tokens above, and a second service only so a token can be scoped to it."""
+    config = yaml.safe_load(base)
+    payments = {**config["services"]["checkout"], "deployment": "payments"}
+    config["services"]["payments"] = payments
+    config["api"] = API
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 def api(
@@ -121,13 +120,15 @@ def release_env(token: str = GHA_TOKEN, **extra: str) -> dict[str, str]:
     }
 
 
-def start_release(sandbox: Sandbox, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def start_release(
+    sandbox: Sandbox, *args: str, env: dict[str, str], stdin: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         release_command(sandbox, *args),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         text=True,
     )
 

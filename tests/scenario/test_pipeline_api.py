@@ -8,6 +8,8 @@ idempotency keys, Slack messages, Kubernetes writes): each must leave it exactly
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -271,3 +273,35 @@ def test_the_openapi_document_is_served_and_valid(sandbox: Sandbox) -> None:
     assert {"service", "image"} <= set(schemas["StartBody"]["required"])
     assert "breach" in schemas["RolloutOut"]["properties"]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("answer", "status", "phase"), [("y\n", 2, "rolled_back"), ("", 3, None)])
+def test_ctrl_c_asks_whether_to_roll_back(
+    sandbox: Sandbox, answer: str, status: int, phase: str | None
+) -> None:
+    process = start_release(
+        sandbox, "checkout", "v2.3.5", "--wait", env=release_env(), stdin=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stdin is not None
+    first = process.stdout.readline()  # printed once the start was accepted
+    assert first.startswith("started checkout-"), first
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(input=answer, timeout=30)
+    assert process.returncode == status, (out, err)
+    assert "Roll back checkout-" in out
+    assert sandbox.runtime is not None
+    (rollout,) = sandbox.runtime.store.history("checkout")
+    if phase is None:  # no answer (a CI job has no terminal): the rollout goes on
+        assert "left running" in out and not rollout.phase.is_terminal
+        return
+    sandbox.drain()
+    wait_for(
+        lambda: (
+            (r := sandbox.runtime and sandbox.runtime.store.get(rollout.id))
+            and r.phase.value == phase
+        ),
+        what="the rollback",
+    )
+    rows = sandbox.runtime.store.audit_rows(rollout.id)
+    assert [row["actor"] for row in rows if row["action"] == "rollback"] == [GHA]
