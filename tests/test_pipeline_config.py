@@ -105,3 +105,28 @@ def test_release_flags_override_the_ci_context() -> None:
         "steps": [5, 25],
         "interval": "30m",
     }
+
+
+def test_the_example_pipelines_call_release_with_flags_the_cli_accepts() -> None:
+    import re
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from bot.cli import _parser
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "pipelines"
+    workflow = yaml.safe_load((examples / "github-actions.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["release"]["steps"]]
+    (github,) = [run for run in runs if "canary-bot release" in run]
+    jenkins = re.search(r"canary-bot (release [^']+)'", (examples / "Jenkinsfile").read_text())
+    assert jenkins is not None
+    for command in (github.split("canary-bot ", 1)[1], jenkins.group(1)):
+        args = _parser().parse_args(shlex.split(command))
+        assert (args.command, args.service, args.wait, args.timeout) == (
+            "release",
+            "checkout",
+            True,
+            "2h",
+        )
