@@ -8,8 +8,10 @@ idempotency keys, Slack messages, Kubernetes writes): each must leave it exactly
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from rollout.model import Phase
 from tests.reliability.support import card_of, open_approval, wait_for
 from tests.scenario.pipeline_support import (
     GHA,
+    GHA_TOKEN,
     PAYMENTS_TOKEN,
     READER_TOKEN,
     TOKEN_ENV,
@@ -305,3 +308,41 @@ def test_ctrl_c_asks_whether_to_roll_back(
     )
     rows = sandbox.runtime.store.audit_rows(rollout.id)
     assert [row["actor"] for row in rows if row["action"] == "rollback"] == [GHA]
+
+
+@pytest.mark.timeout(60)
+def test_the_same_start_sent_twice_at_once_starts_one_rollout(sandbox: Sandbox) -> None:
+    key = {"Idempotency-Key": "run-99"}
+    answers: list[Any] = []
+    barrier = threading.Barrier(4)
+
+    def post() -> None:
+        barrier.wait()
+        answers.append(api(sandbox, "POST", "/api/v1/rollouts", json=START, headers=key))
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum("Idempotent-Replayed" not in a.headers for a in answers) == 1
+    assert sandbox.runtime is not None
+    assert len(sandbox.runtime.store.history("checkout")) == 1
+
+
+def test_tokens_are_never_logged_and_bodies_keep_the_ports_limit(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = world(sandbox)
+    with caplog.at_level(logging.DEBUG):
+        api(sandbox, "GET", "/api/v1/rollouts")
+        api(sandbox, "GET", "/api/v1/rollouts", token="wrong-token-value")
+        api(sandbox, "POST", "/api/v1/rollouts", json=START, token=PAYMENTS_TOKEN)
+        big = api(sandbox, "POST", "/api/v1/rollouts", data=b"x" * (300 * 1024))
+    assert big.status_code == 413
+    for secret in (GHA_TOKEN, PAYMENTS_TOKEN, "wrong-token-value"):
+        assert secret not in caplog.text
+    assert "ci:payments" in caplog.text  # refusals name the token, never its value
+    assert world(sandbox) == before
