@@ -5,7 +5,8 @@ OpenAPI document served at `/api/v1/openapi.json` is the one the requests are ch
 `bot.server` mounts it on the main port beside `/slack/events`.
 """
 
-from handlers.api.app import ApiServices, create_api_app
+from handlers.api.app import create_api_app
+from handlers.api.services import ApiServices
 from handlers.api.tokens import ApiTokens
 
 __all__ = ["ApiServices", "ApiTokens", "create_api_app"]

@@ -8,34 +8,23 @@ error (`errors`) and one log line naming the token, never its value. The routes 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from flask import Response, g, request
 from flask_openapi3.models.info import Info
 from flask_openapi3.openapi import OpenAPI
 from werkzeug.exceptions import HTTPException
 
+from handlers.api import routes
 from handlers.api.errors import ApiError, error_response, validation_error
 from handlers.api.models import ErrorOut
+from handlers.api.services import ApiServices
 from handlers.api.tokens import ApiTokens
-from rollout.engine import Engine
-from rollout.ports import Clock
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 DOCUMENT = f"{PREFIX}/openapi.json"
 _PUBLIC = (DOCUMENT, f"{PREFIX}/")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ApiServices:
-    engine: Engine
-    clock: Clock
-    tokens: ApiTokens
-    # Runs work after the answer, off the request thread (the cluster part of a start).
-    later: Callable[[Callable[[], object]], None]
 
 
 def create_api_app(services: ApiServices, *, max_body_bytes: int) -> OpenAPI:
@@ -58,8 +47,6 @@ def create_api_app(services: ApiServices, *, max_body_bytes: int) -> OpenAPI:
     api.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     _authenticate(api, services.tokens)
     _answer_errors(api)
-    from handlers.api import routes  # the routes need the app's decorators
-
     routes.register(api, services)
     return api
 

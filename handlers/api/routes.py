@@ -14,12 +14,11 @@ import json
 import logging
 from typing import Any
 
-from flask import Response, g, jsonify
+from flask import Response, g, jsonify, request
 from flask_openapi3.models.tag import Tag
 from flask_openapi3.openapi import OpenAPI
 from pydantic import BaseModel
 
-from handlers.api.app import ApiServices
 from handlers.api.errors import ApiError
 from handlers.api.models import (
     ErrorOut,
@@ -30,6 +29,7 @@ from handlers.api.models import (
     RolloutPath,
     StartBody,
 )
+from handlers.api.services import ApiServices
 from rollout import commands
 from rollout.config import ApiToken
 from rollout.durations import parse_duration
@@ -209,8 +209,6 @@ def _start_request(body: StartBody, token: ApiToken, services: ApiServices) -> S
 
 
 def _idempotency_key() -> str | None:
-    from flask import request
-
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
