@@ -237,12 +237,17 @@ class Follower:
             time.sleep(self._poll)
 
     def _report(self, rollout: dict[str, Any]) -> None:
-        """One line per change: step and weight, verdict, approval asked, approvals, phase."""
+        """One line per change: a step once reached (and full traffic once promoted),
+        verdict, approval asked, who approved, phase (from `progressing` on)."""
         seen = self._seen
-        step = (rollout["step"], rollout["weight"])
-        if rollout["step"] > 0 and step != seen.get("step"):
-            total = len(rollout["steps"])
-            self.say(f"step {rollout['step']}/{total}: canary at {rollout['weight']:g}%")
+        step, weight, steps = rollout["step"], rollout["weight"], rollout["steps"]
+        # Announced when the step is reached (as in Slack), with the weight read back.
+        if step > 0 and rollout["step_ready"] and step != seen.get("step"):
+            self.say(f"step {step}/{len(steps)}: canary at {weight:g}%")
+            seen["step"] = step
+        if weight >= 100 and not seen.get("full"):
+            self.say("canary at 100%: stable is being updated")
+            seen["full"] = True
         if rollout["verdict"] and rollout["verdict"] != seen.get("verdict"):
             self.say(f"analysis: {rollout['verdict']}")
         if rollout["approval_requested"] and not seen.get("asked"):
@@ -250,10 +255,9 @@ class Follower:
         for person in rollout["approvals"]:
             if person not in seen.get("approvals", ()):
                 self.say(f"approved by {person}")
-        if rollout["phase"] != seen.get("phase"):
+        if rollout["phase"] not in (seen.get("phase"), "pending"):
             self.say(f"phase: {rollout['phase'].replace('_', ' ')}")
         seen.update(
-            step=step,
             verdict=rollout["verdict"],
             asked=rollout["approval_requested"],
             approvals=tuple(rollout["approvals"]),

@@ -86,6 +86,7 @@ class RolloutOut(BaseModel):
     canary_image: str
     weight: float
     step: int = Field(description="1-based index of the current step; 0 before the first")
+    step_ready: bool = Field(description="the step's weight is in effect and the canary ready")
     steps: list[int]
     verdict: str | None
     approval_requested: bool
@@ -111,6 +112,7 @@ class RolloutOut(BaseModel):
             canary_image=rollout.canary_image,
             weight=rollout.weight,
             step=rollout.step_index + 1,
+            step_ready=rollout.step_ready,
             steps=list(rollout.plan.steps),
             verdict=rollout.verdict,
             approval_requested=rollout.approval_requested_at is not None,
