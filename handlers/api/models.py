@@ -61,6 +61,13 @@ class StartBody(_Strict):
     context: PipelineContext = Field(default_factory=PipelineContext)
 
 
+class StartHeaders(BaseModel):
+    """`Idempotency-Key`: a retry of the same request (same key, same body) starts nothing new
+    and answers with the rollout the first one started."""
+
+    idempotency_key: str | None = Field(None, alias="Idempotency-Key", min_length=1, max_length=200)
+
+
 class RollbackBody(_Strict):
     reason: str | None = Field(None, max_length=500)
 

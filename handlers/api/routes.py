@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, g, jsonify
 from flask_openapi3.models.tag import Tag
 from flask_openapi3.openapi import OpenAPI
 from pydantic import BaseModel
@@ -28,6 +28,7 @@ from handlers.api.models import (
     RolloutOut,
     RolloutPath,
     StartBody,
+    StartHeaders,
 )
 from handlers.api.services import ApiServices
 from rollout import commands
@@ -44,6 +45,7 @@ ROLLOUTS = Tag(name="rollouts")
 _ERRORS: dict[str | int, type[BaseModel] | dict[Any, Any] | None] = {
     code: ErrorOut for code in (400, 404, 409, 422)
 }
+_PHASE_DEPTH = 500  # rollouts per service searched for a phase
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
@@ -57,16 +59,18 @@ def register(api: OpenAPI, services: ApiServices) -> None:
         security=_SECURITY,
         summary="Start a rollout (`Idempotency-Key` makes a retry start it once)",
     )
-    def start_rollout(body: StartBody) -> tuple[Response, int, dict[str, str]]:
+    def start_rollout(
+        body: StartBody, header: StartHeaders
+    ) -> tuple[Response, int, dict[str, str]]:
         token = _allowed("start", body.service, services)
-        request = _start_request(body, token, services)
-        key = _idempotency_key()
+        start = _start_request(body, token, services)
+        key = header.idempotency_key
         try:
             if key is None:
-                rollout, new = engine.accept(request), True
-            else:
+                rollout, new = engine.accept(start), True
+            else:  # keys are per token: two pipelines never share one by chance
                 rollout, new = engine.accept_once(
-                    request, key=f"{token.name}\n{key}", fingerprint=_fingerprint(body)
+                    start, key=f"{token.name}\n{key}", fingerprint=_fingerprint(body)
                 )
         except KeyReused as error:
             raise _refused(services, token, "start", 422, "idempotency_key_reused", error) from None
@@ -101,17 +105,21 @@ def register(api: OpenAPI, services: ApiServices) -> None:
         tags=[ROLLOUTS],
         responses={200: RolloutList, **_ERRORS},
         security=_SECURITY,
-        summary="Rollouts: a service's latest (with `service`), else every active one",
+        summary="The latest rollouts (of `service`, or of every service the token may read)",
     )
     def list_rollouts(query: ListQuery) -> Response:
         token: ApiToken = g.token
         if query.service is not None:
             _allowed("read", query.service, services)
-            found = engine.store.history(query.service, limit=query.limit)
+            names = [query.service]
         else:
-            found = [r for r in engine.store.active() if token.may("read", r.service)]
+            names = [name for name in engine.config.services if token.may("read", name)]
+        # A phase filter looks further back than `limit`, so that it finds `limit` matches.
+        depth = query.limit if query.phase is None else _PHASE_DEPTH
+        found = [r for name in names for r in engine.store.history(name, limit=depth)]
         if query.phase is not None:
             found = [r for r in found if r.phase == query.phase]
+        found.sort(key=lambda r: r.created_at, reverse=True)
         listed = RolloutList(rollouts=[RolloutOut.of(r) for r in found[: query.limit]])
         return jsonify(listed.model_dump(mode="json"))
 
@@ -206,19 +214,6 @@ def _start_request(body: StartBody, token: ApiToken, services: ApiServices) -> S
         expected_digest=body.expected_digest,
         pipeline={"name": token.name, **context},
     )
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not key.strip() or len(key) > 200:
-        raise ApiError(
-            400,
-            "bad_idempotency_key",
-            "Idempotency-Key must be 1 to 200 characters, like the pipeline run's id.",
-        )
-    return key.strip()
 
 
 def _fingerprint(body: StartBody) -> str:

@@ -160,6 +160,17 @@ def test_each_refusal_has_its_status_and_changes_nothing(sandbox: Sandbox) -> No
             400,
             "malformed_json",
         ),
+        (
+            api(
+                sandbox,
+                "POST",
+                "/api/v1/rollouts",
+                json=START,
+                headers={"Idempotency-Key": "k" * 201},
+            ),
+            422,
+            "invalid_request",
+        ),
         (api(sandbox, "GET", "/api/v1/rollouts/checkout-1-x"), 404, "not_found"),
         (api(sandbox, "POST", "/api/v1/rollouts/checkout-1-x/rollback", json={}), 404, "not_found"),
     ]
@@ -255,6 +266,10 @@ def test_read_list_and_rollback_through_the_api(sandbox: Sandbox) -> None:
         what="the rollback to finish",
     )
     assert done["phase"] == "rolled_back" and done["breach"] is None
+    finished = api(
+        sandbox, "GET", "/api/v1/rollouts", params={"phase": "rolled_back"}, token=READER_TOKEN
+    )
+    assert [r["id"] for r in finished.json()["rollouts"]] == [started["id"]]
     assert sandbox.runtime is not None
     rows = sandbox.runtime.store.audit_rows(started["id"])
     assert [row["actor"] for row in rows if row["action"] == "rollback"] == [GHA]
