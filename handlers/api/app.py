@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 DOCUMENT = f"{PREFIX}/openapi.json"
-_PUBLIC = (DOCUMENT, f"{PREFIX}/")
+# Only the document is served without a token (flask-openapi3's UI index page is not).
 
 
 def create_api_app(services: ApiServices, *, max_body_bytes: int) -> OpenAPI:
@@ -54,7 +54,7 @@ def create_api_app(services: ApiServices, *, max_body_bytes: int) -> OpenAPI:
 def _authenticate(api: OpenAPI, tokens: ApiTokens) -> None:
     @api.before_request
     def bearer() -> Response | None:
-        if request.path in _PUBLIC or not request.path.startswith(PREFIX):
+        if request.path == DOCUMENT or not request.path.startswith(PREFIX):
             return None
         token = tokens.find(request.headers.get("Authorization"))
         if token is None:

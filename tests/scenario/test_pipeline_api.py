@@ -287,6 +287,7 @@ def test_the_openapi_document_is_served_and_valid(sandbox: Sandbox) -> None:
     }
     start = document["paths"]["/api/v1/rollouts"]["post"]
     assert {"201", "401", "403", "409", "422"} <= set(start["responses"])
+    assert [(p["name"], p["in"]) for p in start["parameters"]] == [("Idempotency-Key", "header")]
     schemas = document["components"]["schemas"]
     assert {"service", "image"} <= set(schemas["StartBody"]["required"])
     assert "breach" in schemas["RolloutOut"]["properties"]
