@@ -362,3 +362,24 @@ def test_tokens_are_never_logged_and_bodies_keep_the_ports_limit(
         assert secret not in caplog.text
     assert "ci:payments" in caplog.text  # refusals name the token, never its value
     assert world(sandbox) == before
+
+
+@pytest.mark.timeout(60)
+def test_release_exits_3_on_timeout_and_on_a_refused_start(sandbox: Sandbox) -> None:
+    waiting = start_release(
+        sandbox, "checkout", "v2.3.5", "--wait", "--timeout", "1s", env=release_env()
+    )
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 3, (out, err)
+    assert "timed out after 1s" in lines(out)[-1] and "goes on" in lines(out)[-1]
+    assert sandbox.runtime is not None
+    assert sandbox.runtime.store.active_for("checkout") is not None  # left running
+
+    refused = start_release(sandbox, "checkout", "v2.3.6", "--wait", env=release_env())
+    out, err = refused.communicate(timeout=30)
+    assert refused.returncode == 3 and out == ""
+    assert err.startswith("canary-bot release: 409 active_rollout: ")
+
+    unauthorized = start_release(sandbox, "checkout", "v2.3.6", env=release_env(token="nope"))
+    out, err = unauthorized.communicate(timeout=30)
+    assert unauthorized.returncode == 3 and "401 unauthorized" in err
