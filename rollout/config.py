@@ -515,6 +515,13 @@ class Config(_Frozen):
                 "api.tokens needs a channel to announce rollouts in: set api.channel "
                 "(like C0RELEASES) or slack.release_channels"
             )
+        channel, releases = self.api.channel, self.slack.release_channels
+        if channel is not None and releases and channel not in releases:
+            raise ValueError(
+                f"api.channel {channel} is not one of slack.release_channels "
+                f"({', '.join(releases)}): approvals there would be refused; add it to "
+                "slack.release_channels, or leave api.channel out to use the first of them"
+            )
         for token in self.api.tokens:
             unknown = sorted(set(token.services) - {"*", *self.services})
             if unknown:

@@ -28,7 +28,8 @@ api:
 def test_api_channel_defaults_to_the_first_release_channel() -> None:
     config = load_config_text(BASE + TOKENS)
     assert config.api_channel == "C0RELEASES"
-    assert load_config_text(BASE + TOKENS + "  channel: C0DEPLOYS\n").api_channel == "C0DEPLOYS"
+    both = BASE.replace("[C0RELEASES]", "[C0RELEASES, C0DEPLOYS]")
+    assert load_config_text(both + TOKENS + "  channel: C0DEPLOYS\n").api_channel == "C0DEPLOYS"
     assert config.api.tokens[0].may("start", "checkout")
     assert not config.api.tokens[1].may("start", "checkout")
     assert config.api.tokens[1].may("read", "anything")
@@ -39,6 +40,7 @@ def test_api_channel_defaults_to_the_first_release_channel() -> None:
     [
         (BASE.replace("[C0RELEASES]", "[]") + TOKENS, "api.channel"),
         (BASE + TOKENS.replace("[checkout]", "[payments]"), "unknown service(s) payments"),
+        (BASE + TOKENS + "  channel: C0DEPLOYS\n", "not one of slack.release_channels"),
         (BASE + TOKENS.replace("TOKEN_GHA", "'gha-secret-value!'"), "environment variable name"),
         (BASE + TOKENS.replace('"ci:github-actions"', "U0ALICE"), "lower case"),
         (BASE + TOKENS.replace("verbs: [read]", "verbs: [approve]"), "start, read, rollback"),
