@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from canary_sandbox.sandbox import BOB, Sandbox
+from canary_sandbox.sandbox import BOB, SANDBOX_CONFIG, Sandbox
 from rollout.model import Phase
 from tests.reliability.support import card_of, open_approval, wait_for
 from tests.scenario.pipeline_support import (
@@ -383,3 +383,28 @@ def test_release_exits_3_on_timeout_and_on_a_refused_start(sandbox: Sandbox) -> 
     unauthorized = start_release(sandbox, "checkout", "v2.3.6", env=release_env(token="nope"))
     out, err = unauthorized.communicate(timeout=30)
     assert unauthorized.returncode == 3 and "401 unauthorized" in err
+
+
+@pytest.mark.timeout(60)
+def test_a_token_gets_only_the_overrides_deployers_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in TOKEN_ENV.items():
+        monkeypatch.setenv(name, value)
+    config = SANDBOX_CONFIG.replace("deployers: [steps, interval]", "deployers: [interval]")
+    with Sandbox(workdir=tmp_path / "sandbox", config_text=pipeline_config(config)) as box:
+        box.start_bot()
+        before = world(box)
+        steps = api(box, "POST", "/api/v1/rollouts", json={**START, "steps": [10, 20]})
+        error = error_of(steps)
+        assert (steps.status_code, error["code"]) == (403, "override_not_allowed")
+        assert "allow_overrides" in error["message"] and GHA in error["message"]
+        floor = api(box, "POST", "/api/v1/rollouts", json={**START, "interval": "500ms"})
+        assert floor.status_code == 422  # not a duration the bot accepts
+        box.drain()
+        assert world(box) == before
+        allowed = api(box, "POST", "/api/v1/rollouts", json={**START, "interval": "5s"})
+        assert allowed.status_code == 201, allowed.text
+        assert box.runtime is not None
+        (rollout,) = box.runtime.store.history("checkout")
+        assert rollout.plan.step_interval.total_seconds() == 5
