@@ -249,7 +249,7 @@ class Follower:
             self.say("canary at 100%: stable is being updated")
             seen["full"] = True
         if rollout["verdict"] and rollout["verdict"] != seen.get("verdict"):
-            self.say(f"analysis: {rollout['verdict']}")
+            self.say(f"analysis: {rollout['verdict'].replace('_', ' ')}")
         if rollout["approval_requested"] and not seen.get("asked"):
             self.say("approval asked in Slack")
         for person in rollout["approvals"]:
