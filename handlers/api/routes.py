@@ -73,13 +73,19 @@ def register(api: OpenAPI, services: ApiServices) -> None:
                     start, key=f"{token.name}\n{key}", fingerprint=_fingerprint(body)
                 )
         except KeyReused as error:
-            raise _refused(services, token, "start", 422, "idempotency_key_reused", error) from None
+            raise _refused(
+                services, token, verb="start", status=422, code="idempotency_key_reused", why=error
+            ) from None
         except StartRefused as error:
             active = engine.store.active_for(body.service)
             if active is None:
-                raise _refused(services, token, "start", 422, "start_refused", error) from None
+                raise _refused(
+                    services, token, verb="start", status=422, code="start_refused", why=error
+                ) from None
             why = f"{error} Over the API: POST /api/v1/rollouts/{active.id}/rollback."
-            raise _refused(services, token, "start", 409, "active_rollout", why) from None
+            raise _refused(
+                services, token, verb="start", status=409, code="active_rollout", why=why
+            ) from None
         assert rollout is not None  # no Slack delivery key: never "already handled"
         if new:
             services.later(lambda: _begin(services, rollout.id))
@@ -148,18 +154,15 @@ def _json(rollout: Rollout) -> Response:
 
 
 def _allowed(verb: str, service: str, services: ApiServices) -> ApiToken:
+    """The request's token, if its scope covers `verb` on `service`; else a 403."""
     token: ApiToken = g.token
     if not token.may(verb, service):
         scope = ", ".join(token.services)
-        raise _refused(
-            services,
-            token,
-            verb,
-            403,
-            "forbidden",
+        why = (
             f"Token {token.name} may {'/'.join(token.verbs)} on {scope}, not {verb} on "
-            f"{service}: use a token scoped to {service} (api.tokens[].services, .verbs).",
+            f"{service}: use a token scoped to {service} (api.tokens[].services, .verbs)."
         )
+        raise _refused(services, token, verb=verb, status=403, code="forbidden", why=why)
     return token
 
 
@@ -184,10 +187,10 @@ def _start_request(body: StartBody, token: ApiToken, services: ApiServices) -> S
         raise _refused(
             services,
             token,
-            "start",
-            422,
-            "unknown_service",
-            f"Unknown service {body.service}. Known services: {known}.",
+            verb="start",
+            status=422,
+            code="unknown_service",
+            why=f"Unknown service {body.service}. Known services: {known}.",
         )
     interval = parse_duration(body.interval) if body.interval else None
     used = used_at_start(steps=body.steps, interval=interval, approval=None)
@@ -200,7 +203,9 @@ def _start_request(body: StartBody, token: ApiToken, services: ApiServices) -> S
     )
     if problem:
         why = f"Token {token.name} acts as a deployer. {problem}"
-        raise _refused(services, token, "start", 403, "override_not_allowed", why)
+        raise _refused(
+            services, token, verb="start", status=403, code="override_not_allowed", why=why
+        )
     channel = engine.config.api_channel
     assert channel is not None  # the config refuses api.tokens without a channel
     context = body.context.model_dump(exclude_none=True)
@@ -223,7 +228,7 @@ def _fingerprint(body: StartBody) -> str:
 
 
 def _refused(
-    services: ApiServices, token: ApiToken, verb: str, status: int, code: str, why: Any
+    services: ApiServices, token: ApiToken, *, verb: str, status: int, code: str, why: Any
 ) -> ApiError:
     """Audit a refusal under the token's name (as a refused command is), and raise it."""
     services.engine.store.audit(
