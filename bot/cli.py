@@ -1,4 +1,4 @@
-"""`canary-bot serve | demo | check-config | audit` — the console script.
+"""`canary-bot serve | demo | check-config | audit | release` — the console script.
 
 Start-up problems (a missing secret, a bad config, no cluster credentials) end the process with
 one line on stderr naming what is wrong, and exit status 2.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
 
-from bot import audit_cli
+from bot import audit_cli, release
 from bot.check_config import run_check_config
 from bot.config_loader import ConfigError, load_config
 from bot.kube import ClusterConfigError
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_check_config(args.path, out=sys.stdout, err=sys.stderr)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "release":
+        return release.run_from_cli(args)
     try:
         if args.command == "audit":
             return audit_cli.run(args, out=sys.stdout, err=sys.stderr, find_config=config_path)
@@ -173,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
     audit_cli.add_parser(sub)
+    release.add_parser(sub)
     return parser
 
 

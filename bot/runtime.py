@@ -125,10 +125,11 @@ class Runtime:
         env: Mapping[str, str] | None = None,
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
+        env = os.environ if env is None else env
+        self.env = env  # where the pipeline API's tokens are read (api.tokens[].token_env)
         if metrics_provider is None:
             # A measurement never outlasts the analysis interval it serves.
             budget = min(config.prometheus.timeout, self._shortest_interval(config))
-            env = os.environ if env is None else env
             metrics_provider = _prometheus(config, env, timeout=budget)
         self.config = config
         self.clock = clock or SystemClock()
@@ -274,6 +275,11 @@ class Runtime:
         with self._pending_lock:
             self._pending.add(future)
         future.add_done_callback(self._pending.discard)
+
+    def after_answer(self, work: Callable[[], object]) -> None:
+        """Run `work` after the HTTP answer, off the request thread (the pipeline API's
+        starts); `drain` waits for it like for the work after Slack's acknowledgements."""
+        self._run_after_ack(work)
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait for the work queued after acknowledgements so far (and what it queued), so

@@ -30,7 +30,9 @@ from slack_sdk.signature import SignatureVerifier
 from waitress.server import BaseWSGIServer, create_server
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from bot.logging_setup import install_redaction
 from bot.runtime import Runtime
+from handlers.api import ApiServices, ApiTokens, create_api_app
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ def create_web_app(runtime: Runtime) -> Flask:
     """The main port: what Slack (and a load balancer in front of the bot) reaches."""
     web = Flask("canary-bot")
     web.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    _mount_pipeline_api(web, runtime)
     slack = SlackRequestHandler(runtime.app)
     metrics = runtime.metrics
     _answer_http_errors_plainly(web)
@@ -141,6 +144,24 @@ def create_web_app(runtime: Runtime) -> Flask:
         return _alive(runtime)
 
     return web
+
+
+def _mount_pipeline_api(web: Flask, runtime: Runtime) -> None:
+    """`/api/v1/...` goes to the pipeline API's own app (handlers/api), the rest to `web`:
+    one port, one body limit, two apps that share nothing but the runtime."""
+    tokens = ApiTokens.from_env(runtime.config.api, runtime.env)
+    install_redaction(*tokens.secrets)
+    services = ApiServices(
+        engine=runtime.engine, clock=runtime.clock, tokens=tokens, later=runtime.after_answer
+    )
+    api = create_api_app(services, max_body_bytes=MAX_BODY_BYTES).wsgi_app
+    slack = web.wsgi_app
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        path: str = environ.get("PATH_INFO", "")
+        return (api if path.startswith("/api/") else slack)(environ, start_response)
+
+    web.wsgi_app = dispatch  # type: ignore[method-assign]
 
 
 def create_admin_app(runtime: Runtime) -> Flask:

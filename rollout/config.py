@@ -422,6 +422,61 @@ class ServerConfig(_Frozen):
         return self
 
 
+ApiVerb = Literal["start", "read", "rollback"]
+_TOKEN_NAME = re.compile(r"^[a-z0-9][a-z0-9:._/-]{0,62}$")
+
+
+class ApiToken(_Frozen):
+    """One pipeline's bearer token: its name is the actor in the audit log and on the card;
+    the secret itself is read from the environment variable `token_env` (a Secret)."""
+
+    name: str
+    token_env: str
+    services: tuple[str, ...] = Field(min_length=1)
+    verbs: tuple[ApiVerb, ...] = ("start", "read", "rollback")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TOKEN_NAME.match(value):
+            raise ValueError(
+                f"{value!r}: name a token in lower case, like ci:github-actions (letters, "
+                "digits and : . _ / -); it is shown as the actor, never as a Slack mention"
+            )
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        checked = _env_name(value)
+        assert checked is not None
+        return checked
+
+    def may(self, verb: str, service: str) -> bool:
+        return verb in self.verbs and ("*" in self.services or service in self.services)
+
+
+class ApiConfig(_Frozen):
+    """The pipeline API (`/api/v1`): where its rollouts are announced, and who may call it."""
+
+    channel: str | None = None
+    tokens: tuple[ApiToken, ...] = ()
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ids([value], _CHANNEL, "channel")[0]
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, tokens: tuple[ApiToken, ...]) -> tuple[ApiToken, ...]:
+        names = [token.name for token in tokens]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"token name(s) {', '.join(twice)} used twice: give each its own")
+        return tokens
+
+
 class StoreConfig(_Frozen):
     """SQLite at `path` (one replica), or PostgreSQL at `url` (several; DESIGN.md "High
     availability"). `CANARY_STORE_URL` overrides `url` and is where the password goes."""
@@ -457,6 +512,7 @@ class Config(_Frozen):
     server: ServerConfig = Field(default_factory=ServerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     cluster_name: str = "default"
     defaults: Policy = Field(default_factory=Policy)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
@@ -486,3 +542,31 @@ class Config(_Frozen):
             if not _K8S_NAME.match(name):
                 raise ValueError(f"service name {name!r}: use lower-case letters, digits and '-'")
         return services
+
+    @model_validator(mode="after")
+    def _api_channel(self) -> Config:
+        """API-started rollouts are announced in `api.channel` or the first release channel."""
+        if self.api.tokens and self.api.channel is None and not self.slack.release_channels:
+            raise ValueError(
+                "api.tokens needs a channel to announce rollouts in: set api.channel "
+                "(like C0RELEASES) or slack.release_channels"
+            )
+        channel, releases = self.api.channel, self.slack.release_channels
+        if channel is not None and releases and channel not in releases:
+            raise ValueError(
+                f"api.channel {channel} is not one of slack.release_channels "
+                f"({', '.join(releases)}): approvals there would be refused; add it to "
+                "slack.release_channels, or leave api.channel out to use the first of them"
+            )
+        for token in self.api.tokens:
+            unknown = sorted(set(token.services) - {"*", *self.services})
+            if unknown:
+                raise ValueError(
+                    f"api token {token.name} names unknown service(s) {', '.join(unknown)}; "
+                    f'known: {", ".join(sorted(self.services)) or "none"} (or "*" for all)'
+                )
+        return self
+
+    @property
+    def api_channel(self) -> str | None:
+        return self.api.channel or next(iter(self.slack.release_channels), None)

@@ -37,12 +37,12 @@ from rollout.observer import Observer
 from rollout.oci import ImageRegistry
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
-from rollout.start import StartRefused, StartRequest, Starts
+from rollout.start import KeyReused, StartRefused, StartRequest, Starts
 from rollout.stores import Message, StaleRollout, Store
 from rollout.traffic.base import TrafficRouter
 from rollout.wording import unquote
 
-__all__ = ["Engine", "StartRefused", "StartRequest"]
+__all__ = ["Engine", "KeyReused", "StartRefused", "StartRequest"]
 log = logging.getLogger(__name__)
 
 BOT = "canary-bot"
@@ -100,6 +100,11 @@ class Engine:
 
     def accept(self, request: StartRequest, *, delivery: str | None = None) -> Rollout | None:
         return self._starts.accept(request, delivery=delivery)
+
+    def accept_once(
+        self, request: StartRequest, *, key: str, fingerprint: str
+    ) -> tuple[Rollout, bool]:
+        return self._starts.accept_once(request, key=key, fingerprint=fingerprint)
 
     def begin(self, rollout_id: str) -> Rollout:
         """The cluster part of a start, right after the acknowledgement. With pre-flight gates

@@ -156,6 +156,11 @@ class Rollout:
     # older version is refused, see rollout/stores/sql.py); not part of what a rollout *is*,
     # so two records that differ only here are equal.
     version: int = field(default=0, compare=False)
+    # Set when the rollout was started through the pipeline API: the token's name (`name`)
+    # and what the pipeline said of itself (`commit`, `pipeline_url`, `triggered_by`).
+    pipeline: dict[str, str] = field(default_factory=dict)
+    # The rule breach that ended (or paused) the rollout, as measured: what a pipeline prints.
+    breach: str | None = None
 
     @property
     def target_weight(self) -> int:

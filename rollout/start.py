@@ -39,10 +39,16 @@ class StartRequest:
     # The digest the pipeline built (API `expected_digest`): the start is refused unless the
     # registry resolves the image to exactly this.
     expected_digest: str | None = None
+    # From the pipeline API: the token's name and the pipeline's context (see Rollout.pipeline).
+    pipeline: dict[str, str] | None = None
 
 
 class StartRefused(Exception):
     """A start that cannot go ahead; the message says what is wrong and how to fix it."""
+
+
+class KeyReused(StartRefused):
+    """An idempotency key sent again with a different request."""
 
 
 class Starts:
@@ -90,6 +96,52 @@ class Starts:
             if delivery is not None:
                 self._store.first_delivery(delivery, at=self._clock.now())
             return rollout
+
+    def accept_once(
+        self, request: StartRequest, *, key: str, fingerprint: str
+    ) -> tuple[Rollout, bool]:
+        """`accept` for a request that may be retried (the pipeline API's `Idempotency-Key`):
+        the first request with `key` records a rollout; the same request again returns that
+        rollout (whatever its phase now) and False (not new); the key with another request
+        is refused."""
+        with self._lock:
+            replayed = self._replay(key, fingerprint)
+            if replayed is not None:
+                return replayed, False
+            problem = self.check(request)
+            if problem:
+                raise StartRefused(problem)
+            rollout = draft(request, self._config.services[request.service], now=self._clock.now())
+            try:
+                self._store.create(
+                    rollout,
+                    actor=request.by,
+                    detail=f"image {request.image}",
+                    idempotency=(key, fingerprint),
+                )
+            except ActiveRolloutExists as error:
+                # Another replica may have taken the same retried request a moment ago: the
+                # lock above is one process's, the key's primary key is every replica's.
+                replayed = self._replay(key, fingerprint)
+                if replayed is not None:
+                    return replayed, False
+                raise StartRefused(str(error)) from error
+            return rollout, True
+
+    def _replay(self, key: str, fingerprint: str) -> Rollout | None:
+        """The rollout a request with this key started before, or None if the key is new."""
+        seen = self._store.idempotent(key)
+        if seen is None:
+            return None
+        first_fingerprint, rollout_id = seen
+        rollout = self._store.get(rollout_id)
+        if first_fingerprint != fingerprint or rollout is None:
+            raise KeyReused(
+                f"This Idempotency-Key was first used for another request (rollout "
+                f"{rollout_id}); send a new key for a new request, or repeat the first "
+                "request exactly."
+            )
+        return rollout
 
     def _active_problem(self, name: str) -> str | None:
         active = self._store.active_for(name)
@@ -245,4 +297,5 @@ def draft(
         updated_at=now,
         router_state={key: value for key, value in routing.items() if value},
         expected_digest=request.expected_digest,
+        pipeline=dict(request.pipeline or {}),
     )

@@ -6,6 +6,8 @@ reads the same everywhere.
 
 from __future__ import annotations
 
+import re
+
 from rollout.analysis import RuleResult
 from rollout.config import Rule
 from rollout.durations import format_duration
@@ -59,7 +61,10 @@ def describe_breach(result: RuleResult) -> str:
 
 
 def person(user_id: str) -> str:
-    return f"<@{user_id}>"
+    """A Slack user as a mention; a pipeline's token name (`ci:github-actions`) as text."""
+    if re.fullmatch(r"[UW][A-Z0-9]{2,}", user_id):
+        return f"<@{user_id}>"
+    return quote(user_id)
 
 
 def quote(text: str) -> str:

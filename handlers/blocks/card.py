@@ -8,6 +8,7 @@ verdict. The same body answers `/canary status`, without the buttons.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from slack_sdk.models.blocks import (
@@ -26,6 +27,7 @@ from handlers.blocks.common import (
     clip,
     code,
     context,
+    escape,
     fallback,
     fields,
     mention,
@@ -109,6 +111,8 @@ def _body(
     if rollout.gate and rollout.phase in (Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED):
         cells.append(("Gate running", code(rollout.gate, 100)))
     cells.append(("Started by", f"{mention(rollout.started_by)} {slack_date(rollout.created_at)}"))
+    if rollout.pipeline:
+        cells.append(("Pipeline", pipeline_text(rollout.pipeline)))
     if verdict:
         cells.append(("Latest analysis", verdict_text(verdict)))
     if rollout.approvals:
@@ -200,3 +204,21 @@ def _rollback_confirm(rollout: Rollout) -> ConfirmObject:
         deny="Cancel",
         style="danger",
     )
+
+
+# A pipeline URL becomes a link only when nothing in it can end Slack's `<url|text>` early.
+_SAFE_URL = re.compile(r"https?://[^\s<>|]{1,500}")
+
+
+def pipeline_text(pipeline: dict[str, str]) -> str:
+    """`ci:github-actions · commit 1a2b3c4 · run by alice · <url|pipeline run>`: all of it
+    the pipeline's own text (escaped), but for the link, which is the point of the line."""
+    parts = [plain(pipeline.get("name", "pipeline"), 80)]
+    if pipeline.get("commit"):
+        parts.append(f"commit {code(pipeline['commit'][:12], 40)}")
+    if pipeline.get("triggered_by"):
+        parts.append(f"run by {plain(pipeline['triggered_by'], 80)}")
+    url = pipeline.get("pipeline_url", "")
+    if _SAFE_URL.fullmatch(url):
+        parts.append(f"<{escape(url)}|pipeline run>")
+    return " · ".join(parts)

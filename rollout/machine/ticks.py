@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from rollout.analysis.types import Verdict
@@ -113,10 +114,11 @@ def _on_breach(rollout: Rollout, reason: str, *, now: datetime) -> Decision:
         if rollout.phase == Phase.PAUSED:
             return Decision(rollout)
         paused = rollout.evolve(
-            now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=reason
+            now=now, phase=Phase.PAUSED, paused_from=rollout.phase, reason=reason, breach=reason
         )
         return Decision(paused, (Announce(Paused(by="canary-bot", reason=reason)), Page(alert)))
-    return start_rollback(rollout, reason=reason, by=None, now=now, page=alert)
+    breached = replace(rollout, breach=reason)
+    return start_rollback(breached, reason=reason, by=None, now=now, page=alert)
 
 
 def start_rollback(

@@ -24,6 +24,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import make_url
 
 from rollout.stores.migrations import Migration, migrate
+from rollout.stores.sql import IDEMPOTENCY_KEYS as _IDEMPOTENCY_KEYS
 from rollout.stores.sql import SqlStore
 from rollout.stores.tx import Tx
 
@@ -143,4 +144,5 @@ MIGRATIONS = (
             "INSERT INTO leadership (id, epoch) VALUES (1, 0)",
         ),
     ),
+    Migration(2, "pipeline API idempotency keys", (_IDEMPOTENCY_KEYS,)),
 )

@@ -82,7 +82,16 @@ class Store(Protocol):
     """Durable state: rollouts, the append-only audit log, the outbox, deliveries, samples."""
 
     # ----------------------------------------------------------------- rollouts
-    def create(self, rollout: Rollout, *, actor: str, detail: str | None = None) -> None: ...
+    def create(
+        self,
+        rollout: Rollout,
+        *,
+        actor: str,
+        detail: str | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None: ...
+
+    def idempotent(self, key: str) -> tuple[str, str] | None: ...
 
     def save(
         self,

@@ -49,6 +49,12 @@ from rollout.stores.protocol import (
 )
 from rollout.stores.tx import Tx
 
+# The pipeline API's Idempotency-Key: the request's fingerprint and the rollout it started,
+# written in the transaction that creates the rollout (same SQL on both databases).
+IDEMPOTENCY_KEYS = """CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, rollout_id TEXT NOT NULL,
+    at TEXT NOT NULL)"""
+
 
 class SqlStore(OutboxMethods):
     """The shared methods; a subclass supplies transactions and a few dialect fragments."""
@@ -86,8 +92,18 @@ class SqlStore(OutboxMethods):
 
     # ----------------------------------------------------------------- rollouts
 
-    def create(self, rollout: Rollout, *, actor: str, detail: str | None = None) -> None:
-        """Insert a new rollout; refuses a second active rollout of the same service."""
+    def create(
+        self,
+        rollout: Rollout,
+        *,
+        actor: str,
+        detail: str | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:
+        """Insert a new rollout; refuses a second active rollout of the same service.
+
+        `idempotency` (key, fingerprint of the request) is recorded in the same transaction,
+        so a retried API request finds the rollout it started, or nothing at all."""
         try:
             with self._tx() as tx:
                 existing = self._active_for(tx, rollout.service)
@@ -97,6 +113,10 @@ class SqlStore(OutboxMethods):
                 self._audit(
                     tx, rollout.updated_at, rollout.id, actor, "start", None, rollout, detail
                 )
+                if idempotency is not None:
+                    key, fingerprint = idempotency
+                    row = {"key": key, "fingerprint": fingerprint, "rollout_id": rollout.id}
+                    _insert(tx, "idempotency_keys", {**row, "at": rollout.created_at.isoformat()})
         except self.INTEGRITY_ERRORS:
             # Another replica created one between our check and our insert: the unique index
             # of active rollouts per service refused ours.
@@ -104,6 +124,14 @@ class SqlStore(OutboxMethods):
             if found is None:
                 raise
             raise ActiveRolloutExists(found) from None
+
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """The fingerprint and rollout of the request first made with `key`, if any."""
+        with self._read() as tx:
+            rows = tx.rows(
+                "SELECT fingerprint, rollout_id FROM idempotency_keys WHERE key = ?", [key]
+            )
+        return (rows[0]["fingerprint"], rows[0]["rollout_id"]) if rows else None
 
     def save(
         self,

@@ -20,6 +20,7 @@ import sqlite_utils
 
 from rollout.audit_chain import GENESIS, row_hash
 from rollout.stores.migrations import Migration, migrate
+from rollout.stores.sql import IDEMPOTENCY_KEYS as _IDEMPOTENCY_KEYS
 from rollout.stores.sql import SqlStore
 from rollout.stores.tx import Tx
 
@@ -151,4 +152,5 @@ MIGRATIONS = (
             "INSERT INTO leadership (id, epoch) VALUES (1, 0)",
         ),
     ),
+    Migration(3, "pipeline API idempotency keys", (_IDEMPOTENCY_KEYS,)),
 )

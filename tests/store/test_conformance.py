@@ -53,6 +53,16 @@ def test_a_save_replaces_the_rollout_and_a_finished_one_leaves_the_active_list(
     assert [r.phase for r in store.history("checkout")] == [Phase.SUCCEEDED]
 
 
+def test_an_idempotency_key_is_kept_with_the_rollout_it_started(store: Store) -> None:
+    store.create(rollout(id="r-1"), actor="ci:github-actions", idempotency=("k-1", "sha-a"))
+    assert store.idempotent("k-1") == ("sha-a", "r-1")
+    assert store.idempotent("k-2") is None
+    # A start refused for the service's active rollout records no key.
+    with pytest.raises(ActiveRolloutExists):
+        store.create(rollout(id="r-2"), actor="ci:github-actions", idempotency=("k-2", "sha-b"))
+    assert store.idempotent("k-2") is None
+
+
 def test_history_is_newest_first_and_limited(store: Store) -> None:
     for day in range(3):
         store.create(
