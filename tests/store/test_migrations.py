@@ -36,7 +36,7 @@ def test_a_file_from_before_versions_upgrades_in_place_and_keeps_everything(
 ) -> None:
     store = SqliteStore(old_file)
     try:
-        assert store.schema_version == max(m.version for m in SQLITE_MIGRATIONS) == 2
+        assert store.schema_version == max(m.version for m in SQLITE_MIGRATIONS) == 3
         [running] = store.active()
         assert (running.id, running.phase, running.version) == ("r-old-1", Phase.PROGRESSING, 0)
         assert [row.key for row in store.unsent()] == ["card"]
@@ -62,7 +62,7 @@ def test_a_file_from_before_versions_upgrades_in_place_and_keeps_everything(
         store.close()
     with closing(sqlite3.connect(old_file)) as connection:
         applied = connection.execute("SELECT version FROM schema_migrations ORDER BY 1")
-        assert applied.fetchall() == [(1,), (2,)]
+        assert applied.fetchall() == [(1,), (2,), (3,)]
 
 
 def test_opening_an_upgraded_file_again_applies_nothing(old_file: Path) -> None:
