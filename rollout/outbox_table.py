@@ -135,6 +135,13 @@ class OutboxTable:
                 [ts, seq],
             )
 
+    def mark_dropped(self, seq: int) -> None:
+        """Given up on for good (a chart that cannot be rendered): never sent, never retried."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'dropped' WHERE seq = ? AND state = 'sending'", [seq]
+            )
+
     def mark_unsent(self, seq: int, *, unsure: bool) -> None:
         """The call failed: queued again; `unsure` when it may have landed all the same."""
         with self._transaction() as db:
