@@ -32,6 +32,7 @@ from rollout import commands
 from rollout.config import Override
 from rollout.engine import StartRefused, StartRequest
 from rollout.machine import Refusal
+from rollout.model import Rollout
 from rollout.overrides import Roles, override_problem, used_at_start
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ def register(app: App, *, services: HandlerServices) -> None:
         if isinstance(parsed, parse.UsageError):
             _refuse(ack, services, user=user, action="command", why=parsed.message)
             return
-        reply = _read_only(parsed, services)
+        # `/canary status <service>`: its active rollout, read once for the reply and the
+        # snapshot (each read is a query and a decode, before the acknowledgement).
+        active = _active(parsed, services)
+        reply = _read_only(parsed, services, active=active)
         if reply is not None:
-            snapshot = _snapshot_wanted(parsed, services, channel=channel)
+            snapshot = _snapshot_wanted(parsed, services, channel=channel, active=active)
             if snapshot is not None and not isinstance(snapshot, str):
                 reply = _with_note(reply, _snapshot_limited(snapshot, services, parsed))
             ack(response_type="ephemeral", **reply.payload())
@@ -80,7 +84,15 @@ def register(app: App, *, services: HandlerServices) -> None:
             _change(parsed, services, ack=ack, respond=respond, user=user, delivery=delivery)
 
 
-def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | None:
+def _active(parsed: parse.Command, services: HandlerServices) -> Rollout | None:
+    if isinstance(parsed, parse.Status) and parsed.service is not None:
+        return services.engine.store.active_for(parsed.service)
+    return None
+
+
+def _read_only(
+    parsed: parse.Command, services: HandlerServices, *, active: Rollout | None
+) -> Message | None:
     """Answers that change nothing; any channel and any user may ask."""
     engine, now = services.engine, services.clock.now()
     cluster = engine.config.cluster_name
@@ -96,9 +108,7 @@ def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | No
         case parse.Status(service=None):
             return list_message(engine.store.active(), now=now)
         case parse.Status(service=str(service)):
-            rollout = engine.store.active_for(service) or next(
-                iter(engine.store.history(service, limit=1)), None
-            )
+            rollout = active or next(iter(engine.store.history(service, limit=1)), None)
             if rollout is None:
                 return error_message(
                     _unknown_service(service, services)
@@ -111,7 +121,7 @@ def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | No
 
 
 def _snapshot_wanted(
-    parsed: parse.Command, services: HandlerServices, *, channel: str
+    parsed: parse.Command, services: HandlerServices, *, channel: str, active: Rollout | None
 ) -> str | timedelta | None:
     """For `/canary status <service>` in a release channel with a rollout running: the
     service when a snapshot goes ahead, or how long ago the latest one was, when it is too
@@ -123,8 +133,7 @@ def _snapshot_wanted(
     # Snapshots go into the release thread: only asked for from a release channel.
     if service is None or not channel_allowed(channel, engine.config.slack.release_channels):
         return None
-    rollout = engine.store.active_for(parsed.service)
-    if rollout is None or rollout.thread_ts is None:
+    if active is None or active.thread_ts is None:
         return None
     every = service.policy.snapshot_min_interval
     ago = services.snapshots.take(parsed.service, now=services.clock.now(), every=every)

@@ -81,13 +81,24 @@ def snapshots(
 
 
 def card_view(rollout: Rollout) -> tuple[object, ...]:
-    """The fields the status card shows; the card is refreshed only when one of them changes."""
+    """What the status card shows; the card is refreshed only when some of it changes.
+
+    At a thousand rollouts every refresh counts (chat.update is about 50 a minute per
+    workspace), so this is what a reader sees, not the record: the next-step time to the
+    minute (the card shows hours and minutes), and while the step is held for missing
+    metrics not the time at all (it moves with every tick) but since when it is held."""
+    if rollout.held_for_data:
+        next_step: object = ("held", rollout.no_data_since)
+    elif rollout.next_step_at is not None:
+        next_step = rollout.next_step_at.replace(second=0, microsecond=0)
+    else:
+        next_step = None
     return (
         rollout.phase,
         rollout.step_index,
         rollout.step_ready,
         rollout.weight,
-        rollout.next_step_at,
+        next_step,
         rollout.approvals,
         rollout.reason,
         rollout.verdict,
