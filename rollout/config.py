@@ -274,12 +274,12 @@ class SlackRateLimits(_Frozen):
     refused by Slack. Slack's own 429s are honoured all the same."""
 
     # chat.update is Tier 3 (about 50 a minute, per workspace): card refreshes, approvals.
-    chat_update_per_minute: float = Field(default=50.0, gt=0, le=600)
+    chat_update_per_minute: float = Field(default=50.0, gt=0, le=10_000)
     # chat.postMessage: about one message a second per channel.
-    post_message_per_channel_per_second: float = Field(default=1.0, gt=0, le=10)
+    post_message_per_channel_per_second: float = Field(default=1.0, gt=0, le=100)
     # Chart uploads: files.getUploadURLExternal and files.completeUploadExternal are Tier 4
     # (about 100 a minute); each chart is one of each.
-    file_uploads_per_minute: float = Field(default=100.0, gt=0, le=600)
+    file_uploads_per_minute: float = Field(default=100.0, gt=0, le=10_000)
 
 
 class SlackConfig(_Frozen):

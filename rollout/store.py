@@ -118,7 +118,28 @@ class SqliteStore(OutboxTable):
         self._db = sqlite_utils.Database(connection)
         # One connection shared by the bot's threads; SQLite serialises writers anyway.
         self._lock = threading.RLock()
+        # Request-path reads (see `_reader`): one connection per thread that asks.
+        self._readers = threading.local()
+        self._reader_dbs: list[sqlite_utils.Database] = []
         self._chain_audit_rows()
+
+    def _reader(self) -> sqlite_utils.Database:
+        """This thread's own connection, for the reads a Slack request makes before its
+        acknowledgement. Through the one shared connection, fifty requests at once queued on
+        its lock behind each other and behind every tick's and sender's writes (bench/ack.py:
+        most of a request's time went there); under WAL a reader on its own connection never
+        waits for the writer, and SQLite runs the query without holding the GIL."""
+        db: sqlite_utils.Database | None = getattr(self._readers, "db", None)
+        if db is None:
+            connection = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            connection.execute("PRAGMA busy_timeout=30000")
+            db = sqlite_utils.Database(connection)
+            self._readers.db = db
+            with self._lock:
+                self._reader_dbs.append(db)
+        return db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -197,17 +218,15 @@ class SqliteStore(OutboxTable):
         return [_load(row) for row in rows]
 
     def active_for(self, service: str) -> Rollout | None:
-        with self._lock:
-            return self._active_for(self._db, service)
+        return self._active_for(self._reader(), service)
 
     def history(self, service: str, *, limit: int = 10) -> list[Rollout]:
-        with self._lock:
-            rows = list(
-                self._db.query(
-                    f"{_SELECT} WHERE service = ? ORDER BY created_at DESC LIMIT ?",
-                    [service, limit],
-                )
+        rows = list(
+            self._reader().query(
+                f"{_SELECT} WHERE service = ? ORDER BY created_at DESC LIMIT ?",
+                [service, limit],
             )
+        )
         return [_load(row) for row in rows]
 
     @staticmethod
@@ -280,8 +299,7 @@ class SqliteStore(OutboxTable):
     # ----------------------------------------------------------------- idempotency
 
     def delivery_seen(self, key: str) -> bool:
-        with self._lock:
-            return bool(list(self._db.query("SELECT 1 FROM deliveries WHERE key = ?", [key])))
+        return bool(list(self._reader().query("SELECT 1 FROM deliveries WHERE key = ?", [key])))
 
     def first_delivery(self, key: str, *, at: datetime) -> bool:
         """True the first time `key` is seen: Slack may deliver one request several times."""
@@ -317,6 +335,8 @@ class SqliteStore(OutboxTable):
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._reader_dbs:
+                reader.conn.close()
             self._db.conn.close()
 
 
