@@ -3,7 +3,8 @@
 A mixin of `SqliteStore` (rollout/store.py), kept apart so each file stays one idea. Rows are
 queued in the same transaction as the decision they belong to (`SqliteStore.save`); the
 sender (rollout/sender.py) moves them through `held` -> `queued` -> `sending` -> `sent`; a held
-page that a failed rollback made false is `dropped` (see `SqliteStore.save`).
+page that a failed rollback made false is `dropped` (see `SqliteStore.save`), and so is a chart
+that cannot be rendered (rollout/chart_worker.py).
 """
 
 from __future__ import annotations
