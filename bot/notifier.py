@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from datetime import datetime
 from itertools import islice
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,13 +26,11 @@ from handlers.blocks import (
     snapshot_message,
     status_card,
 )
-from handlers.charts import chart_title, rollout_chart, step_marks_from_audit
-from rollout.analysis import Analysis, Measurement
+from rollout.analysis import Analysis
 from rollout.config import Config
 from rollout.events import Alert, Event
 from rollout.model import Rollout
 from rollout.ports import RateLimited
-from rollout.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +63,9 @@ def _rate_limits(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class SlackNotifier:
-    def __init__(self, *, client: WebClient, config: Config, store: Store) -> None:
+    def __init__(self, *, client: WebClient, config: Config) -> None:
         self._client = client
         self._config = config
-        self._store = store  # the audit log says when each step's weight took effect
 
     @_rate_limits
     def show_card(self, rollout: Rollout, *, key: str) -> str:
@@ -87,35 +85,23 @@ class SlackNotifier:
         return self._post_in_thread(rollout, event_message(rollout, event), key=key)
 
     @_rate_limits
-    def post_snapshot(
-        self,
-        rollout: Rollout,
-        analysis: Analysis,
-        *,
-        title: str,
-        history: Sequence[Measurement],
-        key: str,
-    ) -> str:
-        ts = self._post_in_thread(
+    def post_snapshot(self, rollout: Rollout, analysis: Analysis, *, title: str, key: str) -> str:
+        return self._post_in_thread(
             rollout, snapshot_message(rollout, analysis, title=title), key=key
         )
-        png = rollout_chart(
-            measurements=history,
-            steps=step_marks_from_audit(self._store.audit_rows(rollout.id)),
-            title=chart_title(rollout),
-            now=analysis.at,
-        )
+
+    @_rate_limits
+    def upload_chart(self, rollout: Rollout, png: bytes, *, title: str, at: datetime) -> None:
         # files_upload_v2 is Slack's external upload flow (getUploadURLExternal, then
         # completeUploadExternal), which shares the PNG into the rollout's thread.
         self._client.files_upload_v2(
             channel=rollout.channel,
             thread_ts=rollout.thread_ts,
             content=png,
-            filename=f"{rollout.id}-{analysis.at:%H%M%S}.png",
+            filename=f"{rollout.id}-{at:%H%M%S}.png",
             title=f"{rollout.service}: {title}",
             alt_txt="Error rate and latency of canary and stable over the rollout",
         )
-        return ts
 
     @_rate_limits
     def request_approval(self, rollout: Rollout, *, key: str) -> str:

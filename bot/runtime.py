@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -24,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from tenacity import Retrying, retry_if_result, wait_exponential
 
+from bot.chart_renderer import ChartRenderer
 from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
@@ -34,6 +36,8 @@ from handlers import actions, commands
 from handlers.auth import Directory
 from handlers.context import HandlerServices
 from rollout.analysis import Analyzer, MetricsProvider, PrometheusProvider
+from rollout.budget import SlackBudget
+from rollout.chart_worker import ChartWorker, Render
 from rollout.config import Config
 from rollout.engine import Engine
 from rollout.gates.job import JobGates, JobsApi
@@ -123,6 +127,7 @@ class Runtime:
         api_client: k8s.ApiClient | None = None,
         metrics_provider: MetricsProvider | None = None,
         env: Mapping[str, str] | None = None,
+        render_chart: Render | None = None,
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
         env = os.environ if env is None else env
@@ -148,12 +153,26 @@ class Runtime:
         self.engine = self._build_engine(api_client, metrics_provider)
         # Every Slack message of a rollout goes out through this one sender, on its own
         # thread: ticks and requests only queue messages (rollout/sender.py).
+        notifier = SlackNotifier(client=self.web, config=config)
+        # One Slack budget for the sender and the chart worker (rollout/budget.py).
+        slack_budget = SlackBudget(config.slack.rate_limits, monotonic=time.monotonic)
         self.sender = OutboxSender(
             store=self.store,
-            notifier=SlackNotifier(client=self.web, config=config, store=self.store),
+            notifier=notifier,
             clock=self.clock,
             snapshots=self.engine.observer.snapshot_at,
             on_deadline=lambda what: self._deadline_passed("slack", what),
+            budget=slack_budget,
+            alert_channel=config.slack.alert_channel,
+        )
+        # Charts are rendered (in a process of their own) and uploaded by a worker of their
+        # own: no message, tick or acknowledgement waits for one.
+        self._renderer = ChartRenderer(store=self.store, observer=self.engine.observer)
+        self.charts = ChartWorker(
+            store=self.store,
+            notifier=notifier,
+            render=render_chart or self._renderer,
+            budget=slack_budget,
         )
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
@@ -206,7 +225,7 @@ class Runtime:
                 on_deadline=lambda what: self._deadline_passed("prometheus", what),
             ),
             parallel=config.kubernetes.parallel_rollouts,
-            on_queued=lambda: self.sender.wake(),
+            on_queued=self._wake_senders,
             registry=registry,
             jobs=lambda cluster: JobGates(
                 config=config,
@@ -214,6 +233,10 @@ class Runtime:
                 audit=cluster.audit,
             ),
         )
+
+    def _wake_senders(self) -> None:
+        self.sender.wake()
+        self.charts.wake()
 
     @staticmethod
     def _shortest_interval(config: Config) -> timedelta:
@@ -242,6 +265,10 @@ class Runtime:
             client=self.web,
             process_before_response=True,
             token_verification_enabled=False,
+            # bot/server.py checks Slack's signature on the raw bytes before Bolt sees the
+            # request; Bolt checking it again cost each acknowledgement a second HMAC and
+            # body decode for nothing (Socket Mode requests carry no signature at all).
+            request_verification_enabled=False,
         )
         services = HandlerServices(
             engine=self.engine,
@@ -300,6 +327,7 @@ class Runtime:
         is reconciled; reconciliation is tried again, with back-off, until then. The outbox
         sender starts at once: messages decided before a restart go out meanwhile."""
         self.sender.start()
+        self.charts.start()
         self._startup.start()
 
     @property
@@ -363,6 +391,8 @@ class Runtime:
         self._after_ack.shutdown(wait=True)
         self.engine.close()
         self.sender.stop()
+        self.charts.stop()
+        self._renderer.close()
         self.store.close()
 
 

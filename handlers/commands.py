@@ -24,17 +24,20 @@ from handlers.blocks import (
     history_message,
     list_message,
     refusal_message,
-    status_message,
 )
-from handlers.blocks.common import context, human_duration
+from handlers.blocks.common import human_duration
 from handlers.context import HandlerServices
+from handlers.replies import Payload, StatusReplies, with_note
 from rollout import commands
 from rollout.config import Override
 from rollout.engine import StartRefused, StartRequest
 from rollout.machine import Refusal
+from rollout.model import Rollout
 from rollout.overrides import Roles, override_problem, used_at_start
 
 log = logging.getLogger(__name__)
+# Rendered status answers, kept per state of the rollout (handlers/replies.py).
+_STATUS = StatusReplies()
 
 
 def register(app: App, *, services: HandlerServices) -> None:
@@ -43,22 +46,16 @@ def register(app: App, *, services: HandlerServices) -> None:
         user, channel = command["user_id"], command["channel_id"]
         trigger = command.get("trigger_id")
         delivery = f"command:{trigger}" if trigger else None
+        parsed = parse.parse_command(command.get("text") or "")
+        if not isinstance(parsed, parse.UsageError) and _answer_read_only(
+            parsed, services, ack=ack, user=user, channel=channel
+        ):
+            return
         if services.already_handled(delivery):
             ack()
             return
-        parsed = parse.parse_command(command.get("text") or "")
         if isinstance(parsed, parse.UsageError):
             _refuse(ack, services, user=user, action="command", why=parsed.message)
-            return
-        reply = _read_only(parsed, services)
-        if reply is not None:
-            snapshot = _snapshot_wanted(parsed, services, channel=channel)
-            if snapshot is not None and not isinstance(snapshot, str):
-                reply = _with_note(reply, _snapshot_limited(snapshot, services, parsed))
-            ack(response_type="ephemeral", **reply.payload())
-            if isinstance(snapshot, str):
-                service = snapshot
-                services.later(lambda: _snapshot_on_demand(service, services, user=user))
             return
         problem = _permission_problem(parsed, services, user=user, channel=channel)
         if problem:
@@ -80,10 +77,49 @@ def register(app: App, *, services: HandlerServices) -> None:
             _change(parsed, services, ack=ack, respond=respond, user=user, delivery=delivery)
 
 
-def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | None:
+def _answer_read_only(
+    parsed: parse.Command, services: HandlerServices, *, ack: Ack, user: str, channel: str
+) -> bool:
+    """Answer a command that changes nothing; False when `parsed` is not one. A retried
+    delivery is simply answered again, without looking the delivery up (a second snapshot is
+    kept off by `snapshot_min_interval`)."""
+    # `/canary status <service>`: its active rollout, read once for the reply and the
+    # snapshot (each read is a query and a decode, before the acknowledgement).
+    active = _active(parsed, services)
+    reply = _read_only(parsed, services, active=active)
+    if reply is None:
+        return False
+    snapshot = _snapshot_wanted(parsed, services, channel=channel, active=active)
+    if snapshot is not None and not isinstance(snapshot, str):
+        reply = with_note(reply, _snapshot_limited(snapshot, services, parsed))
+    ack(response_type="ephemeral", **reply)
+    if isinstance(snapshot, str):
+        service = snapshot
+        services.later(lambda: _snapshot_on_demand(service, services, user=user))
+    return True
+
+
+def _active(parsed: parse.Command, services: HandlerServices) -> Rollout | None:
+    if isinstance(parsed, parse.Status) and parsed.service is not None:
+        return services.engine.store.active_for(parsed.service)
+    return None
+
+
+def _read_only(
+    parsed: parse.Command, services: HandlerServices, *, active: Rollout | None
+) -> Payload | None:
     """Answers that change nothing; any channel and any user may ask."""
+    message = _read_only_message(parsed, services, active=active)
+    if isinstance(message, Rollout):
+        return _STATUS.payload(message, cluster_name=services.engine.config.cluster_name)
+    return None if message is None else message.payload()
+
+
+def _read_only_message(
+    parsed: parse.Command, services: HandlerServices, *, active: Rollout | None
+) -> Message | Rollout | None:
+    """The answer, or for `/canary status <service>` the rollout whose status it is."""
     engine, now = services.engine, services.clock.now()
-    cluster = engine.config.cluster_name
     match parsed:
         case parse.Help():
             return help_message()
@@ -96,9 +132,7 @@ def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | No
         case parse.Status(service=None):
             return list_message(engine.store.active(), now=now)
         case parse.Status(service=str(service)):
-            rollout = engine.store.active_for(service) or next(
-                iter(engine.store.history(service, limit=1)), None
-            )
+            rollout = active or next(iter(engine.store.history(service, limit=1)), None)
             if rollout is None:
                 return error_message(
                     _unknown_service(service, services)
@@ -106,12 +140,12 @@ def _read_only(parsed: parse.Command, services: HandlerServices) -> Message | No
                     else f"`{service}` has no rollouts yet. Start one with "
                     f"`/canary start {service} <tag>`."
                 )
-            return status_message(rollout, cluster_name=cluster, next_step_at=rollout.next_step_at)
+            return rollout
     return None
 
 
 def _snapshot_wanted(
-    parsed: parse.Command, services: HandlerServices, *, channel: str
+    parsed: parse.Command, services: HandlerServices, *, channel: str, active: Rollout | None
 ) -> str | timedelta | None:
     """For `/canary status <service>` in a release channel with a rollout running: the
     service when a snapshot goes ahead, or how long ago the latest one was, when it is too
@@ -123,8 +157,7 @@ def _snapshot_wanted(
     # Snapshots go into the release thread: only asked for from a release channel.
     if service is None or not channel_allowed(channel, engine.config.slack.release_channels):
         return None
-    rollout = engine.store.active_for(parsed.service)
-    if rollout is None or rollout.thread_ts is None:
+    if active is None or active.thread_ts is None:
         return None
     every = service.policy.snapshot_min_interval
     ago = services.snapshots.take(parsed.service, now=services.clock.now(), every=every)
@@ -139,10 +172,6 @@ def _snapshot_limited(ago: timedelta, services: HandlerServices, parsed: parse.C
         f"{human_duration(ago)} ago. `snapshot_min_interval` allows one per "
         f"{human_duration(every)} per service; ask again in {human_duration(every - ago)}."
     )
-
-
-def _with_note(reply: Message, note: str) -> Message:
-    return Message(text=reply.text, blocks=(*reply.blocks, context(note)))
 
 
 def _snapshot_on_demand(service: str, services: HandlerServices, *, user: str) -> None:

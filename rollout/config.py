@@ -279,6 +279,20 @@ class ServiceConfig(_Frozen):
         return ("steps", "interval") if role == "approvers" else ()
 
 
+class SlackRateLimits(_Frozen):
+    """What the outbox sender allows itself per Slack method (rollout/budget.py), kept under
+    Slack's published tiers so that a busy bot is paced by us, in priority order, rather than
+    refused by Slack. Slack's own 429s are honoured all the same."""
+
+    # chat.update is Tier 3 (about 50 a minute, per workspace): card refreshes, approvals.
+    chat_update_per_minute: float = Field(default=50.0, gt=0, le=10_000)
+    # chat.postMessage: about one message a second per channel.
+    post_message_per_channel_per_second: float = Field(default=1.0, gt=0, le=100)
+    # Chart uploads: files.getUploadURLExternal and files.completeUploadExternal are Tier 4
+    # (about 100 a minute); each chart is one of each.
+    file_uploads_per_minute: float = Field(default=100.0, gt=0, le=10_000)
+
+
 class SlackConfig(_Frozen):
     release_channels: tuple[str, ...] = ()
     alert_channel: str | None = None
@@ -288,6 +302,7 @@ class SlackConfig(_Frozen):
     # A user-group membership read longer ago than this grants nothing (the bot refreshes
     # memberships in the background, never while Slack waits for an acknowledgement).
     group_cache_max_age: Duration = timedelta(minutes=10)
+    rate_limits: SlackRateLimits = Field(default_factory=SlackRateLimits)
 
     @field_validator("group_cache_max_age")
     @classmethod

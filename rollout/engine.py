@@ -434,7 +434,7 @@ class Engine:
             return False
         self.store.audit(at=now, actor=by, action="snapshot", rollout_id=rollout.id)
         key = f"snapshot:asked:{now.isoformat()}"
-        self.store.queue(rollout.id, [outbox.snapshot(key, title="Snapshot on request", at=now)])
+        self.store.queue(rollout.id, outbox.snapshot(key, title="Snapshot on request", at=now))
         self._on_queued()
         return True
 

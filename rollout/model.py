@@ -189,5 +189,15 @@ class Rollout:
             return None
         return self.step_started_at + self.plan.step_interval + self.step_held
 
+    @property
+    def held_for_data(self) -> bool:
+        """The step is held because metrics are missing (`on_no_data: hold`): its next-step
+        time moves with every tick until they are back, so it is not shown meanwhile."""
+        return (
+            self.next_step_at is not None
+            and self.no_data_since is not None
+            and self.plan.on_no_data == "hold"
+        )
+
     def evolve(self, *, now: datetime, **changes: Any) -> Rollout:
         return replace(self, updated_at=now, **changes)

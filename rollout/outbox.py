@@ -6,8 +6,9 @@ would be lost. So every message is stored with the decision, in the store's `out
 under a key fixed at decision time: a key queued twice is one message (see
 `rollout/sender.py` for how each row reaches Slack exactly once).
 
-Besides the state machine's message actions there are three kinds the engine queues itself: the
-status card (`card` posts it, `card:update` refreshes it) and metric snapshots.
+Besides the state machine's message actions there are kinds the engine queues itself: the
+status card (`card` posts it, `card:update` refreshes it) and metric snapshots (a table and
+its chart).
 """
 
 from __future__ import annotations
@@ -72,24 +73,33 @@ def snapshots(
     if breach and after.phase != before.phase:
         verb = "paused" if after.phase == Phase.PAUSED else "rolled back"
         key = f"snapshot:breach:{after.updated_at.isoformat()}"
-        return [snapshot(key, title=f"Rollback rule breached: {verb}", at=at)]
+        return snapshot(key, title=f"Rollback rule breached: {verb}", at=at)
     for action in decision.actions:
         if isinstance(action, Announce) and isinstance(action.event, events.StepReached):
             step, steps = action.event.step, action.event.steps
-            return [
-                snapshot(f"snapshot:step:{step}", title=f"Step {step} of {steps} reached", at=at)
-            ]
+            return snapshot(f"snapshot:step:{step}", title=f"Step {step} of {steps} reached", at=at)
     return []
 
 
 def card_view(rollout: Rollout) -> tuple[object, ...]:
-    """The fields the status card shows; the card is refreshed only when one of them changes."""
+    """What the status card shows; the card is refreshed only when some of it changes.
+
+    At a thousand rollouts every refresh counts (chat.update is about 50 a minute per
+    workspace), so this is what a reader sees, not the record: the next-step time to the
+    minute (the card shows hours and minutes), and while the step is held for missing
+    metrics not the time at all (it moves with every tick) but since when it is held."""
+    if rollout.held_for_data:
+        next_step: object = ("held", rollout.no_data_since)
+    elif rollout.next_step_at is not None:
+        next_step = rollout.next_step_at.replace(second=0, microsecond=0)
+    else:
+        next_step = None
     return (
         rollout.phase,
         rollout.step_index,
         rollout.step_ready,
         rollout.weight,
-        rollout.next_step_at,
+        next_step,
         rollout.approvals,
         rollout.reason,
         rollout.verdict,
@@ -119,9 +129,14 @@ CARD: Message = ("card", {"kind": "card"})
 CARD_UPDATE: Message = ("card:update", {"kind": "card"})
 
 
-def snapshot(key: str, *, title: str, at: datetime) -> Message:
-    """A metric snapshot: judged when sent, from the measurements stored up to `at`."""
-    return key, {"kind": "snapshot", "title": title, "at": at.isoformat()}
+def snapshot(key: str, *, title: str, at: datetime) -> list[Message]:
+    """A metric snapshot: the table (judged when sent, from the measurements stored up to
+    `at`), then its chart, a row of its own that the chart worker renders and uploads once
+    the table is in the thread (rollout/chart_worker.py), so no message waits for a chart."""
+    when = at.isoformat()
+    table = {"kind": "snapshot", "title": title, "at": when}
+    chart = {"kind": "chart", "snapshot": key, "title": title, "at": when}
+    return [(key, table), (f"chart:{key}", chart)]
 
 
 def to_json(key: str, action: MessageAction) -> dict[str, Any]:

@@ -7,11 +7,10 @@ ever replaced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from rollout.analysis import Analysis, Measurement
+from rollout.analysis import Analysis
 from rollout.events import Alert, Event
 from rollout.model import Rollout
 
@@ -49,16 +48,12 @@ class Notifier(Protocol):
         """A reply in the rollout's thread; returns its `ts`."""
         ...
 
-    def post_snapshot(
-        self,
-        rollout: Rollout,
-        analysis: Analysis,
-        *,
-        title: str,
-        history: Sequence[Measurement],
-        key: str,
-    ) -> str:
-        """Canary vs stable per metric with each rule's verdict, and a chart, in the thread."""
+    def post_snapshot(self, rollout: Rollout, analysis: Analysis, *, title: str, key: str) -> str:
+        """Canary vs stable per metric with each rule's verdict, as a table in the thread."""
+        ...
+
+    def upload_chart(self, rollout: Rollout, png: bytes, *, title: str, at: datetime) -> None:
+        """The snapshot's chart (PNG), shared into the rollout's thread."""
         ...
 
     def request_approval(self, rollout: Rollout, *, key: str) -> str:

@@ -8,10 +8,14 @@ rollout by rollout. "Exactly once" rests on three facts, all here:
   failed in a way that may have landed (a timeout) is `unsure`, and an unsure post is first
   looked for in Slack by the key its metadata carries (`Notifier.find_message`);
 - a row is marked `sent` only after Slack answered.
-A rate limit (`RateLimited`) pauses sending for its Retry-After and nothing else: the loop
-never sleeps inside a tick or a request, it just waits for the next round. Other failures put
-the message back with a growing delay; a rollout's later messages wait behind it, so the thread
-keeps its order, while other rollouts' messages go on.
+When several messages may go, the most urgent goes first (rollout/budget.py): pages and
+rollback notices, then thread messages, then card refreshes, each within the Slack budget of
+its method; a card refresh shows the rollout as it is when sent, so any number of changes
+queued meanwhile are one call. A rate limit (`RateLimited`) closes that method's bucket for its
+Retry-After (without a budget: all sending) and nothing else: the loop never sleeps inside a
+tick or a request, it just waits for the next round. Other failures put the message back with
+a growing delay; a rollout's later messages wait behind it, so the thread keeps its order,
+while other rollouts' messages go on. Charts are not sent here but by the chart worker.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from rollout.analysis import Analysis, Measurement
+from rollout.budget import POST, REFRESH, UPDATE, WORKSPACE, Call, SlackBudget, priority
+from rollout.chart_worker import CHART
 from rollout.events import Alert
 from rollout.machine import Announce, CloseApproval, Page, RequestApproval
 from rollout.model import Rollout
@@ -52,7 +58,11 @@ class OutboxSender:
         snapshots: SnapshotSource,
         monotonic: Callable[[], float] = time.monotonic,
         on_deadline: Callable[[str], None] | None = None,
+        budget: SlackBudget | None = None,
+        alert_channel: str | None = None,
     ) -> None:
+        self._budget = budget  # None: no pacing of our own (Slack's 429s pause everything)
+        self._alert_channel = alert_channel
         self._on_deadline = on_deadline or (lambda what: None)
         self._store = store
         self._notifier = notifier
@@ -99,63 +109,94 @@ class OutboxSender:
     # ----------------------------------------------------------------- one round
 
     def send_due(self) -> float:
-        """Send every message that is due; returns the seconds until one may be due again
-        (0 when nothing waits). Never sleeps."""
+        """Send what is due, most urgent first, within the Slack budget; returns the seconds
+        until something may be due again (0 when nothing waits). Never sleeps."""
         with self._round:
-            now = self._monotonic()
-            if now < self._paused_until:
-                return self._paused_until - now
-            by_rollout: dict[str, list[OutboxRow]] = {}
-            for row in self._store.outbox(states=("held", "queued")):
-                by_rollout.setdefault(row.rollout_id, []).append(row)
-            next_due = 0.0
-            for rollout_id, rows in by_rollout.items():
-                outcome = self._send_rollout(rollout_id, rows)
+            if self._monotonic() < self._paused_until:
+                return self._paused_until - self._monotonic()
+            round_ = _Round(self._store.outbox(states=("held", "queued")))
+            waits: list[float] = []
+            while True:
+                row, wait = self._pick(round_)
+                if wait > 0:
+                    waits.append(wait)
+                if row is None:
+                    return min(waits, default=0.0)
+                outcome = self._send_row(row, round_)
                 if outcome == PAUSED:
                     return self._paused_until - self._monotonic()
                 if outcome > 0:
-                    next_due = outcome if next_due == 0 else min(next_due, outcome)
-            return next_due
+                    waits.append(outcome)
 
-    def _send_rollout(self, rollout_id: str, rows: list[OutboxRow]) -> float:
-        """Send the rollout's messages in order, stopping at the first that cannot go yet;
-        returns the seconds until it may go (0: nothing waits), or PAUSED on a rate limit."""
-        for row in rows:
-            if row.state == "held":
-                return 0.0  # its cluster actions are not done; the release wakes us
-            due = self._retry_at.get(row.seq, 0.0) - self._monotonic()
-            if due > 0:
-                return due
-            rollout = self._store.get(rollout_id)
+    def _pick(self, round_: _Round) -> tuple[OutboxRow | None, float]:
+        """The most urgent row that may go now, and the shortest wait of those that may not."""
+        wait = float("inf")
+        for row in sorted(round_.candidates(), key=lambda r: (priority(r.key, r.entry), r.seq)):
+            rollout = round_.rollout(row.rollout_id, self._store)
             if rollout is None:
-                return 0.0
-            try:
-                self._send(rollout, row)
-            except RateLimited as limited:
-                self._store.mark_unsent(row.seq, unsure=False)
+                round_.skip(row)
+                continue
+            due = self._retry_at.get(row.seq, 0.0) - self._monotonic()
+            if self._budget is not None:
+                due = max(due, self._budget.wait(self._cost(rollout, row)))
+            if due <= 0:
+                return row, 0.0
+            wait = min(wait, due)
+        return None, (0.0 if wait == float("inf") else wait)
+
+    def _send_row(self, row: OutboxRow, round_: _Round) -> float:
+        """Send one row; 0 when it went (its rollout's next row may follow), the seconds
+        until it may be tried again otherwise (its rollout waits behind it), or PAUSED."""
+        rollout = round_.rollout(row.rollout_id, self._store)
+        assert rollout is not None
+        cost = self._cost(rollout, row)
+        if self._budget is not None:
+            self._budget.spend(cost)
+        try:
+            self._send(rollout, row)
+        except RateLimited as limited:
+            self._store.mark_unsent(row.seq, unsure=False)
+            log.warning("Slack rate limit: sending again in %gs", limited.retry_after)
+            round_.skip(row)
+            if self._budget is None:
                 self._paused_until = self._monotonic() + limited.retry_after
-                log.warning("Slack rate limit: sending again in %gs", limited.retry_after)
                 return PAUSED
-            except Exception as error:
-                self._store.mark_unsent(row.seq, unsure=True)
-                if _timed_out(error):
-                    self._on_deadline(f"{row.key} of {rollout_id}")
-                failures = self._failures.get(row.seq, 0) + 1
-                self._failures[row.seq] = failures
-                delay = min(MAX_BACKOFF, 0.5 * 2.0 ** (failures - 1))
-                self._retry_at[row.seq] = self._monotonic() + delay
-                log.warning(
-                    "Slack call for %s %s failed (again in %gs): %s: %s",
-                    rollout_id,
-                    row.key,
-                    delay,
-                    type(error).__name__,
-                    error,
-                )
-                return delay
-            self._retry_at.pop(row.seq, None)
-            self._failures.pop(row.seq, None)
+            self._budget.refused(cost, retry_after=limited.retry_after)
+            return limited.retry_after
+        except Exception as error:
+            round_.skip(row)
+            return self._failed(rollout, row, error)
+        self._retry_at.pop(row.seq, None)
+        self._failures.pop(row.seq, None)
+        round_.sent(row)
         return 0.0
+
+    def _failed(self, rollout: Rollout, row: OutboxRow, error: Exception) -> float:
+        self._store.mark_unsent(row.seq, unsure=True)
+        if _timed_out(error):
+            self._on_deadline(f"{row.key} of {rollout.id}")
+        failures = self._failures.get(row.seq, 0) + 1
+        self._failures[row.seq] = failures
+        delay = min(MAX_BACKOFF, 0.5 * 2.0 ** (failures - 1))
+        self._retry_at[row.seq] = self._monotonic() + delay
+        log.warning(
+            "Slack call for %s %s failed (again in %gs): %s: %s",
+            rollout.id,
+            row.key,
+            delay,
+            type(error).__name__,
+            error,
+        )
+        return delay
+
+    def _cost(self, rollout: Rollout, row: OutboxRow) -> Call:
+        """The Slack method a row's call is counted against, and in which scope."""
+        kind = row.entry["kind"]
+        if kind == "close_approval" or (kind == "card" and row.key != "card"):
+            return Call(UPDATE, WORKSPACE)
+        if kind == "page":
+            return Call(POST, self._alert_channel or rollout.channel)
+        return Call(POST, rollout.channel)
 
     def _send(self, rollout: Rollout, row: OutboxRow) -> None:
         kind = row.entry["kind"]
@@ -178,13 +219,14 @@ class OutboxSender:
                 return None  # nothing posted to update yet; the card's own post shows it all
             return self._notifier.show_card(rollout, key="card")
         if kind == "snapshot":
+            # The table only: its chart is a row of its own, rendered and uploaded by the
+            # chart worker (rollout/chart_worker.py), so no message waits for matplotlib.
             judged = self._snapshots(rollout, datetime.fromisoformat(row.entry["at"]))
             if judged is None or rollout.thread_ts is None:
                 return None
-            analysis, history = judged
-            title = str(row.entry["title"])
+            analysis, _history = judged
             return self._notifier.post_snapshot(
-                rollout, analysis, title=title, history=history, key=key
+                rollout, analysis, title=str(row.entry["title"]), key=key
             )
         _, action = from_json(row.entry)
         match action:
@@ -222,3 +264,41 @@ def _timed_out(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+class _Round:
+    """One round's view of the outbox: each rollout's messages in the order queued (only the
+    first unsent one is a candidate, so a thread keeps its order) and the card refreshes,
+    which wait for nothing but the budget. Chart rows belong to the chart worker."""
+
+    def __init__(self, rows: Sequence[OutboxRow]) -> None:
+        self._chains: dict[str, list[OutboxRow]] = {}
+        self._refreshes: dict[int, OutboxRow] = {}
+        self._rollouts: dict[str, Rollout | None] = {}
+        for row in rows:
+            if row.entry.get("kind") == CHART:
+                continue
+            if priority(row.key, row.entry) == REFRESH:
+                if row.state != "held":  # held: its decision's cluster work is not done
+                    self._refreshes[row.seq] = row
+                continue
+            self._chains.setdefault(row.rollout_id, []).append(row)
+
+    def candidates(self) -> list[OutboxRow]:
+        heads = [rows[0] for rows in self._chains.values() if rows and rows[0].state != "held"]
+        return heads + list(self._refreshes.values())
+
+    def rollout(self, rollout_id: str, store: Store) -> Rollout | None:
+        if rollout_id not in self._rollouts:
+            self._rollouts[rollout_id] = store.get(rollout_id)
+        return self._rollouts[rollout_id]
+
+    def sent(self, row: OutboxRow) -> None:
+        if self._refreshes.pop(row.seq, None) is None:
+            self._chains[row.rollout_id].pop(0)
+        self._rollouts.pop(row.rollout_id, None)  # a sent card gives the rollout its thread
+
+    def skip(self, row: OutboxRow) -> None:
+        """Nothing more of this row this round; a rollout's later messages wait behind it."""
+        if self._refreshes.pop(row.seq, None) is None:
+            self._chains[row.rollout_id] = []

@@ -9,11 +9,10 @@ it, exactly as it cannot catch a SIGKILL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from rollout.analysis import Analysis, Measurement
+from rollout.analysis import Analysis
 from rollout.events import Alert, Event
 from rollout.model import Rollout
 from rollout.ports import RateLimited
@@ -54,6 +53,7 @@ class World:
     rollback_fails: bool = False
     land_then_fail_next: int = 0
     log: list[str] = field(default_factory=list)
+    charts: list[str] = field(default_factory=list)  # titles of the charts uploaded
 
     def call(self, what: str) -> None:
         self.calls += 1
@@ -136,16 +136,12 @@ class FakeNotifier:
     def post_event(self, rollout: Rollout, event: Event, *, key: str) -> str:
         return self._post(key, type(event).__name__)
 
-    def post_snapshot(
-        self,
-        rollout: Rollout,
-        analysis: Analysis,
-        *,
-        title: str,
-        history: Sequence[Measurement],
-        key: str,
-    ) -> str:
+    def post_snapshot(self, rollout: Rollout, analysis: Analysis, *, title: str, key: str) -> str:
         return self._post(key, "snapshot")
+
+    def upload_chart(self, rollout: Rollout, png: bytes, *, title: str, at: datetime) -> None:
+        self.world.call(f"upload {title}")
+        self.world.charts.append(title)
 
     def request_approval(self, rollout: Rollout, *, key: str) -> str:
         return self._post(key, "approval request")

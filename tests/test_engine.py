@@ -17,6 +17,7 @@ import pytest
 
 from bot.config_loader import load_config_text
 from rollout.analysis import Analyzer, Series
+from rollout.chart_worker import ChartWorker
 from rollout.commands import Approve, Rollback
 from rollout.engine import Engine
 from rollout.machine import MAX_ROLLBACK_ATTEMPTS
@@ -231,6 +232,7 @@ def test_a_rollback_that_fails_for_good_pages_the_failure_not_traffic_on_stable(
     sender = OutboxSender(
         store=store, notifier=FakeNotifier(world), clock=clock, snapshots=lambda r, at: None
     )
+    charts = ChartWorker(store=store, notifier=FakeNotifier(world), render=lambda *_: b"png")
     accepted = engine.accept(
         StartRequest(service="checkout", image="v2", by="UALICE", channel="C0RELEASES")
     )
@@ -238,6 +240,7 @@ def test_a_rollback_that_fails_for_good_pages_the_failure_not_traffic_on_stable(
     for _ in range(MAX_ROLLBACK_ATTEMPTS + 3):
         engine.tick_all(wait_for_ticks=True)
         sender.send_due()
+        charts.work_due()
         clock.advance(1)
     engine.close()
     failed = store.get(accepted.id)

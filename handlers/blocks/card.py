@@ -153,6 +153,8 @@ def _next_step_text(rollout: Rollout, next_step_at: datetime | None) -> str | No
         return "on hold until resumed"
     if rollout.phase is Phase.AWAITING_APPROVAL:
         return "100% once approved"
+    if rollout.held_for_data and rollout.no_data_since is not None:
+        return f"held: no metrics since {slack_date(rollout.no_data_since)}"
     if next_step_at is not None and rollout.phase in (Phase.PENDING, Phase.PROGRESSING):
         return slack_date(next_step_at)
     return None

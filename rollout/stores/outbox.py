@@ -114,6 +114,11 @@ class OutboxMethods:
                 [ts, seq],
             )
 
+    def mark_dropped(self, seq: int) -> None:
+        """Given up on for good (a chart that cannot be rendered): never sent, never retried."""
+        with self._tx() as tx:
+            tx.run("UPDATE outbox SET state = 'dropped' WHERE seq = ? AND state = 'sending'", [seq])
+
     def mark_unsent(self, seq: int, *, unsure: bool) -> None:
         """The call failed: queued again; `unsure` when it may have landed all the same."""
         with self._tx() as tx:

@@ -68,6 +68,9 @@ CONFIG = textwrap.dedent(
       oncall: S0ONCALL
       deployers: [{BOB}, {CAROL}]
       approvers: [S0SRE]
+      # The emulator enforces no rate limits here: the `serve` process need not pace its
+      # messages like a production bot (the Slack budget is tested in test_slack_budget.py).
+      rate_limits: {{chat_update_per_minute: 10000, post_message_per_channel_per_second: 100}}
     cluster_name: sandbox
     defaults:
       steps: [{", ".join(map(str, STEPS))}]

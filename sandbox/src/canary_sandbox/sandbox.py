@@ -24,7 +24,7 @@ from bot.server import AdminServer, HttpServer
 from emulators.kube import KubeEmulator
 from emulators.slack import SlackDriver, SlackEmulator
 from rollout.analysis import MetricsProvider
-from rollout.config import Config
+from rollout.config import Config, SlackRateLimits
 from rollout.ports import Clock
 
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
@@ -158,7 +158,7 @@ class Sandbox:
         background. By default this waits until the bot is ready (reconciled), which is what
         most tests mean by "the bot is up"; `wait_ready=False` returns as soon as it listens.
         `clock` lets a test move the bot's time on."""
-        config = self.config
+        config = _unpaced(self.config)
         api_client = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
         self.runtime = Runtime(
             config=config,
@@ -272,3 +272,21 @@ class Sandbox:
         if self._driver is None:
             raise RuntimeError("the bot is not running in this sandbox; call start_bot()")
         return self._driver
+
+
+# What the in-process bot allows itself per Slack method, unless the config says otherwise.
+# The emulator enforces no rate limits unless a test asks it to (tests/test_slack_budget.py
+# proves the budget against Slack's real limits), so the sandbox's bot need not pace itself
+# like a production bot: scenario tests and the demo then run at the speed of the rollout.
+UNPACED = SlackRateLimits(
+    chat_update_per_minute=10_000,
+    post_message_per_channel_per_second=100,
+    file_uploads_per_minute=10_000,
+)
+
+
+def _unpaced(config: Config) -> Config:
+    if "rate_limits" in config.slack.model_fields_set:
+        return config
+    slack = config.slack.model_copy(update={"rate_limits": UNPACED})
+    return config.model_copy(update={"slack": slack})

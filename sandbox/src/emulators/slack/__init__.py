@@ -8,6 +8,7 @@ bot signed slash commands, button clicks and view submissions exactly as Slack d
 from emulators.slack.driver import DriverResponse, SlackDriver
 from emulators.slack.emulator import SlackEmulator
 from emulators.slack.faults import SlackFaults
+from emulators.slack.limits import SlackRateLimits
 from emulators.slack.records import (
     ApiCall,
     EphemeralMessage,
@@ -27,5 +28,6 @@ __all__ = [
     "SlackDriver",
     "SlackEmulator",
     "SlackFaults",
+    "SlackRateLimits",
     "UploadedFile",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from emulators.slack import response_urls
 from emulators.slack.faults import SlackFaults
+from emulators.slack.limits import SlackRateLimits
 from emulators.slack.records import (
     ApiCall,
     EphemeralMessage,
@@ -53,6 +54,8 @@ class SlackEmulator:
             channel_names=channel_names or {},
         )
         self.faults = SlackFaults()
+        # Slack's rate limits on chat.update and chat.postMessage: off unless set.
+        self.limits: SlackRateLimits | None = None
         self._server: ServerThread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -60,7 +63,9 @@ class SlackEmulator:
     def start(self) -> str:
         """Serve on a free port of 127.0.0.1; returns the URL to give `WebClient(base_url=...)`."""
         if self._server is None:
-            self._server = ServerThread(build_app(self._ws, lambda: self.faults))
+            self._server = ServerThread(
+                build_app(self._ws, lambda: self.faults, lambda: self.limits)
+            )
             self._ws.base_url = self._server.base_url
             self._server.start()
         return self.api_url

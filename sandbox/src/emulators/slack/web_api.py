@@ -20,14 +20,19 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from emulators.slack import response_urls
 from emulators.slack.api_args import Args, SlackError
 from emulators.slack.faults import RATE_LIMITED, SlackFaults
+from emulators.slack.limits import SlackRateLimits
 from emulators.slack.methods import METHODS
 from emulators.slack.methods.files import receive_bytes
 from emulators.slack.records import ApiCall, JsonObject
 from emulators.slack.state import Workspace
 
 
-def build_app(ws: Workspace, faults: Callable[[], SlackFaults]) -> Flask:
-    """`faults` is asked on every call, so a test may swap the emulator's `faults` object."""
+def build_app(
+    ws: Workspace,
+    faults: Callable[[], SlackFaults],
+    limits: Callable[[], SlackRateLimits | None] = lambda: None,
+) -> Flask:
+    """`faults` and `limits` are asked on every call, so a test may swap or set them."""
     app = Flask("slack_emulator")
 
     @app.route("/api/<method>", methods=["GET", "POST"])
@@ -36,6 +41,7 @@ def build_app(ws: Workspace, faults: Callable[[], SlackFaults]) -> Flask:
         status = 200
         body: JsonObject = {}
         args: dict[str, Any] = {}
+        retry_after: int | None = None  # set when the enforced rate limits refuse the call
         faults().wait_if_held(method)  # outside the lock: only this call waits
         # One lock hold for handling and recording, so `calls` is in the order Slack acted.
         with ws.lock:
@@ -45,7 +51,13 @@ def build_app(ws: Workspace, faults: Callable[[], SlackFaults]) -> Flask:
                 body = {"ok": False, "error": error.error}
             else:
                 token = _bearer() or args.pop("token", None)
-                status, body = _dispatch(ws, faults(), method=method, token=token, args=args)
+                enforced = limits()
+                if enforced is not None and token == ws.bot_token:
+                    retry_after = enforced.admit(method, args)
+                if retry_after is not None:
+                    status, body = 429, {"ok": False, "error": RATE_LIMITED}
+                else:
+                    status, body = _dispatch(ws, faults(), method=method, token=token, args=args)
             ws.calls.append(
                 ApiCall(
                     method=method,
@@ -63,7 +75,8 @@ def build_app(ws: Workspace, faults: Callable[[], SlackFaults]) -> Flask:
             time.sleep(held)  # outside the workspace lock: other calls go on meanwhile
         response = Response(json.dumps(body), status=status, mimetype="application/json")
         if status == 429:
-            response.headers["Retry-After"] = str(faults().retry_after)
+            wait = retry_after if retry_after is not None else faults().retry_after
+            response.headers["Retry-After"] = str(wait)
         return response
 
     @app.post("/upload/v1/<file_id>")

@@ -1,0 +1,78 @@
+"""`/canary status <service>` answers, rendered once per state of the rollout.
+
+Turning Block Kit models into JSON (`to_dict`, which also checks Slack's limits) was the
+largest single cost of acknowledging a status request (bench/ack.py's profile: about a third
+of the bot's own time per request), and fifty people asking about one rollout ask about the
+same state. So the rendered answer is kept, keyed by everything the status shows; any change
+of the rollout is a new key. Bounded, least recently used first out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+from handlers.blocks import status_message
+from handlers.blocks.common import context
+from rollout.model import Rollout
+
+Payload = dict[str, Any]
+MAX_KEPT = 256
+
+
+def shown(rollout: Rollout) -> tuple[Hashable, ...]:
+    """Every field `status_message` reads (handlers/blocks/card.py)."""
+    return (
+        rollout.id,
+        rollout.updated_at,
+        rollout.created_at,
+        rollout.phase,
+        rollout.service,
+        rollout.namespace,
+        rollout.deployment,
+        rollout.channel,
+        rollout.stable_image,
+        rollout.canary_image,
+        rollout.weight,
+        rollout.step_index,
+        rollout.step_ready,
+        rollout.next_step_at,
+        rollout.no_data_since,
+        rollout.plan.steps,
+        rollout.plan.on_no_data,
+        rollout.started_by,
+        rollout.verdict,
+        rollout.approvals,
+        rollout.reason,
+    )
+
+
+class StatusReplies:
+    def __init__(self, *, max_kept: int = MAX_KEPT) -> None:
+        self._kept: OrderedDict[tuple[Hashable, ...], Payload] = OrderedDict()
+        self._max = max_kept
+        self._lock = threading.Lock()
+
+    def payload(self, rollout: Rollout, *, cluster_name: str) -> Payload:
+        key = (cluster_name, *shown(rollout))
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        message = status_message(
+            rollout, cluster_name=cluster_name, next_step_at=rollout.next_step_at
+        )
+        rendered = message.payload()
+        with self._lock:
+            self._kept[key] = rendered
+            while len(self._kept) > self._max:
+                self._kept.popitem(last=False)
+        return rendered
+
+
+def with_note(payload: Payload, note: str) -> Payload:
+    """The answer with a context line added (a new dict: the kept one is shared)."""
+    return {**payload, "blocks": [*payload["blocks"], context(note).to_dict()]}
