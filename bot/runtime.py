@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from tenacity import Retrying, retry_if_result, wait_exponential
 
+from bot.ha import Leadership
 from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
@@ -121,13 +123,17 @@ class Runtime:
         api_client: k8s.ApiClient | None = None,
         metrics_provider: MetricsProvider | None = None,
         env: Mapping[str, str] | None = None,
+        on_lost_lease: Callable[[], None] | None = None,
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
+        env = os.environ if env is None else env
         if metrics_provider is None:
             # A measurement never outlasts the analysis interval it serves.
             budget = min(config.prometheus.timeout, self._shortest_interval(config))
-            env = os.environ if env is None else env
             metrics_provider = _prometheus(config, env, timeout=budget)
+        # This replica's name in the Lease, and in its User-Agent (the API server's audit log).
+        self.identity = env.get("POD_NAME") or socket.gethostname()
+        self.leadership: Leadership | None = None
         self.config = config
         self.clock = clock or SystemClock()
         self.store = SqliteStore(config.store.path)
@@ -139,7 +145,11 @@ class Runtime:
             retry_handlers=[],
         )
         self.kube_calls = 0
-        self.engine = self._build_engine(api_client, metrics_provider)
+        kube_client = without_retries(
+            api_client or load_api_client(context=config.kubernetes.context)
+        )
+        kube_client.user_agent = f"canary-bot ({self.identity})"
+        self.engine = self._build_engine(kube_client, metrics_provider)
         # Every Slack message of a rollout goes out through this one sender, on its own
         # thread: ticks and requests only queue messages (rollout/sender.py).
         self.sender = OutboxSender(
@@ -170,13 +180,23 @@ class Runtime:
             interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
         )
+        if ha_enabled(config):
+            self.leadership = Leadership(
+                config=config.ha,
+                api_client=kube_client,
+                identity=self.identity,
+                store=self.store,
+                on_leading=self._reconcile_then_tick,
+                on_lost=on_lost_lease or self._stop_leading,
+                pick_up=self.engine.pick_up,
+            )
 
-    def _build_engine(self, api_client: k8s.ApiClient | None, provider: MetricsProvider) -> Engine:
+    def _build_engine(self, api_client: k8s.ApiClient, provider: MetricsProvider) -> Engine:
         """The engine with its bounded clients: one deadline per Kubernetes call, and a
         measurement that never outlasts the analysis interval it serves."""
         config = self.config
         gateway = KubeGateway(
-            without_retries(api_client or load_api_client(context=config.kubernetes.context)),
+            api_client,
             request_timeout=config.kubernetes.request_timeout.total_seconds(),
             on_call=self._count_kube_call,
             on_deadline=lambda what: self._deadline_passed("kubernetes", what),
@@ -194,6 +214,7 @@ class Runtime:
             ),
             parallel=config.kubernetes.parallel_rollouts,
             on_queued=lambda: self.sender.wake(),
+            leading=lambda: self.leadership is None or self.leadership.leading,
         )
 
     @staticmethod
@@ -274,20 +295,39 @@ class Runtime:
         `/healthz` while a slow API server holds reconciliation (a liveness probe must never
         kill a pod for waiting on the cluster). `ready` turns true once every active rollout
         is reconciled; reconciliation is tried again, with back-off, until then. The outbox
-        sender starts at once: messages decided before a restart go out meanwhile."""
+        sender starts at once: messages decided before a restart go out meanwhile.
+
+        With several replicas (bot/ha.py) all of that waits for this replica to lead."""
+        if self.leadership is not None:
+            threading.Thread(target=self.directory.start, name="directory", daemon=True).start()
+            self.leadership.start()
+            return
         self.sender.start()
         self._startup.start()
 
     @property
     def ready(self) -> bool:
+        if self.leadership is not None:
+            return self._ha_readiness()[0]
         return self._ready.is_set()
 
     @property
     def readiness(self) -> str:
         """Why the bot is or is not ready, for `/readyz`."""
+        if self.leadership is not None:
+            return self._ha_readiness()[1]
         if self._ready.is_set():
             return "reconciled"
         return f"reconciling active rollouts (attempt {self._reconcile_attempts})"
+
+    def _ha_readiness(self) -> tuple[bool, str]:
+        assert self.leadership is not None
+        try:
+            self.store.get("readyz")  # one small query: is the database there?
+            database = None
+        except Exception as error:
+            database = f"{type(error).__name__}: {error}"[:200]
+        return self.leadership.readiness(reconciled=self._ready.is_set(), database=database)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
@@ -297,6 +337,11 @@ class Runtime:
         # find the approver groups known; on this thread, so a slow Slack delays readiness,
         # never serving.
         self.directory.start()
+        self._reconcile_then_tick()
+
+    def _reconcile_then_tick(self) -> None:
+        """Reconcile (retried with back-off), then tick; with several replicas this runs when
+        this replica takes the Lease (bot/ha.py)."""
         retrying = Retrying(
             retry=retry_if_result(lambda reconciled: not reconciled),
             wait=wait_exponential(multiplier=0.5, max=RECONCILE_BACKOFF_MAX_S),
@@ -327,9 +372,20 @@ class Runtime:
         with self._lifecycle:
             if not self._stopping.is_set() and not self._ticking:
                 self.scheduler.start()
+                if self.leadership is not None:
+                    self.sender.start()  # a follower never sends: the leader does
+                    self.leadership.start_pick_up()
                 self._ticking = True
 
+    def _stop_leading(self) -> None:
+        """The Lease is lost: stop ticking and sending at once (`canary-bot serve` exits
+        instead, see bot/ha.py; this is for a runtime embedded in a test or a tool)."""
+        self.scheduler.stop()
+        self.sender.stop()
+
     def stop(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()  # hands the Lease back: another replica leads at once
         with self._lifecycle:
             self._stopping.set()
         if self._startup.is_alive():
@@ -340,6 +396,11 @@ class Runtime:
         self.engine.close()
         self.sender.stop()
         self.store.close()
+
+
+def ha_enabled(config: Config) -> bool:
+    """Several replicas and a Lease only with a shared database (`store.url`)."""
+    return getattr(config.store, "url", None) is not None
 
 
 def _directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:

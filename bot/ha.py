@@ -1,0 +1,155 @@
+"""Several replicas on one PostgreSQL database, one leader on a Lease (DESIGN.md "High
+availability").
+
+Every replica answers Slack and `/readyz`; a command taken by a follower is decided and saved
+(optimistic concurrency on the rollout's version) and acknowledged there. Only the leader acts:
+it ticks, sends the outbox, and every `retry_period` picks up the decisions other replicas
+saved (`Engine.pick_up`), so a follower's command reaches the cluster within one
+`retry_period` (2 s by default) plus the tick itself.
+
+On taking the Lease the leader takes a fencing token from the database (`take_leadership`)
+and fences its store with it, so that once another replica has taken over no write of this
+one is accepted, even before it notices it lost the Lease. Then it reconciles, and only then
+starts the beat, the sender and the pick-up poll. A leader that cannot renew within
+`renew_deadline` steps down at once: `on_lost` (in `canary-bot serve`, the process exits and
+Kubernetes restarts it as a follower; a fenced store cannot serve a follower's writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from kubernetes import client as k8s
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from rollout.config import HaConfig
+from rollout.leader import Elector, Timing
+from rollout.lease import LeaseLock
+
+log = logging.getLogger(__name__)
+
+# The process exit code of a replica that lost the Lease (its pod restarts as a follower).
+LOST_LEASE_EXIT = 75
+
+
+class Fencing(Protocol):
+    def take_leadership(self, holder: str) -> int: ...
+    def fence(self, token: int | None) -> None: ...
+
+
+class Leadership:
+    def __init__(
+        self,
+        *,
+        config: HaConfig,
+        api_client: k8s.ApiClient,
+        identity: str,
+        store: Fencing,
+        on_leading: Callable[[], None],
+        on_lost: Callable[[], None],
+        pick_up: Callable[[], None],
+    ) -> None:
+        self.identity = identity
+        self._store = store
+        self._on_leading = on_leading
+        self._on_lost = on_lost
+        self._pick_up = pick_up
+        self._retry = config.retry_period.total_seconds()
+        self._stopping = threading.Event()
+        self.token: int | None = None
+        self.elector = Elector(
+            LeaseLock(api_client, name=config.lease_name, namespace=config.lease_namespace),
+            identity=identity,
+            timing=Timing(
+                lease_duration=config.lease_duration,
+                renew_deadline=config.renew_deadline,
+                retry_period=config.retry_period,
+            ),
+            on_started=self._took_over,
+            on_stopped=self._lost,
+        )
+
+    @property
+    def leading(self) -> bool:
+        """Leading and fenced: nothing acts before the fencing token is in place."""
+        return self.elector.leading and self.token is not None
+
+    def start(self) -> None:
+        self.elector.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.elector.stop()
+
+    def _took_over(self) -> None:
+        """On its own thread: fence, then hand over to the runtime (reconcile, then tick and
+        send); it returns once reconciled."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.2, max=self._retry),
+            stop=lambda state: not self.elector.leading or self._stopping.is_set(),
+            sleep=self._pause,
+            reraise=True,
+        )
+        try:
+            token = retrying(self._fence)
+        except Exception as error:
+            log.error("taking leadership in the database failed: %s", error)
+            return
+        log.info("%s leads as epoch %d", self.identity, token)
+        self.token = token
+        self._on_leading()
+
+    def start_pick_up(self) -> None:
+        """Called with the beat: from then on, decisions saved elsewhere are picked up."""
+        threading.Thread(target=self._poll, name="pick-up", daemon=True).start()
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    def _fence(self) -> int:
+        token = self._store.take_leadership(self.identity)
+        self._store.fence(token)
+        return token
+
+    def _poll(self) -> None:
+        """The leader's short poll for decisions saved by other replicas."""
+        while not self._stopping.wait(self._retry) and self.elector.leading:
+            try:
+                self._pick_up()
+            except Exception as error:
+                log.warning("pick-up failed: %s: %s", type(error).__name__, error)
+
+    def _lost(self) -> None:
+        self.token = None
+        self._on_lost()
+
+
+def exit_lost_lease() -> None:
+    """`canary-bot serve`'s answer to a lost Lease: stop everything at once, mid-call if need
+    be (the fenced store refuses whatever was on its way), and let the pod restart."""
+    log.error("lost the Lease; exiting so that this replica restarts as a follower")
+    logging.shutdown()
+    os._exit(LOST_LEASE_EXIT)
+
+    def readiness(self, *, reconciled: bool, database: str | None) -> tuple[bool, str]:
+        """`/readyz`: a leader is ready once reconciled; a follower while it reaches both the
+        database and the API server (it must record commands and see the Lease)."""
+        who = self.identity
+        if self.leading:
+            if reconciled:
+                return True, f"leader ({who}, epoch {self.token}): reconciled"
+            return False, f"leader ({who}, epoch {self.token}): reconciling active rollouts"
+        problems = []
+        if not self.elector.connected:
+            problems.append(f"cannot reach the API server ({self.elector.lock.describe})")
+        if database is not None:
+            problems.append(f"cannot reach the database ({database})")
+        if problems:
+            return False, f"follower ({who}): " + "; ".join(problems)
+        leader = self.elector.holder or "none yet"
+        return True, f"follower ({who}, leader {leader}): connected to the database and API server"
