@@ -160,6 +160,8 @@ class Engine:
     def tick_all(self, *, wait_for_ticks: bool = False) -> None:
         """One beat: measure every due rollout in one batch, then tick each on the pool.
         A rollout whose last tick is still running (its calls hang) is left out."""
+        if not self._leading():
+            return  # the Lease is lost (or not yet renewed): act on nothing
         now = self._clock.now()
         running = self._pool.running()
         due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
@@ -210,8 +212,8 @@ class Engine:
 
         decision, mark = self._decide(rollout_id, decide, extra=snapshots, settle=True)
         actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
-        if not actions:
-            return
+        if not actions or not self._leading():
+            return  # nothing to do, or no longer the leader: the next leader does it
         outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
         ok = all(outcome.error is None for outcome in outcomes)
         later = self._clock.now()

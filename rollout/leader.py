@@ -59,13 +59,18 @@ class Elector:
         self._leading = threading.Event()
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
+        self._renewed_at = 0.0
         self._thread: threading.Thread | None = None
         self.holder: str | None = None  # who held the Lease when last read, for /readyz
         self.connected = False  # the last Lease call was answered, for /readyz
 
     @property
     def leading(self) -> bool:
-        return self._leading.is_set()
+        """Holding the Lease, renewed within `renew_deadline`: checked against the clock, so
+        a process that was paused (or starved) longer than that does not act on waking up
+        before its renew loop has had a chance to step down."""
+        fresh = self._monotonic() < self._renewed_at + self._timing.renew_deadline.total_seconds()
+        return self._leading.is_set() and fresh
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="leader-election", daemon=True)
@@ -90,7 +95,9 @@ class Elector:
         """Until this replica holds the Lease (True) or is stopped (False)."""
         retry = self._timing.retry_period.total_seconds()
         while not self._stopping.is_set():
+            started = self._monotonic()
             if self._attempt(budget=MAX_CALL_S):
+                self._renewed_at = started
                 self._leading.set()
                 log.info("%s: %s now leads", self.lock.describe, self.identity)
                 threading.Thread(target=self._on_started, name="took-over", daemon=True).start()
@@ -102,13 +109,13 @@ class Elector:
         """Renew every `retry_period`; step down once `renew_deadline` passes unrenewed."""
         retry = self._timing.retry_period.total_seconds()
         deadline_s = self._timing.renew_deadline.total_seconds()
-        renewed_at = self._monotonic()
+        renewed_at = self._renewed_at
         while not self._stopping.wait(retry):
             while True:
                 started = self._monotonic()
                 left = renewed_at + deadline_s - started
                 if left > 0 and self._attempt(budget=min(left, MAX_CALL_S)):
-                    renewed_at = started
+                    renewed_at = self._renewed_at = started
                     break
                 if self._monotonic() >= renewed_at + deadline_s:
                     self._step_down(deadline_s)
