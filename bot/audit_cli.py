@@ -5,7 +5,8 @@
 a file back and names the first row where the hash chain breaks (exit 1), or says it is intact
 (exit 0) and prints the last hash: keep that hash somewhere else (a ticket, a commit), because
 whoever can rewrite the whole file can also recompute every hash after the rows they changed.
-The store is found the way `serve` finds its config (`--config`, else `$CANARY_CONFIG`).
+The store is found the way `serve` finds its config (`--config`, else `$CANARY_CONFIG`), and
+`$CANARY_STORE_URL` overrides its `store.url` the same way: SQLite or PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any, TextIO
 from bot.config_loader import load_config
 from rollout.audit_chain import EXPORT_FIELDS, first_break
 from rollout.durations import parse_duration
-from rollout.store import SqliteStore
+from rollout.stores import open_store, store_url
 
 EXIT_INTACT, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
 
@@ -65,7 +67,8 @@ def run(
     except ValueError as error:
         print(f"canary-bot: --since: {error}", file=err)
         return EXIT_USAGE
-    store = SqliteStore(load_config(find_config(args.config)).store.path)
+    config = load_config(find_config(args.config))
+    store = open_store(path=config.store.path, url=store_url(config.store.url, os.environ))
     try:
         rows = store.audit_export(since=since, service=args.service)
     finally:

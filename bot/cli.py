@@ -21,6 +21,9 @@ from bot.config_loader import ConfigError, load_config
 from bot.ha import exit_lost_lease
 from bot.kube import ClusterConfigError
 from bot.runtime import Runtime, Secrets, StartupError
+from rollout.config import Config
+from rollout.stores import store_url
+from rollout.stores.lock import InstanceLock, StoreInUse
 
 log = logging.getLogger("canary-bot")
 
@@ -73,6 +76,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     secrets = Secrets.from_env(os.environ, socket_mode=args.socket_mode)
+    lock = _single_instance(config)
     runtime = Runtime(config=config, secrets=secrets, on_lost_lease=exit_lost_lease)
     from bot.server import AdminServer, HttpServer
 
@@ -109,7 +113,22 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, shutdown)
     servers[-1].wait()
     runtime.stop()
+    if lock is not None:
+        lock.release()
     return 0
+
+
+def _single_instance(config: Config) -> InstanceLock | None:
+    """On SQLite, hold the file's lock for the life of this `serve` (rollout/stores/lock.py):
+    a second one on the same file stops here with one line. PostgreSQL takes several."""
+    if store_url(config.store.url, os.environ):
+        return None
+    lock = InstanceLock(config.store.path)
+    try:
+        lock.acquire()
+    except StoreInUse as error:
+        raise StartupError(str(error)) from None
+    return lock
 
 
 def config_path(given: str | None) -> str:

@@ -128,14 +128,6 @@ class Leadership:
         self.token = None
         self._on_lost()
 
-
-def exit_lost_lease() -> None:
-    """`canary-bot serve`'s answer to a lost Lease: stop everything at once, mid-call if need
-    be (the fenced store refuses whatever was on its way), and let the pod restart."""
-    log.error("lost the Lease; exiting so that this replica restarts as a follower")
-    logging.shutdown()
-    os._exit(LOST_LEASE_EXIT)
-
     def readiness(self, *, reconciled: bool, database: str | None) -> tuple[bool, str]:
         """`/readyz`: a leader is ready once reconciled; a follower while it reaches both the
         database and the API server (it must record commands and see the Lease)."""
@@ -153,3 +145,11 @@ def exit_lost_lease() -> None:
             return False, f"follower ({who}): " + "; ".join(problems)
         leader = self.elector.holder or "none yet"
         return True, f"follower ({who}, leader {leader}): connected to the database and API server"
+
+
+def exit_lost_lease() -> None:
+    """`canary-bot serve`'s answer to a lost Lease: stop everything at once, mid-call if need
+    be (the fenced store refuses whatever was on its way), and let the pod restart."""
+    log.error("lost the Lease; exiting so that this replica restarts as a follower")
+    logging.shutdown()
+    os._exit(LOST_LEASE_EXIT)

@@ -31,7 +31,7 @@ from rollout.config import Config
 from rollout.events import Alert, Event
 from rollout.model import Rollout
 from rollout.ports import RateLimited
-from rollout.store import SqliteStore
+from rollout.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _rate_limits(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class SlackNotifier:
-    def __init__(self, *, client: WebClient, config: Config, store: SqliteStore) -> None:
+    def __init__(self, *, client: WebClient, config: Config, store: Store) -> None:
         self._client = client
         self._config = config
         self._store = store  # the audit log says when each step's weight took effect

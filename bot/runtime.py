@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -42,7 +41,7 @@ from rollout.kube import KubeGateway
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.sender import OutboxSender
-from rollout.store import SqliteStore
+from rollout.stores import Store, open_store, store_url
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.registry import STRATEGIES
 
@@ -136,7 +135,10 @@ class Runtime:
         self.leadership: Leadership | None = None
         self.config = config
         self.clock = clock or SystemClock()
-        self.store = SqliteStore(config.store.path)
+        self.store: Store = open_store(
+            path=config.store.path,
+            url=store_url(config.store.url, os.environ if env is None else env),
+        )
         self.metrics = BotMetrics(active_rollouts=lambda: len(self.store.active()))
         self.web = WebClient(
             token=secrets.bot_token,
@@ -176,11 +178,11 @@ class Runtime:
         self._reconcile_attempts = 0
         self._startup = threading.Thread(target=self._start_up, name="startup", daemon=True)
         self.scheduler = BeatScheduler(
-            db_path=Path(config.store.path),
+            url=self.store.scheduler_url,
             interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
         )
-        if ha_enabled(config):
+        if ha_enabled(config, env):
             self.leadership = Leadership(
                 config=config.ha,
                 api_client=kube_client,
@@ -398,9 +400,10 @@ class Runtime:
         self.store.close()
 
 
-def ha_enabled(config: Config) -> bool:
-    """Several replicas and a Lease only with a shared database (`store.url`)."""
-    return getattr(config.store, "url", None) is not None
+def ha_enabled(config: Config, env: Mapping[str, str]) -> bool:
+    """Several replicas and a Lease only with a shared database (`store.url` or
+    `CANARY_STORE_URL`); SQLite keeps one replica and no Lease."""
+    return store_url(config.store.url, env) is not None
 
 
 def _directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:

@@ -19,7 +19,6 @@ import hmac
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -148,7 +147,7 @@ def create_admin_app(runtime: Runtime) -> Flask:
     """The admin port: probes and the bot's own metrics, never exposed by the public ingress."""
     web = Flask("canary-bot-admin")
     metrics = runtime.metrics
-    metrics.watch_audit(Path(runtime.store.path))
+    metrics.watch_audit(runtime.store.audit_after)
     _answer_http_errors_plainly(web)
 
     @web.get("/healthz")

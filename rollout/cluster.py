@@ -27,7 +27,7 @@ from rollout.machine import (
 from rollout.model import Phase, Rollout
 from rollout.ports import Clock
 from rollout.start import canary_image_for
-from rollout.store import SqliteStore
+from rollout.stores import Store
 from rollout.traffic.base import TrafficRouter
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Cluster:
         self,
         *,
         config: Config,
-        store: SqliteStore,
+        store: Store,
         routers: Mapping[str, TrafficRouter],
         clock: Clock,
     ) -> None:

@@ -412,7 +412,31 @@ class ServerConfig(_Frozen):
 
 
 class StoreConfig(_Frozen):
+    """SQLite at `path` (one replica), or PostgreSQL at `url` (several; DESIGN.md "High
+    availability"). `CANARY_STORE_URL` overrides `url` and is where the password goes."""
+
     path: str = "canary-bot.db"
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError(
+                "store.url must be a PostgreSQL URL like postgresql://canary@db:5432/canary "
+                "(leave it out to use the SQLite file at store.path)"
+            )
+        userinfo = rest.split("/", 1)[0].rpartition("@")[0]
+        if ":" in userinfo or "password=" in rest:
+            raise ValueError(
+                "store.url holds a password; a config file is no place for one: write "
+                "postgresql://user@host:5432/db here and give the whole URL, password "
+                "included, in the CANARY_STORE_URL environment variable (from a Secret)"
+            )
+        return url
 
 
 class HaConfig(_Frozen):

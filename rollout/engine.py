@@ -21,6 +21,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from time import monotonic, sleep
+from typing import TypeVar
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from rollout import machine, outbox
 from rollout.analysis import Analyzer
@@ -30,11 +33,10 @@ from rollout.config import Config
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import Phase, Rollout
 from rollout.observer import Observer
-from rollout.outbox_table import Message
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
 from rollout.start import StartRefused, StartRequest, Starts
-from rollout.store import SqliteStore
+from rollout.stores import Message, StaleRollout, Store
 from rollout.traffic.base import TrafficRouter
 from rollout.wording import unquote
 
@@ -43,6 +45,21 @@ log = logging.getLogger(__name__)
 
 BOT = "canary-bot"
 Decide = Callable[[Rollout], Decision]
+T = TypeVar("T")
+# A save refused as stale is retried on a fresh read this many times in all: each refusal means
+# another replica saved in between, which happens once in a while, not in a loop.
+STALE_ATTEMPTS = 5
+
+
+def again_if_stale(attempt: Callable[[], T]) -> T:
+    """Run read-decide-save again while the store refuses the save as stale."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(StaleRollout),
+        stop=stop_after_attempt(STALE_ATTEMPTS),
+        before_sleep=lambda state: log.info("stale save, deciding again: %s", state.outcome),
+        reraise=True,
+    )
+    return retrying(attempt)
 
 
 class Engine:
@@ -50,7 +67,7 @@ class Engine:
         self,
         *,
         config: Config,
-        store: SqliteStore,
+        store: Store,
         routers: Mapping[str, TrafficRouter],
         clock: Clock,
         analyzer: Analyzer | None = None,
@@ -113,24 +130,32 @@ class Engine:
             if delivery is not None and self.store.delivery_seen(delivery):
                 return None
             now = self._clock.now()
-            rollout = self.store.get(rollout_id)
-            if rollout is None:
-                return Refusal("That rollout does not exist (any more); nothing was changed.")
-            outcome = apply_command(rollout, command, now=now)
-            if isinstance(outcome, Refusal):
-                self.store.audit(
-                    at=now,
-                    actor=command.by,
-                    action=f"refused: {action}",
-                    rollout_id=rollout_id,
-                    detail=outcome.message,
-                )
-            else:
-                reason = getattr(command, "reason", None)  # pause, rollback and reject carry one
-                self._save(rollout, outcome, actor=command.by, action=action, detail=reason)
+            outcome = again_if_stale(
+                partial(self._command_once, rollout_id, command, action=action, now=now)
+            )
             if delivery is not None:
                 self.store.first_delivery(delivery, at=now)
-            return outcome if isinstance(outcome, Refusal) else outcome.rollout
+            return outcome
+
+    def _command_once(
+        self, rollout_id: str, command: Command, *, action: str, now: datetime
+    ) -> Rollout | Refusal:
+        rollout = self.store.get(rollout_id)
+        if rollout is None:
+            return Refusal("That rollout does not exist (any more); nothing was changed.")
+        outcome = apply_command(rollout, command, now=now)
+        if isinstance(outcome, Refusal):
+            self.store.audit(
+                at=now,
+                actor=command.by,
+                action=f"refused: {action}",
+                rollout_id=rollout_id,
+                detail=outcome.message,
+            )
+            return outcome
+        reason = getattr(command, "reason", None)  # pause, rollback and reject carry one
+        self._save(rollout, outcome, actor=command.by, action=action, detail=reason)
+        return outcome.rollout
 
     def carry_on(self, rollout_id: str) -> None:
         """Do now what the last saved decision implies, rather than at the next beat. Only
@@ -257,27 +282,54 @@ class Engine:
 
         `settle`: a tick's decision that asks for no cluster action means none is outstanding
         (the machine asks again for every one until it holds), so every held message may go;
-        this frees what a crash between an action and its release left held."""
+        this frees what a crash between an action and its release left held.
+
+        Another replica may save the rollout between our read and our save (a command it
+        recorded): the store refuses the stale save, and we read again and decide again."""
         with self._records.of(rollout_id):
-            before = self.store.get(rollout_id)
-            assert before is not None
-            decision = decide(before)
-            if settle and not any(isinstance(a, ClusterAction) for a in decision.actions):
-                release_upto, released = ALL, True
-            # A rollback the machine gave up on is paged about at once, however it stands.
-            release = release_upto is not None and (
-                released or decision.rollout.phase == Phase.FAILED
+            return again_if_stale(
+                partial(
+                    self._decide_once,
+                    rollout_id,
+                    decide,
+                    action=action,
+                    extra=extra,
+                    quiet=quiet,
+                    settle=settle,
+                    release_upto=release_upto,
+                    released=released,
+                )
             )
-            mark = self._save(
-                before,
-                decision,
-                actor=BOT,
-                action=outcome_name(before, decision.rollout) if action == OUTCOME else action,
-                quiet=quiet,
-                extra=extra(before, decision) if extra is not None else [],
-                release_upto=release_upto if release else None,
-            )
-            return decision, mark
+
+    def _decide_once(
+        self,
+        rollout_id: str,
+        decide: Decide,
+        *,
+        action: str,
+        extra: Callable[[Rollout, Decision], list[Message]] | None,
+        quiet: bool,
+        settle: bool,
+        release_upto: int | None,
+        released: bool,
+    ) -> tuple[Decision, int]:
+        before = self.store.get(rollout_id)
+        assert before is not None
+        decision = decide(before)
+        if settle and not any(isinstance(a, ClusterAction) for a in decision.actions):
+            release_upto, released = ALL, True
+        # A rollback the machine gave up on is paged about at once, however it stands.
+        release = release_upto is not None and (released or decision.rollout.phase == Phase.FAILED)
+        mark = self._save(
+            before,
+            decision,
+            actor=BOT,
+            action=outcome_name(before, decision.rollout) if action == OUTCOME else action,
+            quiet=quiet,
+            extra=extra(before, decision) if extra is not None else [],
+            release_upto=release_upto if release else None,
+        )
+        return decision, mark
 
     def _save(
         self,

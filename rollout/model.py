@@ -130,6 +130,10 @@ class Rollout:
     promotion_paged: tuple[str, ...] = ()
     # Free-form facts a router needs to restore what it changed (e.g. original annotations).
     router_state: dict[str, Any] = field(default_factory=dict)
+    # The store's row version this record was read at (optimistic concurrency: a save from an
+    # older version is refused, see rollout/stores/sql.py); not part of what a rollout *is*,
+    # so two records that differ only here are equal.
+    version: int = field(default=0, compare=False)
 
     @property
     def target_weight(self) -> int:

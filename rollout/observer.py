@@ -16,7 +16,7 @@ from rollout.config import Config, Rule
 from rollout.machine import Observation
 from rollout.machine.types import DRIFT_PHASES
 from rollout.model import Rollout
-from rollout.store import SqliteStore
+from rollout.stores import Store
 from rollout.traffic.base import TrafficRouter, TrafficStatus
 from rollout.wording import describe_breach
 
@@ -28,7 +28,7 @@ class Observer:
         self,
         *,
         config: Config,
-        store: SqliteStore,
+        store: Store,
         routers: Mapping[str, TrafficRouter],
         analyzer: Analyzer | None,
     ) -> None:

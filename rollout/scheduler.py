@@ -3,9 +3,10 @@
 Why one job and not one timer per rollout: analysis queries are batched across all rollouts
 (one PromQL query per metric per tick, however many rollouts run), which needs every due
 rollout in hand at once. Step deadlines, readiness deadlines and approval timeouts are stored
-with each rollout in SQLite, and each beat compares them with the clock, so nothing about a
+with each rollout in the store, and each beat compares them with the clock, so nothing about a
 rollout's progress lives in the scheduler's memory. The job itself lives in APScheduler's
-SQLAlchemy job store in the same SQLite file, with coalescing (a bot that was down runs one
+SQLAlchemy job store in the store's own database (`Store.scheduler_url`: the SQLite file,
+or the PostgreSQL database), with coalescing (a bot that was down runs one
 catch-up beat, not one per missed second) and a misfire grace time.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -35,11 +35,11 @@ def run_beat() -> None:
 
 
 class BeatScheduler:
-    def __init__(self, *, db_path: Path, interval: timedelta, beat: Callable[[], None]) -> None:
+    def __init__(self, *, url: str, interval: timedelta, beat: Callable[[], None]) -> None:
         self._interval = max(interval.total_seconds(), 1.0)
         self._beat = beat
         self._scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{db_path}")},
+            jobstores={"default": SQLAlchemyJobStore(url=url)},
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={
                 "coalesce": True,

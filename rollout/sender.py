@@ -27,9 +27,8 @@ from rollout.events import Alert
 from rollout.machine import Announce, CloseApproval, Page, RequestApproval
 from rollout.model import Rollout
 from rollout.outbox import from_json
-from rollout.outbox_table import OutboxRow
 from rollout.ports import Clock, Notifier, RateLimited
-from rollout.store import SqliteStore
+from rollout.stores import OutboxRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class OutboxSender:
     def __init__(
         self,
         *,
-        store: SqliteStore,
+        store: Store,
         notifier: Notifier,
         clock: Clock,
         snapshots: SnapshotSource,

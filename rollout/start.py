@@ -17,7 +17,7 @@ from rollout.config import Config, ServiceConfig
 from rollout.images import image_problem, policy_problem, resolve_image
 from rollout.model import Phase, Rollout, RolloutPlan, TrafficTarget
 from rollout.ports import Clock
-from rollout.store import ActiveRolloutExists, SqliteStore
+from rollout.stores import ActiveRolloutExists, Store
 from rollout.traffic import registry
 
 # Blue/green switches all traffic at once after approval: its only step is a preview.
@@ -41,7 +41,7 @@ class StartRefused(Exception):
 
 
 class Starts:
-    def __init__(self, *, config: Config, store: SqliteStore, clock: Clock) -> None:
+    def __init__(self, *, config: Config, store: Store, clock: Clock) -> None:
         self._config = config
         self._store = store
         self._clock = clock

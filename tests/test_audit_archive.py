@@ -35,7 +35,8 @@ def config(tmp_path: Path) -> Path:
     try:
         for rollout_id, service in (("r1", "checkout"), ("r2", "cart")):
             store._db.execute(  # the rollouts row only links the audit rows to a service
-                "INSERT INTO rollouts VALUES (?, ?, 'succeeded', 0, ?, ?, '{}')",
+                "INSERT INTO rollouts (id, service, phase, active, created_at, updated_at, data) "
+                "VALUES (?, ?, 'succeeded', 0, ?, ?, '{}')",
                 [rollout_id, service, T0.isoformat(), T0.isoformat()],
             )
         for minute in range(10):

@@ -281,7 +281,9 @@ def test_step_marks_come_from_each_change_of_the_weight_in_the_audit(tmp_path: P
         for at, changes in history:
             after = rollout.evolve(now=at, **changes)
             store.save(rollout, after, actor="canary-bot", action="tick")
-            rollout = after
+            saved = store.get(rollout.id)  # at the row's new version: the next save starts here
+            assert saved is not None
+            rollout = saved
         marks = step_marks_from_audit(store.audit_rows(rollout.id))
     finally:
         store.close()

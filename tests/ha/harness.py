@@ -263,7 +263,7 @@ class HaWorld:
             if name is None or name == other_than:
                 return None
             replica = self.replica(name)
-            code, text = replica.readyz()
+            _, text = replica.readyz()
             return replica if replica.alive and text.startswith("leader") else None
 
         return wait_for(probe, what="a leader", timeout=timeout)

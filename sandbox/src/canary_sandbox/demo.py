@@ -37,7 +37,7 @@ from canary_sandbox.demo_web.world import (
 from canary_sandbox.sandbox import ALICE, BOB, CAROL, MALLORY, RELEASE_CHANNEL
 from emulators.slack import Message, ResponseUrlPost, SlackEmulator
 from rollout.model import Phase, Rollout
-from rollout.store import SqliteStore
+from rollout.stores import Store
 
 T = TypeVar("T")
 
@@ -195,7 +195,7 @@ def _start(world: DemoWorld, tag: str, *, by: str, say: Say) -> Rollout:
     return _wait(partial(_active, world), f"the rollout to start (the bot said: {answer})")
 
 
-def _store(world: DemoWorld) -> SqliteStore:
+def _store(world: DemoWorld) -> Store:
     assert world.sandbox.runtime is not None
     return world.sandbox.runtime.store
 
