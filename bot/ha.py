@@ -20,15 +20,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from kubernetes import client as k8s
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
+from rollout.analysis import Analysis, Measurement
 from rollout.config import HaConfig
+from rollout.events import Alert, Event
 from rollout.leader import Elector, Timing
 from rollout.lease import LeaseLock
+from rollout.model import Rollout
+from rollout.ports import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +157,59 @@ def exit_lost_lease() -> None:
     log.error("lost the Lease; exiting so that this replica restarts as a follower")
     logging.shutdown()
     os._exit(LOST_LEASE_EXIT)
+
+
+class NotLeader(Exception):
+    """This replica does not (or no longer) hold the Lease: it posts nothing."""
+
+
+class LeaderOnlyNotifier:
+    """The sender's notifier, checking right before every Slack call that this replica still
+    leads: a leader paused past its renew deadline (a stalled node, a long GC) posts nothing
+    on waking up, so the next leader's post (after looking for this one) is the only one."""
+
+    def __init__(self, notifier: Notifier, *, leading: Callable[[], bool]) -> None:
+        self._notifier = notifier
+        self._leading = leading
+
+    def _check(self) -> None:
+        if not self._leading():
+            raise NotLeader("not the leader: posting nothing")
+
+    def show_card(self, rollout: Rollout, *, key: str) -> str:
+        self._check()
+        return self._notifier.show_card(rollout, key=key)
+
+    def post_event(self, rollout: Rollout, event: Event, *, key: str) -> str:
+        self._check()
+        return self._notifier.post_event(rollout, event, key=key)
+
+    def post_snapshot(
+        self,
+        rollout: Rollout,
+        analysis: Analysis,
+        *,
+        title: str,
+        history: Sequence[Measurement],
+        key: str,
+    ) -> str:
+        self._check()
+        return self._notifier.post_snapshot(
+            rollout, analysis, title=title, history=history, key=key
+        )
+
+    def request_approval(self, rollout: Rollout, *, key: str) -> str:
+        self._check()
+        return self._notifier.request_approval(rollout, key=key)
+
+    def close_approval(self, rollout: Rollout) -> None:
+        self._check()
+        self._notifier.close_approval(rollout)
+
+    def alert(self, rollout: Rollout, alert: Alert, *, key: str) -> str:
+        self._check()
+        return self._notifier.alert(rollout, alert, key=key)
+
+    def find_message(self, rollout: Rollout, key: str) -> str | None:
+        self._check()
+        return self._notifier.find_message(rollout, key)

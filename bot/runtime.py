@@ -25,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from tenacity import Retrying, retry_if_result, wait_exponential
 
-from bot.ha import Leadership
+from bot.ha import LeaderOnlyNotifier, Leadership
 from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
@@ -156,7 +156,10 @@ class Runtime:
         # thread: ticks and requests only queue messages (rollout/sender.py).
         self.sender = OutboxSender(
             store=self.store,
-            notifier=SlackNotifier(client=self.web, config=config, store=self.store),
+            notifier=LeaderOnlyNotifier(
+                SlackNotifier(client=self.web, config=config, store=self.store),
+                leading=self._leads,
+            ),
             clock=self.clock,
             snapshots=self.engine.observer.snapshot_at,
             on_deadline=lambda what: self._deadline_passed("slack", what),
@@ -216,8 +219,12 @@ class Runtime:
             ),
             parallel=config.kubernetes.parallel_rollouts,
             on_queued=lambda: self.sender.wake(),
-            leading=lambda: self.leadership is None or self.leadership.leading,
+            leading=self._leads,
         )
+
+    def _leads(self) -> bool:
+        """May this replica act on the cluster and post? Always, with one replica."""
+        return self.leadership is None or self.leadership.leading
 
     @staticmethod
     def _shortest_interval(config: Config) -> timedelta:

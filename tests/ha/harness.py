@@ -49,7 +49,7 @@ class Settings:
 
     lease_duration: float = 3.0
     renew_deadline: float = 2.0
-    retry_period: float = 0.5
+    retry_period: float = 1.0
     analysis_interval: float = 1.0
     step_interval: float = 2.0
     steps: tuple[int, ...] = (20, 50, 80)
@@ -236,6 +236,7 @@ class HaWorld:
     database: tuple[str, int]  # host, port of PostgreSQL
     store_url_template: str  # with {port} where the relay's port goes
     settings: Settings
+    store_url: str = ""  # the database itself, for the test's own reads
     replicas: list[Replica] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(20261205))
 
