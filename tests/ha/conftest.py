@@ -47,6 +47,7 @@ def prometheus(followed: FollowedCluster) -> Iterator[PrometheusServer]:
             pytest.fail(message)
         pytest.skip(message)
     exporter = TrafficExporter(weight_of=followed)
+    exporter.add_service("shop", "checkout", deployment="checkout", rps=40.0)
     exporter.start()
     server = PrometheusServer(targets=[exporter.address], scrape_interval="1s", binary=binary)
     try:
