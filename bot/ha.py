@@ -21,9 +21,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Protocol
 
 from kubernetes import client as k8s
+from sqlalchemy.engine import make_url
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from rollout.analysis import Analysis, Measurement
@@ -38,6 +40,20 @@ log = logging.getLogger(__name__)
 
 # The process exit code of a replica that lost the Lease (its pod restarts as a follower).
 LOST_LEASE_EXIT = 75
+
+
+def bounded_transactions(url: str, limit: timedelta) -> str:
+    """The database URL with PostgreSQL's `idle_in_transaction_session_timeout` set to
+    `limit` (unless the URL sets `options` itself). A leader paused inside a transaction (a
+    stalled node) holds the leadership row's share lock, and `take_leadership` would wait for
+    it as long as the pause lasts; the server ends such a session after `limit` instead, so a
+    takeover waits at most that long. The store's transactions never idle for seconds."""
+    parsed = make_url(url)
+    if "options" in parsed.query:
+        return url
+    ms = int(limit.total_seconds() * 1000)
+    option = {"options": f"-c idle_in_transaction_session_timeout={ms}"}
+    return parsed.update_query_dict(option).render_as_string(hide_password=False)
 
 
 class Fencing(Protocol):

@@ -25,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from tenacity import Retrying, retry_if_result, wait_exponential
 
-from bot.ha import LeaderOnlyNotifier, Leadership
+from bot.ha import LeaderOnlyNotifier, Leadership, bounded_transactions
 from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
@@ -135,9 +135,10 @@ class Runtime:
         self.leadership: Leadership | None = None
         self.config = config
         self.clock = clock or SystemClock()
+        url = store_url(config.store.url, env)
         self.store: Store = open_store(
             path=config.store.path,
-            url=store_url(config.store.url, os.environ if env is None else env),
+            url=bounded_transactions(url, config.ha.renew_deadline) if url else None,
         )
         self.metrics = BotMetrics(active_rollouts=lambda: len(self.store.active()))
         self.web = WebClient(

@@ -30,7 +30,7 @@ from rollout.stores import Store, open_store
 from tests.ha.harness import EXIT_LOST_LEASE, HaWorld, Replica, wait_for
 
 pytestmark = pytest.mark.prometheus
-STEP_TEXT = re.compile(r"Step (\d+) of (\d+)")
+STEP_TEXT = re.compile(r"Step (\d+) of (\d+): the canary now gets")
 EPOCH = re.compile(r"epoch (\d+)")
 
 
@@ -201,19 +201,23 @@ def rollout_problems(store: Store, rollout_id: str, n: int) -> Iterator[str]:
         yield f"rollout {n}: audit shows steps entered {entered}, want 1, 2, 3 once each"
 
 
-def slack_problems(world: HaWorld, store: Store, ids: list[str]) -> Iterator[str]:
-    """Every message the bot posted carries (rollout, key) in its metadata: each pair once."""
+def posted_twice(world: HaWorld) -> dict[tuple[str, str], int]:
+    """Every message the bot posts carries (rollout, key) in its metadata: those seen twice."""
     slack = world.sandbox.slack
-    roots = slack.messages(RELEASE_CHANNEL)
     posted: Counter[tuple[str, str]] = Counter()
-    for root in roots:
+    for root in slack.messages(RELEASE_CHANNEL):
         for message in [root, *slack.thread(RELEASE_CHANNEL, root.ts)]:
             payload = (message.metadata or {}).get("event_payload") or {}
             if payload.get("key"):  # a chart's file upload carries none
                 posted[(str(payload.get("rollout")), str(payload["key"]))] += 1
-    twice = {key: count for key, count in posted.items() if count > 1}
+    return {key: count for key, count in posted.items() if count > 1}
+
+
+def slack_problems(world: HaWorld, store: Store, ids: list[str]) -> Iterator[str]:
+    twice = posted_twice(world)
     if twice:
         yield f"messages posted more than once: {twice}"
+    roots = world.sandbox.slack.messages(RELEASE_CHANNEL)
     if len(roots) != len(ids):
         yield f"{len(roots)} status cards, want {len(ids)}"
     for n, rollout_id in enumerate(ids):
@@ -320,4 +324,10 @@ def test_a_paused_leader_wakes_fenced_and_posts_nothing(world: HaWorld, store: S
     rows = [row for row in store.audit_rows() if row.get("epoch") is not None]
     first_new = next(i for i, row in enumerate(rows) if row["epoch"] == new_epoch)
     assert [r for r in rows[first_new:] if r["epoch"] == old_epoch] == []
-    assert list(slack_problems(world, store, [rollout.id])) == []
+    assert posted_twice(world) == {}
+    steps = [
+        m.group(1)
+        for m in map(STEP_TEXT.search, (r.text for r in thread(world, store, rollout.id)))
+        if m
+    ]
+    assert steps == [str(n) for n in range(1, len(steps) + 1)], steps
