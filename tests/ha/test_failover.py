@@ -168,6 +168,8 @@ def test_leader_killed_ten_times_across_three_rollouts_loses_and_repeats_nothing
     ids = [run_rollout(world, store, failovers, n) for n in range(3)]
     print("\n".join(failovers.seen))
     assert len(failovers.seen) >= 10
+    # The last messages go out after the last decision: wait until the outbox is empty.
+    wait_for(lambda: not store.unsent(), what="the outbox to be sent", timeout=60)
 
     problems = [
         *(problem for n, rid in enumerate(ids) for problem in rollout_problems(store, rid, n)),
