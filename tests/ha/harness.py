@@ -53,6 +53,7 @@ class Settings:
     analysis_interval: float = 1.0
     step_interval: float = 2.0
     steps: tuple[int, ...] = (20, 50, 80)
+    approval: bool = True
 
 
 def config_text(settings: Settings, *, prometheus_url: str) -> str:
@@ -75,6 +76,7 @@ def config_text(settings: Settings, *, prometheus_url: str) -> str:
           retry_period: {settings.retry_period:g}s
         defaults:
           steps: [{steps}]
+          approval: {str(settings.approval).lower()}
           step_interval: {settings.step_interval:g}s
           analysis_interval: {settings.analysis_interval:g}s
           analysis_window: 5s
