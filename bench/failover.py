@@ -25,8 +25,8 @@ import contextlib
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
