@@ -71,16 +71,24 @@ class PostgresServer:
         self.bindir = found
         self.password = secrets.token_hex(12)
         self.port = 0
-        self._dir = Path(tempfile.mkdtemp(prefix="canary-pg-"))
         self._process: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
         # As root: run as the `postgres` system user (initdb and postgres refuse root).
-        self._as: list[str] = []
+        self._owner: pwd.struct_passwd | None = None
         if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(self._dir, user.pw_uid, user.pw_gid)
-            self._as = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}"]
-            self._as += ["--clear-groups", "--"]
+            try:
+                self._owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailable(
+                    "running as root needs the `postgres` system user (PostgreSQL refuses "
+                    "root): apt-get install postgresql creates it"
+                ) from None
+        self._as: list[str] = []
+        self._dir = Path(tempfile.mkdtemp(prefix="canary-pg-"))
+        if self._owner is not None:
+            uid, gid = self._owner.pw_uid, self._owner.pw_gid
+            os.chown(self._dir, uid, gid)
+            self._as = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
 
     @property
     def data(self) -> Path:
@@ -89,8 +97,8 @@ class PostgresServer:
     def start(self) -> None:
         pwfile = self._dir / "pwfile"
         pwfile.write_text(self.password + "\n")
-        if self._as:
-            shutil.chown(pwfile, user="postgres", group="postgres")
+        if self._owner is not None:
+            os.chown(pwfile, self._owner.pw_uid, self._owner.pw_gid)
         self._run(
             str(self.bindir / "initdb"),
             f"--pgdata={self.data}",
