@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 
+from bot.config_loader import ConfigError, load_config_text
 from bot.kube import without_retries
 from emulators.kube import KubeEmulator
 from rollout.leader import Elector, Timing
@@ -141,3 +142,19 @@ def test_two_candidates_never_both_take_a_free_lease(
     leaders = [c.name for c in candidates if c.elector.leading]
     assert len(leaders) == 1
     assert holder(kube) == leaders[0]
+
+
+def test_lease_settings_out_of_order_are_refused_with_the_rule() -> None:
+    base = (
+        "slack: {release_channels: [C0RELEASES]}\nha: {lease_duration: 10s, renew_deadline: 10s}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(base)
+    assert "retry_period < renew_deadline < lease_duration" in str(caught.value)
+    assert "like 2s, 10s, 15s" in str(caught.value)
+    config = load_config_text("slack: {release_channels: [C0RELEASES]}\n")
+    assert (config.ha.lease_duration, config.ha.renew_deadline, config.ha.retry_period) == (
+        timedelta(seconds=15),
+        timedelta(seconds=10),
+        timedelta(seconds=2),
+    )
