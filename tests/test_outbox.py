@@ -6,6 +6,7 @@ Driven with a fake Slack (tests/fakes.py) and a fake monotonic clock, so a Retry
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from rollout.events import Paused
 from rollout.machine import Announce, Decision
 from rollout.outbox import CARD, messages
 from rollout.sender import OutboxSender
-from rollout.store import SqliteStore
+from rollout.stores import Store, open_store
 from tests.fakes import FakeClock, FakeNotifier, World
 from tests.test_machine import new_rollout
 
@@ -29,14 +30,19 @@ class Monotonic:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    store = SqliteStore(tmp_path / "canary.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same outbox on both stores (the rest of the store contract: tests/store/)."""
+    if request.param == "sqlite":
+        store = open_store(path=tmp_path / "canary.db")
+    else:
+        store = open_store(path=tmp_path / "unused.db", url=request.getfixturevalue("postgres_url"))
     store.create(new_rollout(), actor="UALICE")
-    return store
+    yield store
+    store.close()
 
 
-def sender(store: SqliteStore, world: World, monotonic: Monotonic) -> OutboxSender:
+def sender(store: Store, world: World, monotonic: Monotonic) -> OutboxSender:
     return OutboxSender(
         store=store,
         notifier=FakeNotifier(world),
@@ -46,7 +52,7 @@ def sender(store: SqliteStore, world: World, monotonic: Monotonic) -> OutboxSend
     )
 
 
-def queue_pause(store: SqliteStore, *, hold: bool = False) -> None:
+def queue_pause(store: Store, *, hold: bool = False) -> None:
     """A decision with one message, saved the way the engine saves it."""
     before = store.get(ROLLOUT_ID)
     assert before is not None
@@ -56,7 +62,7 @@ def queue_pause(store: SqliteStore, *, hold: bool = False) -> None:
     )
 
 
-def test_a_message_queued_twice_is_posted_once(store: SqliteStore) -> None:
+def test_a_message_queued_twice_is_posted_once(store: Store) -> None:
     world, clock = World(), Monotonic()
     queue_pause(store)
     queue_pause(store)  # the same decision saved again (a replay after a crash)
@@ -65,7 +71,7 @@ def test_a_message_queued_twice_is_posted_once(store: SqliteStore) -> None:
     assert not store.unsent()
 
 
-def test_the_card_ts_becomes_the_rollouts_thread(store: SqliteStore) -> None:
+def test_the_card_ts_becomes_the_rollouts_thread(store: Store) -> None:
     world = World()
     store.queue(ROLLOUT_ID, [CARD])
     sender(store, world, Monotonic()).send_due()
@@ -74,7 +80,7 @@ def test_the_card_ts_becomes_the_rollouts_thread(store: SqliteStore) -> None:
 
 
 def test_a_rate_limit_pauses_sending_without_sleeping_then_sends_once(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     world, clock = World(rate_limit_next=1), Monotonic()
     queue_pause(store)
@@ -90,7 +96,7 @@ def test_a_rate_limit_pauses_sending_without_sleeping_then_sends_once(
     assert out.send_due() == 0 and len(world.posts) == 2
 
 
-def test_a_post_that_landed_but_timed_out_is_found_not_posted_again(store: SqliteStore) -> None:
+def test_a_post_that_landed_but_timed_out_is_found_not_posted_again(store: Store) -> None:
     world, clock = World(land_then_fail_next=1), Monotonic()
     queue_pause(store)
     out = sender(store, world, clock)
@@ -105,7 +111,7 @@ def test_a_post_that_landed_but_timed_out_is_found_not_posted_again(store: Sqlit
 
 
 @pytest.mark.parametrize("landed", [True, False])
-def test_a_crash_mid_post_is_settled_by_looking_first(store: SqliteStore, landed: bool) -> None:
+def test_a_crash_mid_post_is_settled_by_looking_first(store: Store, landed: bool) -> None:
     world = World()
     store.queue(ROLLOUT_ID, [CARD])
     (row,) = store.unsent()
@@ -119,7 +125,7 @@ def test_a_crash_mid_post_is_settled_by_looking_first(store: SqliteStore, landed
     assert not store.unsent()
 
 
-def test_held_messages_wait_for_their_cluster_actions(store: SqliteStore) -> None:
+def test_held_messages_wait_for_their_cluster_actions(store: Store) -> None:
     world, clock = World(), Monotonic()
     queue_pause(store, hold=True)
     out = sender(store, world, clock)

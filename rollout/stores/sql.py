@@ -327,6 +327,13 @@ class SqlStore(OutboxMethods):
             row = tx.rows("SELECT epoch, holder FROM leadership WHERE id = 1")[0]
         return int(row["epoch"]), row["holder"]
 
+    # ----------------------------------------------------------------- health
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a query now (`/readyz` with a database server)."""
+        with self._read() as tx:
+            tx.rows("SELECT 1 AS ok")
+
 
 _COLUMNS = ("id", "service", "phase", "active", "created_at", "updated_at", "data")
 

@@ -10,14 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rollout.audit_chain import first_break
 from rollout.model import Phase
-from rollout.stores import ActiveRolloutExists, FencedOut, StaleRollout, Store
+from rollout.stores import ActiveRolloutExists, FencedOut, StaleRollout, Store, open_store
+from rollout.stores.postgres import PostgresStore
 from tests.builders import NOW, rollout
+from tests.reliability.support import wait_for
 from tests.store.conftest import Opener, Raw
 
 LATER = NOW + timedelta(minutes=1)
@@ -189,3 +192,32 @@ def test_the_scheduler_job_store_lives_in_the_same_database(store: Store, raw: R
     finally:
         scheduler.shutdown(wait=False)
     assert raw("SELECT id FROM apscheduler_jobs") == [("beat",)]
+
+
+def test_postgres_takeover_waits_for_a_fenced_write_in_flight(postgres_url: str) -> None:
+    """A write that checked the old epoch commits before the new epoch exists: the fencing
+    read holds the leadership row FOR SHARE, which the takeover's UPDATE must wait for."""
+    store = open_store(path="unused.db", url=postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as in_flight:  # the old leader, mid-transaction
+            epoch = in_flight.execute(PostgresStore.FENCE_READ.encode()).fetchall()
+            assert epoch == [(0,)]
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                takeover = pool.submit(store.take_leadership, "bot-1")
+                wait_for(
+                    lambda: waiting_on_a_lock(postgres_url), what="the takeover to wait", timeout=30
+                )
+                assert not takeover.done()
+                in_flight.commit()
+                assert takeover.result(timeout=30) == 1
+    finally:
+        store.close()
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as probe:
+        rows = probe.execute(
+            b"SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            b"AND query LIKE 'UPDATE leadership%'"
+        ).fetchall()
+    return bool(rows)

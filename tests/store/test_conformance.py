@@ -13,6 +13,7 @@ from rollout.audit_chain import GENESIS, first_break
 from rollout.model import Phase
 from rollout.stores import ActiveRolloutExists, Store, open_store
 from tests.builders import NOW, rollout
+from tests.postgres_server import PostgresServer
 from tests.store.conftest import Raw
 
 LATER = NOW + timedelta(minutes=1)
@@ -234,3 +235,19 @@ def test_measurements_come_back_in_time_order_within_the_range(store: Store) -> 
     since, until = NOW + timedelta(seconds=15), NOW + timedelta(seconds=35)
     assert store.measurements("r-1", since=since, until=until) == [{"s": 20}, {"s": 30}]
     assert [m["s"] for m in store.measurements("r-1", since=NOW)] == [10, 20, 30, 40]
+
+
+def test_ping_answers_while_the_database_does_and_raises_once_it_is_gone(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.database()
+    store = open_store(path="unused.db", url=url)
+    try:
+        store.ping()
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+        with pytest.raises(Exception, match=name):
+            store.ping()
+    finally:
+        store.close()
