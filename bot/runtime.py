@@ -333,7 +333,7 @@ class Runtime:
     def _ha_readiness(self) -> tuple[bool, str]:
         assert self.leadership is not None
         try:
-            self.store.get("readyz")  # one small query: is the database there?
+            self.store.ping()
             database = None
         except Exception as error:
             database = f"{type(error).__name__}: {error}"[:200]
