@@ -18,6 +18,7 @@ from types import FrameType
 from bot import audit_cli, release
 from bot.check_config import run_check_config
 from bot.config_loader import ConfigError, load_config
+from bot.ha import exit_lost_lease
 from bot.kube import ClusterConfigError
 from bot.runtime import Runtime, Secrets, StartupError
 from rollout.config import Config
@@ -78,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     secrets = Secrets.from_env(os.environ, socket_mode=args.socket_mode)
     lock = _single_instance(config)
-    runtime = Runtime(config=config, secrets=secrets)
+    runtime = Runtime(config=config, secrets=secrets, on_lost_lease=exit_lost_lease)
     from bot.server import AdminServer, HttpServer
 
     # Both servers listen before start-up reconciliation begins (it runs in the background):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from slack_sdk.signature import SignatureVerifier
 from tenacity import Retrying, retry_if_result, wait_exponential
 
 from bot.chart_renderer import ChartRenderer
+from bot.ha import LeaderOnlyNotifier, Leadership, bounded_transactions
 from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
@@ -128,6 +130,7 @@ class Runtime:
         metrics_provider: MetricsProvider | None = None,
         env: Mapping[str, str] | None = None,
         render_chart: Render | None = None,
+        on_lost_lease: Callable[[], None] | None = None,
     ) -> None:
         install_redaction(secrets.bot_token, secrets.signing_secret, secrets.app_token)
         env = os.environ if env is None else env
@@ -136,11 +139,15 @@ class Runtime:
             # A measurement never outlasts the analysis interval it serves.
             budget = min(config.prometheus.timeout, self._shortest_interval(config))
             metrics_provider = _prometheus(config, env, timeout=budget)
+        # This replica's name in the Lease, and in its User-Agent (the API server's audit log).
+        self.identity = env.get("POD_NAME") or socket.gethostname()
+        self.leadership: Leadership | None = None
         self.config = config
         self.clock = clock or SystemClock()
+        url = store_url(config.store.url, env)
         self.store: Store = open_store(
             path=config.store.path,
-            url=store_url(config.store.url, os.environ if env is None else env),
+            url=bounded_transactions(url, config.ha.renew_deadline) if url else None,
         )
         self.metrics = BotMetrics(active_rollouts=lambda: len(self.store.active()))
         self.web = WebClient(
@@ -150,10 +157,16 @@ class Runtime:
             retry_handlers=[],
         )
         self.kube_calls = 0
-        self.engine = self._build_engine(api_client, metrics_provider)
+        kube_client = without_retries(
+            api_client or load_api_client(context=config.kubernetes.context)
+        )
+        kube_client.user_agent = f"canary-bot ({self.identity})"
+        self.engine = self._build_engine(kube_client, metrics_provider)
         # Every Slack message of a rollout goes out through this one sender, on its own
         # thread: ticks and requests only queue messages (rollout/sender.py).
-        notifier = SlackNotifier(client=self.web, config=config)
+        notifier = LeaderOnlyNotifier(
+            SlackNotifier(client=self.web, config=config), leading=self._leads
+        )
         # One Slack budget for the sender and the chart worker (rollout/budget.py).
         slack_budget = SlackBudget(config.slack.rate_limits, monotonic=time.monotonic)
         self.sender = OutboxSender(
@@ -195,16 +208,23 @@ class Runtime:
             interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
         )
+        if ha_enabled(config, env):
+            self.leadership = Leadership(
+                config=config.ha,
+                api_client=kube_client,
+                identity=self.identity,
+                store=self.store,
+                on_leading=self._reconcile_then_tick,
+                on_lost=on_lost_lease or self._stop_leading,
+                pick_up=self.engine.pick_up,
+            )
 
-    def _build_engine(self, api_client: k8s.ApiClient | None, provider: MetricsProvider) -> Engine:
+    def _build_engine(self, api_client: k8s.ApiClient, provider: MetricsProvider) -> Engine:
         """The engine with its bounded clients: one deadline per Kubernetes call, and a
         measurement that never outlasts the analysis interval it serves."""
         config = self.config
-        kube_client = without_retries(
-            api_client or load_api_client(context=config.kubernetes.context)
-        )
         gateway = KubeGateway(
-            kube_client,
+            api_client,
             request_timeout=config.kubernetes.request_timeout.total_seconds(),
             on_call=self._count_kube_call,
             on_deadline=lambda what: self._deadline_passed("kubernetes", what),
@@ -229,14 +249,19 @@ class Runtime:
             registry=registry,
             jobs=lambda cluster: JobGates(
                 config=config,
-                api=JobsApi(kube_client, request_timeout=gateway_timeout(config)),
+                api=JobsApi(api_client, request_timeout=gateway_timeout(config)),
                 audit=cluster.audit,
             ),
+            leading=self._leads,
         )
 
     def _wake_senders(self) -> None:
         self.sender.wake()
         self.charts.wake()
+
+    def _leads(self) -> bool:
+        """May this replica act on the cluster and post? Always, with one replica."""
+        return self.leadership is None or self.leadership.leading
 
     @staticmethod
     def _shortest_interval(config: Config) -> timedelta:
@@ -325,21 +350,40 @@ class Runtime:
         `/healthz` while a slow API server holds reconciliation (a liveness probe must never
         kill a pod for waiting on the cluster). `ready` turns true once every active rollout
         is reconciled; reconciliation is tried again, with back-off, until then. The outbox
-        sender starts at once: messages decided before a restart go out meanwhile."""
+        sender starts at once: messages decided before a restart go out meanwhile.
+
+        With several replicas (bot/ha.py) all of that waits for this replica to lead."""
+        if self.leadership is not None:
+            threading.Thread(target=self.directory.start, name="directory", daemon=True).start()
+            self.leadership.start()
+            return
         self.sender.start()
         self.charts.start()
         self._startup.start()
 
     @property
     def ready(self) -> bool:
+        if self.leadership is not None:
+            return self._ha_readiness()[0]
         return self._ready.is_set()
 
     @property
     def readiness(self) -> str:
         """Why the bot is or is not ready, for `/readyz`."""
+        if self.leadership is not None:
+            return self._ha_readiness()[1]
         if self._ready.is_set():
             return "reconciled"
         return f"reconciling active rollouts (attempt {self._reconcile_attempts})"
+
+    def _ha_readiness(self) -> tuple[bool, str]:
+        assert self.leadership is not None
+        try:
+            self.store.ping()
+            database = None
+        except Exception as error:
+            database = f"{type(error).__name__}: {error}"[:200]
+        return self.leadership.readiness(reconciled=self._ready.is_set(), database=database)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
@@ -349,6 +393,11 @@ class Runtime:
         # find the approver groups known; on this thread, so a slow Slack delays readiness,
         # never serving.
         self.directory.start()
+        self._reconcile_then_tick()
+
+    def _reconcile_then_tick(self) -> None:
+        """Reconcile (retried with back-off), then tick; with several replicas this runs when
+        this replica takes the Lease (bot/ha.py)."""
         retrying = Retrying(
             retry=retry_if_result(lambda reconciled: not reconciled),
             wait=wait_exponential(multiplier=0.5, max=RECONCILE_BACKOFF_MAX_S),
@@ -379,9 +428,22 @@ class Runtime:
         with self._lifecycle:
             if not self._stopping.is_set() and not self._ticking:
                 self.scheduler.start()
+                if self.leadership is not None:
+                    self.sender.start()  # a follower never sends: the leader does
+                    self.charts.start()
+                    self.leadership.start_pick_up()
                 self._ticking = True
 
+    def _stop_leading(self) -> None:
+        """The Lease is lost: stop ticking and sending at once (`canary-bot serve` exits
+        instead, see bot/ha.py; this is for a runtime embedded in a test or a tool)."""
+        self.scheduler.stop()
+        self.sender.stop()
+        self.charts.stop()
+
     def stop(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()  # hands the Lease back: another replica leads at once
         with self._lifecycle:
             self._stopping.set()
         if self._startup.is_alive():
@@ -394,6 +456,12 @@ class Runtime:
         self.charts.stop()
         self._renderer.close()
         self.store.close()
+
+
+def ha_enabled(config: Config, env: Mapping[str, str]) -> bool:
+    """Several replicas and a Lease only with a shared database (`store.url` or
+    `CANARY_STORE_URL`); SQLite keeps one replica and no Lease."""
+    return store_url(config.store.url, env) is not None
 
 
 def _directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:

@@ -520,6 +520,38 @@ class StoreConfig(_Frozen):
         return url
 
 
+class HaConfig(_Frozen):
+    """Leader election on a Lease (DESIGN.md "High availability"); used only with `store.url`.
+
+    The order matters: a leader that has not renewed within `renew_deadline` steps down, and
+    the others take over only once `lease_duration` has passed since they last saw it renew,
+    so the old leader has stopped before anyone else starts."""
+
+    lease_name: str = "canary-bot"
+    lease_namespace: str = "canary-bot"
+    lease_duration: Duration = timedelta(seconds=15)
+    renew_deadline: Duration = timedelta(seconds=10)
+    retry_period: Duration = timedelta(seconds=2)
+
+    @field_validator("lease_name", "lease_namespace")
+    @classmethod
+    def _k8s_name(cls, value: str) -> str:
+        if not _K8S_NAME.match(value):
+            raise ValueError(f"{value!r}: use lower-case letters, digits and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HaConfig:
+        if not timedelta(0) < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError(
+                "need 0 < retry_period < renew_deadline < lease_duration (got "
+                f"{self.retry_period.total_seconds():g}s, "
+                f"{self.renew_deadline.total_seconds():g}s, "
+                f"{self.lease_duration.total_seconds():g}s), like 2s, 10s, 15s"
+            )
+        return self
+
+
 class Config(_Frozen):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
@@ -528,6 +560,7 @@ class Config(_Frozen):
     store: StoreConfig = Field(default_factory=StoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    ha: HaConfig = Field(default_factory=HaConfig)
     cluster_name: str = "default"
     defaults: Policy = Field(default_factory=Policy)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)

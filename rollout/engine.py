@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
+from time import monotonic, sleep
 from typing import TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
@@ -77,6 +78,7 @@ class Engine:
         on_queued: Callable[[], None] | None = None,
         registry: ImageRegistry | None = None,
         jobs: Callable[[Cluster], JobGates] | None = None,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -95,6 +97,10 @@ class Engine:
         self._work = Locks()
         self._pool = TickPool(workers=parallel)
         self._last_tick: dict[str, datetime] = {}
+        # With several replicas only the leader acts on the cluster (bot/ha.py); elsewhere a
+        # command's decision is saved and the leader carries it out (`pick_up`).
+        self._leading = leading or (lambda: True)
+        self._seen: dict[str, Rollout] = {}  # each rollout as this engine's last tick left it
 
     # ----------------------------------------------------------------- starting
 
@@ -106,11 +112,16 @@ class Engine:
     ) -> tuple[Rollout, bool]:
         return self._starts.accept_once(request, key=key, fingerprint=fingerprint)
 
-    def begin(self, rollout_id: str) -> Rollout:
+    def begin(self, rollout_id: str, *, wait: float = 30.0) -> Rollout:
         """The cluster part of a start, right after the acknowledgement. With pre-flight gates
         this returns once the first is launched: they run on the gate workers, for up to their
-        timeouts, and report in the thread (no caller's thread waits for them)."""
-        self.tick(rollout_id)
+        timeouts, and report in the thread (no caller's thread waits for them). A replica that
+        does not lead waits (at most `wait` seconds) for the leader to have carried it out, so
+        that a start refused on the cluster is still answered to the person who asked."""
+        if self._leading():
+            self.tick(rollout_id)
+        else:
+            self._await_leader(rollout_id, wait=wait)
         started = self.store.get(rollout_id)
         assert started is not None
         if started.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
@@ -164,14 +175,35 @@ class Engine:
         return outcome.rollout
 
     def carry_on(self, rollout_id: str) -> None:
-        """Do now what the last saved decision implies, rather than at the next beat."""
-        self.tick(rollout_id)
+        """Do now what the last saved decision implies, rather than at the next beat. Only
+        the leader acts: on another replica the saved decision waits for its `pick_up`."""
+        if self._leading():
+            self.tick(rollout_id)
+
+    def pick_up(self) -> None:
+        """The leader's short poll: tick at once every active rollout whose record changed
+        since this engine last ticked it (a command or a start saved by another replica),
+        rather than at its next analysis beat."""
+        running = self._pool.running()
+        for rollout in self.store.active():
+            if rollout.id not in running and self._seen.get(rollout.id) != rollout:
+                self._pool.launch(rollout.id, partial(self.tick, rollout.id))
+
+    def _await_leader(self, rollout_id: str, *, wait: float) -> None:
+        deadline = monotonic() + wait
+        while monotonic() < deadline:
+            rollout = self.store.get(rollout_id)
+            if rollout is None or rollout.phase != Phase.PENDING:
+                return
+            sleep(AWAIT_POLL_S)
 
     # ----------------------------------------------------------------- ticks
 
     def tick_all(self, *, wait_for_ticks: bool = False) -> None:
         """One beat: measure every due rollout in one batch, then tick each on the pool.
         A rollout whose last tick is still running (its calls hang) is left out."""
+        if not self._leading():
+            return  # the Lease is lost (or not yet renewed): act on nothing
         now = self._clock.now()
         running = self._pool.running()
         due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
@@ -194,43 +226,53 @@ class Engine:
 
     def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
         with self._work.of(rollout_id):
-            rollout = self.store.get(rollout_id)
-            if rollout is None or rollout.phase.is_terminal:
-                self._last_tick.pop(rollout_id, None)
+            try:
+                self._tick(rollout_id, at=at)
+            finally:
+                seen = self.store.get(rollout_id)
+                if seen is None or seen.phase.is_terminal:
+                    self._seen.pop(rollout_id, None)
+                else:
+                    self._seen[rollout_id] = seen
+
+    def _tick(self, rollout_id: str, *, at: datetime | None) -> None:
+        rollout = self.store.get(rollout_id)
+        if rollout is None or rollout.phase.is_terminal:
+            self._last_tick.pop(rollout_id, None)
+            return
+        if rollout.phase == Phase.PENDING:
+            rollout = self._start_on_cluster(rollout)
+            if rollout.phase.is_terminal:
                 return
-            if rollout.phase == Phase.PENDING:
-                rollout = self._start_on_cluster(rollout)
-                if rollout.phase.is_terminal or machine.next_preflight(rollout) is not None:
-                    return
-            now = at or self._clock.now()
-            if rollout.gate is not None and rollout.gate.startswith("job:"):
-                rollout = self._check_job_gate(rollout, now=now)
-            observation, analysis = self.observer.observe(rollout, now=now)
+        now = at or self._clock.now()
+        if rollout.gate is not None and rollout.gate.startswith("job:"):
+            rollout = self._check_job_gate(rollout, now=now)
+        observation, analysis = self.observer.observe(rollout, now=now)
 
-            def decide(fresh: Rollout) -> Decision:
-                decision = advance(fresh, observation, now=now)
-                verdict = analysis.verdict.value if analysis else decision.rollout.verdict
-                return replace(decision, rollout=replace(decision.rollout, verdict=verdict))
+        def decide(fresh: Rollout) -> Decision:
+            decision = advance(fresh, observation, now=now)
+            verdict = analysis.verdict.value if analysis else decision.rollout.verdict
+            return replace(decision, rollout=replace(decision.rollout, verdict=verdict))
 
-            def snapshots(before: Rollout, decision: Decision) -> list[Message]:
-                if analysis is None:
-                    return []
-                return outbox.snapshots(before, decision, at=analysis.at, breach=observation.breach)
+        def snapshots(before: Rollout, decision: Decision) -> list[Message]:
+            if analysis is None:
+                return []
+            return outbox.snapshots(before, decision, at=analysis.at, breach=observation.breach)
 
-            decision, mark = self._decide(rollout_id, decide, extra=snapshots, settle=True)
-            actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
-            if not actions:
-                return
-            outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
-            ok = all(outcome.error is None for outcome in outcomes)
-            later = self._clock.now()
-            self._decide(
-                rollout_id,
-                lambda fresh: machine.after(fresh, outcomes, now=later),
-                action=OUTCOME,
-                release_upto=mark,
-                released=ok,
-            )
+        decision, mark = self._decide(rollout_id, decide, extra=snapshots, settle=True)
+        actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
+        if not actions or not self._leading():
+            return  # nothing to do, or no longer the leader: the next leader does it
+        outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
+        ok = all(outcome.error is None for outcome in outcomes)
+        later = self._clock.now()
+        self._decide(
+            rollout_id,
+            lambda fresh: machine.after(fresh, outcomes, now=later),
+            action=OUTCOME,
+            release_upto=mark,
+            released=ok,
+        )
 
     def _start_on_cluster(self, rollout: Rollout) -> Rollout:
         """Read the stable workload, then create the canary objects; what came of each is
@@ -449,3 +491,4 @@ class Engine:
 
 
 ALL = 2**62  # an outbox mark above every row
+AWAIT_POLL_S = 0.2  # how often a follower looks whether the leader has started a rollout

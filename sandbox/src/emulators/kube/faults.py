@@ -27,11 +27,30 @@ class Faults:
     held_names: frozenset[str] = frozenset()
     _released: threading.Condition = field(default_factory=threading.Condition, repr=False)
     held_now: int = 0  # requests waiting right now, for tests to wait on deterministically
+    # Clients cut off from the API server: a request whose User-Agent contains one of these
+    # gets its connection closed with no answer, as behind a network partition. canary-bot
+    # names its replica (POD_NAME) in its User-Agent, so a test can cut off one replica.
+    cut_off_agents: frozenset[str] = frozenset()
+    refused: int = 0  # requests refused so far, for tests to wait on deterministically
 
     def reset(self) -> None:
         self.error_rate = self.conflict_rate = self.latency = self.timeout_rate = 0.0
         self.timeout_sleep = 5.0
+        self.reconnect()
         self.release()
+
+    def cut_off(self, *agents: str) -> None:
+        self.cut_off_agents = self.cut_off_agents | frozenset(agents)
+
+    def reconnect(self) -> None:
+        self.cut_off_agents = frozenset()
+
+    def refuses(self, user_agent: str) -> bool:
+        """True (and counted) when this client is cut off."""
+        if any(agent in user_agent for agent in self.cut_off_agents):
+            self.refused += 1
+            return True
+        return False
 
     def hold(self, *names: str) -> None:
         with self._released:

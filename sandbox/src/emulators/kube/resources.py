@@ -144,6 +144,15 @@ BUILTIN_KINDS: tuple[ResourceKind, ...] = (
         status_subresource=True,
         short_names=("ing",),
     ),
+    # Leader election (canary-bot's HA installs): an update carrying an old resourceVersion
+    # is a 409 Conflict, which is what makes two candidates' takeovers exclusive.
+    ResourceKind(
+        group="coordination.k8s.io",
+        versions=("v1",),
+        kind="Lease",
+        plural="leases",
+        singular="lease",
+    ),
     ResourceKind(
         group="events.k8s.io",
         versions=("v1",),

@@ -143,6 +143,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.server.frontend.faults.refuses(self.headers.get("User-Agent") or ""):
+            # Cut off: no answer at all, and the connection goes, as behind a partition.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
