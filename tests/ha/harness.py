@@ -65,6 +65,9 @@ def config_text(settings: Settings, *, prometheus_url: str) -> str:
           oncall: S0ONCALL
           deployers: [{ALICE}, {BOB}, {CAROL}]
           approvers: [{SRE_GROUP}]
+          # Slack's pacing is measured elsewhere (tests/test_slack_budget.py); here it would
+          # only stretch every wait across three replicas' handovers.
+          rate_limits: {{chat_update_per_minute: 10000, post_message_per_channel_per_second: 100}}
         cluster_name: sandbox
         prometheus:
           url: {prometheus_url}
