@@ -26,6 +26,7 @@ from rollout.analysis import Analyzer
 from rollout.cluster import OUTCOME, Cluster, outcome_name
 from rollout.commands import Command
 from rollout.config import Config
+from rollout.kube_reads import BeatReads, observing
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import Phase, Rollout
 from rollout.observer import Observer
@@ -134,10 +135,12 @@ class Engine:
         running = self._pool.running()
         due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
         self.observer.record_measurements(due, now=now)
+        # One LIST per namespace and kind for the whole beat (rollout/kube_reads.py).
+        reads = BeatReads()
         for rollout in due:
             self._last_tick[rollout.id] = now
             # The beat's own time: the measurement just taken must not look stale.
-            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now))
+            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now, reads=reads))
         if wait_for_ticks:
             self.drain()
 
@@ -145,7 +148,12 @@ class Engine:
         """Wait for every tick running on the pool (tests, benchmarks, shutdown)."""
         self._pool.drain()
 
-    def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
+    def tick(
+        self, rollout_id: str, *, at: datetime | None = None, reads: BeatReads | None = None
+    ) -> None:
+        """One rollout's tick. With `reads` (a beat's), the cluster is read from the beat's
+        LISTs (rollout/kube_reads.py), but a start always reads by name: it decides what to
+        create and whether an object in the way is the bot's."""
         with self._work.of(rollout_id):
             rollout = self.store.get(rollout_id)
             if rollout is None or rollout.phase.is_terminal:
@@ -156,7 +164,8 @@ class Engine:
                 if rollout.phase.is_terminal:
                     return
             now = at or self._clock.now()
-            observation, analysis = self.observer.observe(rollout, now=now)
+            with observing(reads):
+                observation, analysis = self.observer.observe(rollout, now=now)
 
             def decide(fresh: Rollout) -> Decision:
                 decision = advance(fresh, observation, now=now)
@@ -172,7 +181,8 @@ class Engine:
             actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
             if not actions:
                 return
-            outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
+            with observing(reads):
+                outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
             ok = all(outcome.error is None for outcome in outcomes)
             later = self._clock.now()
             self._decide(
