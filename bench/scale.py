@@ -18,13 +18,23 @@ In the same run the naive way is measured on the same rollouts: one query per me
 and track, built from the same query templates (`rollout.analysis.queries`) and sent through
 the same `PrometheusProvider`; the ratio of queries and wall time is printed.
 
-Run: `python bench/scale.py` (2 to 4 minutes); `--rollouts 200` for a quicker look,
-`--profile` to print where one more tick spent its time.
+Before measuring, the script asks Prometheus how many of the services it holds data for and
+waits (with a deadline) until it holds all of them; when it does not, it says so plainly and
+the table shows how many rollouts had data, so a loaded machine cannot quietly turn the
+figures into those of "no data". At 1,000 rollouts (`--no-data-ticks`) it then stops the
+exporter, waits until Prometheus has no data left for any of them, and measures again: the
+ticks of 1,000 rollouts held for missing data, and their Slack calls per minute.
+
+Run: `python bench/scale.py` runs 100, 1,000 and 5,000 rollouts, each in a process of its own
+(so each has its own peak RSS), and prints them side by side with the targets (15-25 minutes);
+`--rollouts 200` measures one size, `--profile` prints where one more tick spent its time (the
+pool's threads included).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
@@ -32,7 +42,7 @@ import resource
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -41,10 +51,12 @@ from typing import Any
 from unittest import mock
 
 import common  # first: puts this clone on sys.path
+import requests
+import scale_report
 import yaml
 from kubernetes import config as k8s_config
 from scale_measuring import CountingProvider, KubeTimer, compare_with_naive, target_of
-from scale_world import CANARY_WEIGHT, NAMESPACE, ready, start_child, stop_child, traffic, world
+from scale_world import NAMESPACE, ready, start_child, stop_child, traffic, world
 
 from bot.config_loader import load_config_text
 from bot.runtime import Runtime, Secrets
@@ -60,7 +72,8 @@ ANALYSIS_INTERVAL = 5.0
 WINDOW = "30s"
 SCRAPE_INTERVAL = "5s"
 MAX_SETUP_TICKS = 15
-TARGET_QUERIES, TARGET_SECONDS, TARGET_RSS_MIB = 10, 2.0, 250.0
+DATA_DEADLINE_S = 180.0
+SIZES = (100, 1000, 5000)
 # A 1x1 PNG: the placeholder chart of the setup tick (see the module docstring).
 TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -115,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
             prometheus = PrometheusServer(targets=[exporter], scrape_interval=SCRAPE_INTERVAL)
             prometheus.start()
             prometheus.wait_until_scraped(timeout=60)
+            data = wait_for_data(prometheus.url, len(services), deadline=DATA_DEADLINE_S)
+
+            def without_data() -> dict[str, Any]:
+                stop_child(*helpers[1])  # the exporter: its series go stale at the next scrape
+                return wait_for_data(prometheus.url, 0, deadline=DATA_DEADLINE_S)
+
             figures = measure(
                 args,
                 addresses=addresses,
@@ -122,13 +141,50 @@ def run(args: argparse.Namespace) -> int:
                 world=world_conn,
                 db=Path(tmp) / "canary.db",
                 services=services,
+                without_data=without_data,
             )
+            figures["prometheus_data_before_measuring"] = data
         finally:
             if prometheus is not None:
                 prometheus.close()
             for process, conn in helpers:
                 stop_child(process, conn)
-    return report(started=started, figures=figures)
+    return scale_report.report(started=started, figures=figures)
+
+
+def wait_for_data(url: str, wanted: int, *, deadline: float) -> dict[str, Any]:
+    """Waits until Prometheus holds request counts for exactly `wanted` services (all of them,
+    or none), at most `deadline` seconds; says plainly what it found."""
+    began = time.monotonic()
+    found = -1
+    while True:
+        found = services_with_data(url)
+        waited = time.monotonic() - began
+        if found == wanted or waited >= deadline:
+            break
+        time.sleep(1.0)
+    met = found == wanted
+    what = "every one of" if wanted else "none of"
+    print(
+        f"Prometheus holds data for {found} of the services after {waited:.0f} s "
+        f"(waiting for {what} them): "
+        + (
+            "ready to measure"
+            if met
+            else f"NOT as wanted; measuring anyway, deadline {deadline:g} s"
+        )
+    )
+    return {"services_with_data": found, "wanted": wanted, "waited_seconds": round(waited, 1)}
+
+
+def services_with_data(url: str) -> int:
+    query = f'count(count by (service) (http_requests_total{{namespace="{NAMESPACE}"}}))'
+    try:
+        answer = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
+        result = answer["data"]["result"]
+    except (requests.RequestException, ValueError, KeyError):
+        return 0
+    return int(float(result[0]["value"][1])) if result else 0
 
 
 def measure(
@@ -139,6 +195,7 @@ def measure(
     world: Connection,
     db: Path,
     services: list[str],
+    without_data: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """Build the production runtime (scheduler not started) and measure its ticks."""
     config = load_config_text(
@@ -160,7 +217,7 @@ def measure(
     )
     try:
         ticker = Ticker(runtime, provider=provider, kube_timer=kube_timer, world=world)
-        figures = exercise(args, runtime=runtime, ticker=ticker)
+        figures = exercise(args, runtime=runtime, ticker=ticker, without_data=without_data)
         figures["rss_mib"]["before_runtime"] = round(rss_before, 1)
         return figures
     finally:
@@ -189,6 +246,7 @@ class Ticker:
         self._kube_timer = kube_timer
         self._world = world
         self._last = time.monotonic() - ANALYSIS_INTERVAL
+        self.thread_profiles: list[cProfile.Profile] = []
 
     def _counts(self) -> dict[str, Any]:
         self._world.send("counts")
@@ -204,9 +262,12 @@ class Ticker:
         queries, in_promql = provider.queries_issued, provider.seconds
         kube_calls, in_kube = runtime.kube_calls, self._kube_timer.seconds
         before = self._counts()
+        began = time.time()
         wall, cpu = time.perf_counter(), time.process_time()
         if profile is not None:
-            profile.runcall(self._beat)
+            with profiling_ticks(runtime.engine) as threads:
+                profile.runcall(self._beat)
+            self.thread_profiles = threads
         else:
             self._beat()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -220,13 +281,22 @@ class Ticker:
             "in_promql_seconds": round(provider.seconds - in_promql, 3),
             "in_kube_seconds": round(self._kube_timer.seconds - in_kube, 3),
             "kube_calls": runtime.kube_calls - kube_calls,
+            "kube_reads": after["kube_reads"] - before["kube_reads"],
             "kube_writes": after["kube_writes"] - before["kube_writes"],
+            "began": began,
+            "ended": time.time(),
             "slack_calls": sum(slack.values()),
             "slack_by_method": {method: n for method, n in sorted(slack.items()) if n},
         }
 
 
-def exercise(args: argparse.Namespace, *, runtime: Runtime, ticker: Ticker) -> dict[str, Any]:
+def exercise(
+    args: argparse.Namespace,
+    *,
+    runtime: Runtime,
+    ticker: Ticker,
+    without_data: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
     engine, n = runtime.engine, args.rollouts
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -255,7 +325,13 @@ def exercise(args: argparse.Namespace, *, runtime: Runtime, ticker: Ticker) -> d
     if args.profile:
         profile = cProfile.Profile()
         ticker.tick(profile=profile)
-        profile_lines = profile_summary(profile)
+        profile_lines = profile_summary(profile, ticker.thread_profiles)
+    with_data = with_fresh_data(runtime, engine.store.active())
+    no_data: dict[str, Any] = {}
+    if args.no_data_ticks:
+        no_data["prometheus"] = without_data()
+        no_data["ticks"] = [ticker.tick() for _ in range(args.no_data_ticks)]
+        rss_peak = max(rss_peak, peak_rss_mib())
 
     active = engine.store.active()
     window = next(iter(runtime.config.services.values())).policy.analysis_window
@@ -265,7 +341,8 @@ def exercise(args: argparse.Namespace, *, runtime: Runtime, ticker: Ticker) -> d
         "start_seconds": round(start_seconds, 1),
         "setup_ticks": setup,
         "ticks": ticks,
-        "rollouts_with_fresh_data": with_fresh_data(runtime, active),
+        "rollouts_with_fresh_data": with_data,
+        "no_data": no_data,
         "rss_mib": {"peak": round(rss_peak, 1)},
         "one_chart_cpu_seconds": chart_cost(runtime, active[0]),
         "profile_of_one_tick": profile_lines,
@@ -304,123 +381,54 @@ def chart_cost(runtime: Runtime, rollout: Rollout) -> float:
     return round(time.process_time() - cpu, 3)
 
 
-def profile_summary(profile: cProfile.Profile) -> list[str]:
+@contextlib.contextmanager
+def profiling_ticks(engine: Any) -> Iterator[list[cProfile.Profile]]:
+    """Profiles each rollout's tick on the pool's threads too (cProfile sees one thread)."""
+    profiles: list[cProfile.Profile] = []
+    tick = engine.tick
+
+    def profiled(*args: Any, **kwargs: Any) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            tick(*args, **kwargs)
+        finally:
+            profile.disable()
+            profiles.append(profile)
+
+    engine.tick = profiled
+    try:
+        yield profiles
+    finally:
+        del engine.tick
+
+
+def profile_summary(profile: cProfile.Profile, threads: Sequence[cProfile.Profile]) -> list[str]:
     """Where the profiled tick went: the bot's functions by cumulative time, then every
-    function by its own time (libraries included)."""
+    function by its own time (libraries included); the pool's ticks added in (their times
+    add up across threads, so they exceed the wall time)."""
     lines: list[str] = []
     for sort, restriction in (("cumulative", r"/(rollout|bot|handlers)/"), ("tottime", "")):
         out = io.StringIO()
         stats = pstats.Stats(profile, stream=out)
+        for thread in threads:
+            stats.add(thread)
         stats.sort_stats(sort).print_stats(*(r for r in (restriction, 15) if r != ""))
         lines += [line for line in out.getvalue().splitlines() if line.strip()]
     return lines
 
 
-def report(*, started: dict[str, Any], figures: dict[str, Any]) -> int:
-    ticks = figures["ticks"]
-    rows = [
-        [
-            label,
-            t["queries"],
-            t["wall_seconds"],
-            t["cpu_seconds"],
-            t["in_promql_seconds"],
-            t["in_kube_seconds"],
-            t["kube_calls"],
-            t["kube_writes"],
-            t["slack_calls"],
-        ]
-        for label, t in [(f"setup {i + 1}", t) for i, t in enumerate(figures["setup_ticks"])]
-        + [(f"tick {i + 1}", t) for i, t in enumerate(ticks)]
-    ]
-    print()
-    print(
-        common.table(
-            [
-                "tick",
-                "PromQL",
-                "wall s",
-                "CPU s",
-                "in PromQL s",
-                "in kube s",
-                "kube calls",
-                "kube writes",
-                "Slack calls",
-            ],
-            rows,
-        )
-    )
-    print(
-        f"\n{figures['rollouts_with_fresh_data']} of {figures['rollouts']} rollouts had canary "
-        f"and stable values in their latest measurement. One real step chart costs "
-        f"{figures['one_chart_cpu_seconds']:.2f} s of CPU (the setup ticks used a placeholder)."
-    )
-    for line in figures["profile_of_one_tick"]:
-        print(line)
-    batched, naive = figures["batched_measure"], figures["naive_measure"]
-    print()
-    print(
-        common.table(
-            ["measuring every rollout once", "queries", "wall s"],
-            [
-                ["batched (the bot)", batched["queries"], batched["wall_seconds"]],
-                [
-                    f"naive ({naive['rollouts_measured']} rollouts measured)",
-                    naive["queries"],
-                    naive["wall_seconds"],
-                ],
-                [
-                    f"naive, for all {figures['rollouts']}",
-                    naive["queries_for_all"],
-                    naive["wall_seconds_for_all"],
-                ],
-            ],
-        )
-    )
-    query_ratio = naive["queries_for_all"] / max(1, batched["queries"])
-    wall_ratio = naive["wall_seconds_for_all"] / max(1e-9, batched["wall_seconds"])
-    figures["naive_over_batched"] = {
-        "queries": round(query_ratio, 1),
-        "wall_time": round(wall_ratio, 1),
-    }
-    print(
-        f"naive / batched: {query_ratio:,.0f}x the queries, {wall_ratio:,.0f}x the wall time. "
-        f"Both ways found data for {naive['values_with_data_both_ways']} of "
-        f"{naive['values_naive']} values; median difference between them "
-        f"{100 * naive['median_relative_difference']:.1f} % (measured seconds apart)."
-    )
-    targets = [
-        common.Target(
-            "PromQL queries per tick (max)", max(t["queries"] for t in ticks), TARGET_QUERIES, ""
-        ),
-        common.Target(
-            f"wall time per tick (max of {len(ticks)})",
-            max(t["wall_seconds"] for t in ticks),
-            TARGET_SECONDS,
-            "s",
-        ),
-        common.Target(
-            "peak RSS of the bot process", figures["rss_mib"]["peak"], TARGET_RSS_MIB, "MiB"
-        ),
-    ]
-    common.report(
-        "scale",
-        started=started,
-        targets=targets,
-        figures=figures,
-        notes=[
-            f"{figures['rollouts']} rollouts started through Engine.start, not slash commands",
-            f"cluster emulator with validation on; Prometheus scrapes every {SCRAPE_INTERVAL}; "
-            f"canary share fixed at {CANARY_WEIGHT:g} % in the exporter",
-            "setup ticks (every rollout reaching step 1) used a placeholder chart",
-        ],
-    )
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", type=int, default=1000)
+    parser.add_argument(
+        "--rollouts", type=int, default=0, help="measure this one size (default: 100, 1000, 5000)"
+    )
+    parser.add_argument(
+        "--no-data-ticks",
+        type=int,
+        default=-1,
+        help="ticks measured after Prometheus lost all data (default: 8 at 1,000 rollouts)",
+    )
     parser.add_argument("--ticks", type=int, default=5, help="measured analysis ticks")
     parser.add_argument(
         "--naive-rollouts",
@@ -431,7 +439,12 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="profile one more tick and print where it went"
     )
-    return run(parser.parse_args())
+    args = parser.parse_args()
+    if not args.rollouts:
+        return scale_report.sizes(args, SIZES, script=Path(__file__))
+    if args.no_data_ticks < 0:
+        args.no_data_ticks = 8 if args.rollouts == 1000 else 0
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 What the bot talks to runs in helper processes so that its CPU, memory and GIL are not the
 bot's: one holds the cluster emulator (with the stable Deployments) and the Slack emulator, the
 other the synthetic traffic exporter. Each reports its addresses on a pipe, then waits for
-"stop"; the cluster helper also answers "counts" (Slack calls by method, cluster writes).
+"stop"; the cluster helper also answers "counts" (Slack calls by method; the requests the
+cluster emulator received, reads (GET) and writes apart).
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ def world(conn: Connection, workdir: str, services: list[str]) -> None:
         while (message := conn.recv()) != "stop":
             if message == "counts":
                 calls = Counter(call.method for call in slack.calls)
-                conn.send({"slack": dict(calls), "kube_writes": len(kube.writes)})
+                requests = kube.requests()
+                reads = sum(n for (method, _), n in requests.items() if method == "GET")
+                conn.send(
+                    {
+                        "slack": dict(calls),
+                        "kube_reads": reads,
+                        "kube_writes": sum(requests.values()) - reads,
+                    }
+                )
     finally:
         slack.stop()
         kube.stop()
