@@ -182,8 +182,9 @@ def services_with_data(url: str) -> int:
     try:
         answer = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
         result = answer["data"]["result"]
-    except (requests.RequestException, ValueError, KeyError):
-        return 0
+    except (requests.RequestException, ValueError, KeyError) as error:
+        print(f"  (asking Prometheus failed: {error})")
+        return -1  # unknown: never taken for "none" or "all"
     return int(float(result[0]["value"][1])) if result else 0
 
 

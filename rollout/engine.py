@@ -69,6 +69,7 @@ class Engine:
         self._work = Locks()
         self._pool = TickPool(workers=parallel)
         self._last_tick: dict[str, datetime] = {}
+        self._last_reads: BeatReads | None = None
 
     # ----------------------------------------------------------------- starting
 
@@ -134,9 +135,12 @@ class Engine:
         now = self._clock.now()
         running = self._pool.running()
         due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
-        self.observer.record_measurements(due, now=now)
-        # One LIST per namespace and kind for the whole beat (rollout/kube_reads.py).
+        # One LIST per namespace and kind for the whole beat (rollout/kube_reads.py), the
+        # last beat's ones started now, to run while the measurement waits for Prometheus.
         reads = BeatReads()
+        reads.prefetch(self._last_reads)
+        self._last_reads = reads
+        self.observer.record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
             # The beat's own time: the measurement just taken must not look stale.
@@ -264,6 +268,10 @@ class Engine:
         if after == before and not messages:
             if release_upto is not None and self.store.release(after.id, upto=release_upto):
                 self._on_queued()
+            if not any(isinstance(a, ClusterAction) for a in decision.actions):
+                # Nothing is released after this decision, so its mark is never used: no
+                # query for it on every quiet tick.
+                return ALL
             return self.store.outbox_mark(after.id)
         audited = replace(after, verdict=before.verdict) != before
         mark = self.store.save(

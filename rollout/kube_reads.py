@@ -6,6 +6,10 @@ rollout. Now `Engine.tick_all` opens one `BeatReads` and every tick of that beat
 cluster through it: the first read of a (namespace, kind) LISTs that collection (paged, each
 page one bounded call, see rollout/kube_call.py), and every later read of it in the beat is a
 dict look-up. So a beat's reads grow with the namespaces and kinds in use, not with rollouts.
+A beat starts the LISTs the previous beat needed at once, on threads of their own, so they
+run while the beat waits for Prometheus (`prefetch`); their copies are then older by the
+measurement's time (under a second), which a tick may see as it sees any change that lands
+just after a read.
 
 Why a LIST per beat and not a watch-fed cache (an informer, as Kubernetes controllers keep):
 - the bot already works in beats, and what a tick must see is the cluster as it is at that
@@ -71,6 +75,8 @@ class BeatReads:
 
     def __init__(self) -> None:
         self._lists: dict[Collection, _Listed] = {}
+        # How each collection was LISTed, for the next beat to start the same LISTs early.
+        self._loaders: dict[Collection, Callable[[], list[JSON]]] = {}
         self._written: set[tuple[Collection, str]] = set()
         self._guard = threading.Lock()
         with _OPEN_GUARD:
@@ -91,6 +97,22 @@ class BeatReads:
         """Every object of the collection as this beat's LIST found it (copies)."""
         return [_own_copy(item) for item in self._listed(where, list_all).values()]
 
+    def prefetch(self, previous: BeatReads | None) -> None:
+        """Starts, each on a thread of its own, the LISTs that `previous` (the last beat)
+        made, so they run while the beat measures (waiting for Prometheus) instead of after.
+        A reader that comes first waits for the LIST under way; an error is kept as usual."""
+        if previous is None:
+            return
+        for where, list_all in list(previous._loaders.items()):
+            thread = threading.Thread(
+                target=self._quietly, args=(where, list_all), name="beat-list", daemon=True
+            )
+            thread.start()
+
+    def _quietly(self, where: Collection, list_all: Callable[[], list[JSON]]) -> None:
+        with contextlib.suppress(Exception):  # kept in the collection and raised to readers
+            self._listed(where, list_all)
+
     def forget(self, where: Collection, name: str) -> None:
         with self._guard:
             self._written.add((where, name))
@@ -98,6 +120,7 @@ class BeatReads:
     def _listed(self, where: Collection, list_all: Callable[[], list[JSON]]) -> dict[str, str]:
         with self._guard:
             listed = self._lists.setdefault(where, _Listed())
+            self._loaders.setdefault(where, list_all)
         with listed.lock:  # the first reader LISTs; the others of the beat wait for it
             if not listed.loaded:
                 try:
