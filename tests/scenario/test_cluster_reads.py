@@ -6,6 +6,10 @@ Services that select only `app: <name>` (so the stable Service is pinned to the 
 ReplicaSet, which the step change re-reads). The emulator counts every request by method and
 path: the reads of a steady beat, and of a beat in which every rollout changes step, are the
 same requests for 40 rollouts as for 4: LISTs of collections, no GET of one object.
+
+A write computed from a beat's copy carries that copy's `resourceVersion`; when the object
+changed since the LIST, the write is refused (409) and made again from a read by name, so the
+other writer's change is kept.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ from bot.config_loader import load_config_text
 from bot.runtime import build_routers
 from canary_sandbox.sandbox import BOB, RELEASE_CHANNEL, STABLE_IMAGE, stable_deployment
 from emulators.kube import KubeEmulator
+from emulators.kube.resources import BUNDLED_CRDS
 from rollout.engine import Engine, StartRequest
 from rollout.kube import KubeGateway
+from rollout.kube_reads import BeatReads, observing
 from rollout.model import Phase
 from rollout.store import SqliteStore
+from rollout.traffic.istio import VIRTUAL_SERVICE
+from tests.conformance.cases.istio import virtual_service
 from tests.fakes import FakeClock
 from tests.scenario.test_rollout_flow import wait_until
 
@@ -170,3 +178,33 @@ def test_a_beat_reads_each_namespace_and_kind_once_whatever_the_number_of_rollou
     collections = {path.rsplit("/", 1)[-1] for _, path in many_stepping}
     # The step change re-pins the nginx Services: the Services and ReplicaSets came from a LIST.
     assert {"deployments", "ingresses", "services", "replicasets"} <= collections
+
+
+@pytest.mark.timeout(60)
+def test_a_write_from_a_beats_copy_that_conflicts_is_made_again_from_a_fresh_read() -> None:
+    with KubeEmulator(crd_dir=BUNDLED_CRDS) as kube:
+        kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+        kube.seed(virtual_service())
+        gateway = KubeGateway(kube.api_client())
+        with observing(BeatReads()):
+            listed = gateway.read_custom(VIRTUAL_SERVICE, "shop", "checkout")
+            assert listed is not None
+            # Someone else changes the object after the beat's LIST (not through the bot).
+            rk, version = kube.registry.by_kind(VIRTUAL_SERVICE.api_version, "VirtualService")  # type: ignore[misc]
+            theirs = {**listed, "metadata": {**listed["metadata"], "labels": {"team": "pay"}}}
+            kube.api.replace(rk, version, "shop", "checkout", theirs)
+            wanted = {**listed["spec"], "hosts": ["checkout.example.org"]}
+            kube.clear_writes()
+            kube.clear_requests()
+            assert gateway.set_custom_spec(VIRTUAL_SERVICE, "shop", "checkout", wanted)
+
+        # The beat's copy is refused (the call's own retries repeat it), then the object is
+        # read by name and written once more.
+        statuses = [w.status for w in kube.writes if w.method == "PUT"]
+        assert statuses[-1] == 200 and set(statuses[:-1]) == {409}, statuses
+        path = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/checkout"
+        assert kube.requests()[("GET", path)] == 1
+        found = kube.get(VIRTUAL_SERVICE.api_version, "VirtualService", "shop", "checkout")
+        assert found is not None
+        assert found["spec"]["hosts"] == ["checkout.example.org"]
+        assert found["metadata"]["labels"] == {"team": "pay"}  # their change kept
