@@ -141,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
                 stop_child(*helpers[1])  # the exporter: its series go stale at the next scrape
                 return wait_for_data(prometheus.url, 0, deadline=DATA_DEADLINE_S)
 
+            def with_data() -> dict[str, Any]:
+                return wait_for_data(prometheus.url, len(services), deadline=DATA_DEADLINE_S)
+
             figures = measure(
                 args,
                 addresses=addresses,
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 db=Path(tmp) / "canary.db",
                 services=services,
                 without_data=without_data,
+                with_data=with_data,
             )
             figures["prometheus_data_before_measuring"] = data
         finally:
@@ -204,6 +208,7 @@ def measure(
     db: Path,
     services: list[str],
     without_data: Callable[[], dict[str, Any]],
+    with_data: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """Build the production runtime (scheduler not started) and measure its ticks."""
     config = load_config_text(
@@ -225,7 +230,9 @@ def measure(
     )
     try:
         ticker = Ticker(runtime, provider=provider, kube_timer=kube_timer, world=world)
-        figures = exercise(args, runtime=runtime, ticker=ticker, without_data=without_data)
+        figures = exercise(
+            args, runtime=runtime, ticker=ticker, without_data=without_data, with_data=with_data
+        )
         figures["rss_mib"]["before_runtime"] = round(rss_before, 1)
         return figures
     finally:
@@ -311,6 +318,7 @@ def exercise(
     runtime: Runtime,
     ticker: Ticker,
     without_data: Callable[[], dict[str, Any]],
+    with_data: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     engine, n = runtime.engine, args.rollouts
     began = time.perf_counter()
@@ -336,6 +344,7 @@ def exercise(
                 break
     print(f"setup: {len(setup)} tick(s) until every rollout was at step 1, no cluster writes")
 
+    data_before_ticks = with_data()  # again: a loaded machine may have lost scrapes since
     ticks = [ticker.tick() for _ in range(args.ticks)]
     rss_peak = peak_rss_mib()
     profile_lines: list[str] = []
@@ -360,6 +369,7 @@ def exercise(
         "ticks": ticks,
         "rollouts_with_fresh_data": with_data,
         "no_data": no_data,
+        "prometheus_data_before_ticks": data_before_ticks,
         "rss_mib": {"peak": round(rss_peak, 1)},
         "one_chart_cpu_seconds": chart_cost(runtime, active[0]),
         "profile_of_one_tick": profile_lines,

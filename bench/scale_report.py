@@ -74,11 +74,11 @@ def report(*, started: dict[str, Any], figures: dict[str, Any]) -> int:
     headers += ["in kube s"]
     print()
     print(common.table([*headers, "kube reads", "kube writes", "Slack calls"], rows))
-    data = figures["prometheus_data_before_measuring"]
+    data = figures["prometheus_data_before_ticks"]
     print(
         f"\nPrometheus held data for {data['services_with_data']} of {figures['rollouts']} "
-        f"services before measuring; {figures['rollouts_with_fresh_data']} rollouts had canary "
-        f"and stable values in their latest measurement. One real step chart costs "
+        f"services before the measured ticks; {figures['rollouts_with_fresh_data']} rollouts "
+        f"had canary and stable values in their latest measurement. One real step chart costs "
         f"{figures['one_chart_cpu_seconds']:.2f} s of CPU (the setup ticks used a placeholder)."
     )
     figures["slack_per_minute"] = slack_per_minute(ticks)
