@@ -25,9 +25,10 @@ from rollout.kube_reads import Collection
 log = logging.getLogger("rollout.kube")  # one logger name for every gateway call (bot/metrics.py)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "canary-bot"}
-# Items per page of a LIST: each page is one bounded call, so a big namespace cannot turn one
-# LIST into an answer too large to arrive within the call's deadline.
-PAGE_SIZE = 500
+# Items per page of a LIST (each page one bounded call). None: a beat reads a namespace's kind
+# with exactly one request, however many objects it holds (an API server answers an unpaged
+# LIST from its watch cache); the loop below still follows a `continue` a server sends.
+PAGE_SIZE: int | None = None
 JSON = dict[str, Any]
 # A LIST request: (socket timeouts, continue token or None) -> the client's raw response.
 ListRequest = Callable[[Timeouts, str | None], Any]
@@ -68,7 +69,8 @@ class GatewayBase:
         return self._read_or_none(what, get)
 
     def _list_all(self, where: Collection, list_page: ListRequest) -> list[JSON]:
-        """Every item of a collection, page by page (each page one bounded call)."""
+        """Every item of a collection, page by page if the server pages (each page one bounded
+        call)."""
         items: list[JSON] = []
         token: str | None = None
         while True:

@@ -3,9 +3,9 @@
 Before this, each rollout's tick read its own objects by name: at 1,000 rollouts about 2,000
 sequential Deployment GETs a beat, plus the stable Service and a ReplicaSet LIST per pinned
 rollout. Now `Engine.tick_all` opens one `BeatReads` and every tick of that beat observes the
-cluster through it: the first read of a (namespace, kind) LISTs that collection (paged, each
-page one bounded call, see rollout/kube_call.py), and every later read of it in the beat is a
-dict look-up. So a beat's reads grow with the namespaces and kinds in use, not with rollouts.
+cluster through it: the first read of a (namespace, kind) LISTs that collection (one bounded
+call, see rollout/kube_call.py), and every later read of it in the beat is a dict look-up.
+So a beat's reads grow with the namespaces and kinds in use, not with rollouts.
 A beat starts the LISTs the previous beat needed at once, on threads of their own, so they
 run while the beat waits for Prometheus (`prefetch`); their copies are then older by the
 measurement's time (under a second), which a tick may see as it sees any change that lands
