@@ -138,8 +138,9 @@ class Engine:
         # One LIST per namespace and kind for the whole beat (rollout/kube_reads.py), the
         # last beat's ones started now, to run while the measurement waits for Prometheus.
         reads = BeatReads()
-        reads.prefetch(self._last_reads)
-        self._last_reads = reads
+        if due:
+            reads.prefetch(self._last_reads)
+            self._last_reads = reads
         self.observer.record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
