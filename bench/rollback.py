@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import subprocess
@@ -184,21 +185,25 @@ def one_run(
     ready_at = common.wait_until(
         lambda: stable_ready(box, service) and time.time(), timeout=30, what="stable pods ready"
     )
-    # The run's new top-level messages: its status card, then the alert.
-    alert = common.wait_until(
-        lambda: [
-            m
-            for m in box.slack.messages(RELEASE_CHANNEL)
-            if m.ts not in seen and not m.is_reply and service in m.text
-        ][1:],
-        timeout=30,
-        what=f"the on-call alert for {service}",
-    )[0]
-    alert_at = next(
-        call.wall
-        for call in box.slack.calls_to("chat.postMessage")
-        if call.response.get("ts") == alert.ts
-    )
+    # The run's new top-level messages: its status card, then the alert. With many other
+    # rollouts the alert may queue behind their messages: then it is reported as not seen.
+    try:
+        alert = common.wait_until(
+            lambda: [
+                m
+                for m in box.slack.messages(RELEASE_CHANNEL)
+                if m.ts not in seen and not m.is_reply and service in m.text
+            ][1:],
+            timeout=60,
+            what=f"the on-call alert for {service}",
+        )[0]
+        alert_at = next(
+            call.wall
+            for call in box.slack.calls_to("chat.postMessage")
+            if call.response.get("ts") == alert.ts
+        )
+    except TimeoutError:
+        alert_at = math.nan
     return {
         "service": service,
         "slack": "429 storm" if storm else "quiet",

@@ -34,15 +34,12 @@ pool's threads included).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
-import io
-import pstats
 import resource
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -51,11 +48,18 @@ from typing import Any
 from unittest import mock
 
 import common  # first: puts this clone on sys.path
-import requests
 import scale_report
 import yaml
 from kubernetes import config as k8s_config
-from scale_measuring import CountingProvider, KubeTimer, compare_with_naive, target_of
+from scale_measuring import (
+    CountingProvider,
+    KubeTimer,
+    compare_with_naive,
+    profile_summary,
+    profiling_ticks,
+    target_of,
+    wait_for_data,
+)
 from scale_world import NAMESPACE, ready, start_child, stop_child, traffic, world
 
 from bot.config_loader import load_config_text
@@ -161,42 +165,6 @@ def run(args: argparse.Namespace) -> int:
             for process, conn in helpers:
                 stop_child(process, conn)
     return scale_report.report(started=started, figures=figures)
-
-
-def wait_for_data(url: str, wanted: int, *, deadline: float) -> dict[str, Any]:
-    """Waits until Prometheus holds request counts for exactly `wanted` services (all of them,
-    or none), at most `deadline` seconds; says plainly what it found."""
-    began = time.monotonic()
-    found = -1
-    while True:
-        found = services_with_data(url)
-        waited = time.monotonic() - began
-        if found == wanted or waited >= deadline:
-            break
-        time.sleep(1.0)
-    met = found == wanted
-    what = "every one of" if wanted else "none of"
-    print(
-        f"Prometheus holds data for {found} of the services after {waited:.0f} s "
-        f"(waiting for {what} them): "
-        + (
-            "ready to measure"
-            if met
-            else f"NOT as wanted; measuring anyway, deadline {deadline:g} s"
-        )
-    )
-    return {"services_with_data": found, "wanted": wanted, "waited_seconds": round(waited, 1)}
-
-
-def services_with_data(url: str) -> int:
-    query = f'count(count by (service) (http_requests_total{{namespace="{NAMESPACE}"}}))'
-    try:
-        answer = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
-        result = answer["data"]["result"]
-    except (requests.RequestException, ValueError, KeyError) as error:
-        print(f"  (asking Prometheus failed: {error})")
-        return -1  # unknown: never taken for "none" or "all"
-    return int(float(result[0]["value"][1])) if result else 0
 
 
 def measure(
@@ -406,43 +374,6 @@ def chart_cost(runtime: Runtime, rollout: Rollout) -> float:
     cpu = time.process_time()
     rollout_chart(measurements=history, steps=[], title="one chart", now=datetime.now(UTC))
     return round(time.process_time() - cpu, 3)
-
-
-@contextlib.contextmanager
-def profiling_ticks(engine: Any) -> Iterator[list[cProfile.Profile]]:
-    """Profiles each rollout's tick on the pool's threads too (cProfile sees one thread)."""
-    profiles: list[cProfile.Profile] = []
-    tick = engine.tick
-
-    def profiled(*args: Any, **kwargs: Any) -> None:
-        profile = cProfile.Profile()
-        profile.enable()
-        try:
-            tick(*args, **kwargs)
-        finally:
-            profile.disable()
-            profiles.append(profile)
-
-    engine.tick = profiled
-    try:
-        yield profiles
-    finally:
-        del engine.tick
-
-
-def profile_summary(profile: cProfile.Profile, threads: Sequence[cProfile.Profile]) -> list[str]:
-    """Where the profiled tick went: the bot's functions by cumulative time, then every
-    function by its own time (libraries included); the pool's ticks added in (their times
-    add up across threads, so they exceed the wall time)."""
-    lines: list[str] = []
-    for sort, restriction in (("cumulative", r"/(rollout|bot|handlers)/"), ("tottime", "")):
-        out = io.StringIO()
-        stats = pstats.Stats(profile, stream=out)
-        for thread in threads:
-            stats.add(thread)
-        stats.sort_stats(sort).print_stats(*(r for r in (restriction, 15) if r != ""))
-        lines += [line for line in out.getvalue().splitlines() if line.strip()]
-    return lines
 
 
 def main() -> int:

@@ -187,10 +187,10 @@ def sizes(args: argparse.Namespace, counts: Sequence[int], *, script: Path) -> i
         "scale",
         started=started,
         targets=summary_targets,
-        figures={str(n): _brief(f) for n, f in runs.items()},
-        notes=["each size ran in a process of its own; see scale-<n>.json for each"],
+        figures={str(n): {"summary": _brief(f), **f} for n, f in runs.items()},
+        notes=["each size ran in a process of its own"],
     )
-    for n in counts:  # the per-size files are in the summary
+    for n in counts:  # each size's figures are in the summary file now
         (common.RESULTS / f"scale-{n}.json").unlink(missing_ok=True)
     return 0
 
