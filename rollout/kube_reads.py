@@ -23,6 +23,9 @@ Why a LIST per beat and not a watch-fed cache (an informer, as Kubernetes contro
 - the emulator, the RBAC and the failure tests stay request/response (`list` is granted, no
   `watch`). The cost: one LIST per (namespace, kind) a beat, whatever changed; at the sizes
   the README targets (5,000 rollouts) that is a few megabytes of JSON every analysis interval.
+  And a LIST that hangs holds, for up to its one deadline, every tick of the beat that reads
+  that namespace and kind, where a hanging GET held only its own rollout; rollouts of other
+  namespaces, and writes, are not held by it.
 
 What is shared, and what is read afresh:
 - a tick's observing (traffic status, drift) and its actions (weights, promotion, rollback)
