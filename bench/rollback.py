@@ -19,17 +19,27 @@ answers every chat.postMessage and chat.update with 429 and `Retry-After: 10` fr
 the breach until traffic is back on stable). The cluster must not notice the difference; the
 alert comes after the Retry-After.
 
-Run: `python bench/rollback.py` (about 2 min); `--runs 9` for more runs.
+Then the same is measured at scale (`--others`, 1,000 by default): a new bot and cluster with
+1,000 other rollouts started (slash commands) and held at their first step, each with traffic
+of its own in Prometheus (a second exporter, in a process of its own and scraped every 5 s,
+because 120,000 series cannot be rendered every second beside the bot on 2 cores), so every
+beat ticks 1,000 rollouts besides the one that breaks. Quiet Slack only; same target.
+
+Run: `python bench/rollback.py` (about 8 min); `--runs 9` for more runs, `--others 0` to skip
+the run at scale.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import random
 import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +47,7 @@ from typing import Any
 import common  # first: puts this clone on sys.path
 import requests
 import yaml
+from scale_world import ready, start_child, stop_child, traffic
 
 from canary_sandbox.sandbox import (
     ALICE,
@@ -148,7 +159,7 @@ def one_run(
         what=f"canary traffic of {service} in Prometheus",
     )
     time.sleep(delay)
-    common.wait_until(lambda: _quiet(box), timeout=30, what="the start's messages sent")
+    common.wait_until(lambda: _quiet(box, service), timeout=30, what="the start's messages sent")
     if storm:
         faults = box.slack.faults
         faults.methods = frozenset({"chat.postMessage", "chat.update"})
@@ -174,19 +185,25 @@ def one_run(
     ready_at = common.wait_until(
         lambda: stable_ready(box, service) and time.time(), timeout=30, what="stable pods ready"
     )
-    # The run's new top-level messages: its status card, then the alert.
-    alert = common.wait_until(
-        lambda: [
-            m for m in box.slack.messages(RELEASE_CHANNEL) if m.ts not in seen and not m.is_reply
-        ][1:],
-        timeout=30,
-        what=f"the on-call alert for {service}",
-    )[0]
-    alert_at = next(
-        call.wall
-        for call in box.slack.calls_to("chat.postMessage")
-        if call.response.get("ts") == alert.ts
-    )
+    # The run's new top-level messages: its status card, then the alert. With many other
+    # rollouts the alert may queue behind their messages: then it is reported as not seen.
+    try:
+        alert = common.wait_until(
+            lambda: [
+                m
+                for m in box.slack.messages(RELEASE_CHANNEL)
+                if m.ts not in seen and not m.is_reply and service in m.text
+            ][1:],
+            timeout=60,
+            what=f"the on-call alert for {service}",
+        )[0]
+        alert_at = next(
+            call.wall
+            for call in box.slack.calls_to("chat.postMessage")
+            if call.response.get("ts") == alert.ts
+        )
+    except TimeoutError:
+        alert_at = math.nan
     return {
         "service": service,
         "slack": "429 storm" if storm else "quiet",
@@ -200,26 +217,43 @@ def one_run(
 def run(args: argparse.Namespace) -> int:
     started = common.machine()
     common.header("rollback: breach visible in Prometheus -> traffic back on stable", started)
+    chance = random.Random(args.seed)
     services = [f"pay-{i + 1}" for i in range(args.runs)] + [
         f"storm-{i + 1}" for i in range(args.runs)
     ]
-    chance = random.Random(args.seed)
+    runs = phase(services, others=0, chance=chance)
+    if args.others:
+        print(f"\nagain with {args.others} other active rollouts (quiet Slack):")
+        scale = [f"busy-{i + 1}" for i in range(args.runs)]
+        runs += phase(scale, others=args.others, chance=chance)
+    return report(runs, started=started)
+
+
+def phase(services: list[str], *, others: int, chance: random.Random) -> list[dict[str, Any]]:
+    """One bot, cluster and Prometheus: `others` rollouts started and held, then one run per
+    service in `services` (a `storm-` one with a Slack 429 storm)."""
+    background = [f"bg-{i:04d}" for i in range(others)]
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
         box = Sandbox(workdir=Path(tmp), config_text="")
         exporter = TrafficExporter(weight_of=canary_weight_from_cluster(box.kube))
         prometheus: PrometheusServer | None = None
         bot: subprocess.Popen[bytes] | None = None
+        helper = start_child(traffic, background) if background else None
         try:
             for name in services:
                 exporter.add_service(NAMESPACE, name, deployment=name, rps=40.0)
-            prometheus = PrometheusServer(targets=[exporter.start()], scrape_interval="1s")
+            slow = [ready(helper[1], what="the others' exporter")["exporter"]] if helper else []
+            prometheus = PrometheusServer(
+                targets=[exporter.start()], scrape_interval="1s", slow_targets=slow
+            )
             prometheus.start()
-            box.config_text = config_text(services, prometheus_url=prometheus.url)
+            box.config_text = config_text(services + background, prometheus_url=prometheus.url)
             box.start()
-            for name in services:
+            for name in services + background:
                 image = f"registry.example.com/{NAMESPACE}/{name}:v2.3.4"
                 box.kube.seed(stable_deployment(name=name, replicas=REPLICAS, image=image))
-            prometheus.wait_until_scraped(timeout=30)
+            prometheus.wait_until_scraped(timeout=60)
             port = free_port()
             bot = subprocess.Popen(
                 box.serve_command(port=port),
@@ -233,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
             common.wait_until(
                 lambda: _healthy(bot_url), timeout=30, what="canary-bot serve to answer /healthz"
             )
-            runs = []
+            if background:
+                start_others(box, bot_url=bot_url, services=background)
             for service in services:
                 result = one_run(
                     box,
@@ -244,9 +279,10 @@ def run(args: argparse.Namespace) -> int:
                     delay=chance.uniform(0, INTERVAL_S),
                     storm=service.startswith("storm-"),
                 )
+                result["others"] = others
                 print(
-                    f"  {service} (Slack {result['slack']}): breach visible -> traffic on stable "
-                    f"{result['visible_to_traffic_on_stable_s']:.2f} s"
+                    f"  {service} (Slack {result['slack']}, {others} others): breach visible "
+                    f"-> traffic on stable {result['visible_to_traffic_on_stable_s']:.2f} s"
                 )
                 runs.append(result)
         finally:
@@ -256,13 +292,47 @@ def run(args: argparse.Namespace) -> int:
             if prometheus is not None:
                 prometheus.close()
             exporter.stop()
-    return report(runs, started=started)
+            if helper is not None:
+                stop_child(*helper)
+    return runs
 
 
-def _quiet(box: Sandbox) -> bool:
-    """No Slack call for a moment: the last run's messages are out (so a storm hits only the
-    breach's messages)."""
-    calls = box.slack.calls_to("chat.postMessage") + box.slack.calls_to("chat.update")
+def start_others(box: Sandbox, *, bot_url: str, services: list[str]) -> None:
+    """Start every other rollout with a slash command (4 at a time) and wait until each has
+    its canary pods ready, so every beat from now on ticks them all."""
+    began = time.monotonic()
+    driver = box.driver_for(bot_url)
+
+    def start(service: str) -> None:
+        reply = driver.command(f"start {service} v2.3.5", user=ALICE, channel=RELEASE_CHANNEL)
+        if reply.status != 200:
+            raise RuntimeError(f"start of {service} answered {reply.status}: {reply.body}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(start, services))
+
+    def canaries_ready() -> bool:
+        found = box.kube.list("apps/v1", "Deployment", NAMESPACE)
+        ready = sum(
+            1
+            for d in found
+            if d["metadata"]["name"].endswith("-canary")
+            and int((d.get("status") or {}).get("readyReplicas", 0) or 0) >= 1
+        )
+        return ready >= len(services)
+
+    common.wait_until(canaries_ready, timeout=600, every=1.0, what="the others' canaries ready")
+    print(f"  {len(services)} other rollouts started and ready in {time.monotonic() - began:.0f} s")
+
+
+def _quiet(box: Sandbox, service: str) -> bool:
+    """No Slack call about `service` for a moment: its start's messages are out (so a storm
+    hits only the breach's messages; the other rollouts' calls do not count)."""
+    calls = [
+        call
+        for call in box.slack.calls_to("chat.postMessage") + box.slack.calls_to("chat.update")
+        if service in json.dumps(call.args, default=str)
+    ]
     return not calls or time.time() - max(call.wall for call in calls) > 1.0
 
 
@@ -280,30 +350,34 @@ def report(runs: list[dict[str, Any]], *, started: dict[str, Any]) -> int:
         ("visible_to_alert_posted_s", "-> alert posted s"),
         ("breach_set_to_visible_s", "(breach set -> visible s)"),
     ]
-    rows: list[list[object]] = [
-        [run["service"], run["slack"], *(float(run[key]) for key, _ in columns)] for run in runs
-    ]
     medians: dict[str, dict[str, float]] = {}
-    for mode in ("quiet", "429 storm"):
-        chosen = [run for run in runs if run["slack"] == mode]
-        medians[mode] = {
+    counts: dict[str, int] = {}
+    for run in runs:
+        run["group"] = run["slack"] + (f", {run['others']} others" if run.get("others") else "")
+    rows: list[list[object]] = [
+        [run["service"], run["group"], *(float(run[key]) for key, _ in columns)] for run in runs
+    ]
+    for group in dict.fromkeys(run["group"] for run in runs):
+        chosen = [run for run in runs if run["group"] == group]
+        counts[group] = len(chosen)
+        medians[group] = {
             key: round(statistics.median(run[key] for run in chosen), 2) for key, _ in columns
         }
-        rows.append(["median", mode, *(medians[mode][key] for key, _ in columns)])
+        rows.append(["median", group, *(medians[group][key] for key, _ in columns)])
     print()
     print(common.table(["run", "Slack", *(title for _, title in columns)], rows))
-    count = len(runs) // 2
     common.report(
         "rollback",
         started=started,
         targets=[
             common.Target(
-                f"median seconds, breach visible -> traffic on stable, Slack {mode} ({count} runs)",
-                medians[mode]["visible_to_traffic_on_stable_s"],
+                f"median seconds, breach visible -> traffic on stable, Slack {group} "
+                f"({counts[group]} runs)",
+                medians[group]["visible_to_traffic_on_stable_s"],
                 TARGET_S,
                 "s",
             )
-            for mode in ("quiet", "429 storm")
+            for group in medians
         ],
         figures={
             "analysis_interval_s": INTERVAL_S,
@@ -328,6 +402,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=8, help="for the breach's random delays")
+    parser.add_argument(
+        "--others", type=int, default=1000, help="other active rollouts in the run at scale"
+    )
     return run(parser.parse_args())
 
 

@@ -18,21 +18,28 @@ In the same run the naive way is measured on the same rollouts: one query per me
 and track, built from the same query templates (`rollout.analysis.queries`) and sent through
 the same `PrometheusProvider`; the ratio of queries and wall time is printed.
 
-Run: `python bench/scale.py` (2 to 4 minutes); `--rollouts 200` for a quicker look,
-`--profile` to print where one more tick spent its time.
+Before measuring, the script asks Prometheus how many of the services it holds data for and
+waits (with a deadline) until it holds all of them; when it does not, it says so plainly and
+the table shows how many rollouts had data, so a loaded machine cannot quietly turn the
+figures into those of "no data". At 1,000 rollouts (`--no-data-ticks`) it then stops the
+exporter, waits until Prometheus has no data left for any of them, and measures again: the
+ticks of 1,000 rollouts held for missing data, and their Slack calls per minute.
+
+Run: `python bench/scale.py` runs 100, 1,000 and 5,000 rollouts, each in a process of its own
+(so each has its own peak RSS), and prints them side by side with the targets (15-25 minutes);
+`--rollouts 200` measures one size, `--profile` prints where one more tick spent its time (the
+pool's threads included).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import io
-import pstats
 import resource
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -41,10 +48,19 @@ from typing import Any
 from unittest import mock
 
 import common  # first: puts this clone on sys.path
+import scale_report
 import yaml
 from kubernetes import config as k8s_config
-from scale_measuring import CountingProvider, KubeTimer, compare_with_naive, target_of
-from scale_world import CANARY_WEIGHT, NAMESPACE, ready, start_child, stop_child, traffic, world
+from scale_measuring import (
+    CountingProvider,
+    KubeTimer,
+    compare_with_naive,
+    profile_summary,
+    profiling_ticks,
+    target_of,
+    wait_for_data,
+)
+from scale_world import NAMESPACE, ready, start_child, stop_child, traffic, world
 
 from bot.config_loader import load_config_text
 from bot.runtime import Runtime, Secrets
@@ -57,15 +73,21 @@ from rollout.engine import StartRequest
 from rollout.model import Rollout
 
 ANALYSIS_INTERVAL = 5.0
-WINDOW = "30s"
-SCRAPE_INTERVAL = "5s"
+# (scrape interval, analysis window): 5,000 services are 600,000 series, which the exporter
+# cannot render every 5 s on 2 shared cores; scraped every 20 s, a 60 s window keeps 3 samples.
+SCRAPING = {True: ("5s", "30s"), False: ("20s", "60s")}
 MAX_SETUP_TICKS = 15
-TARGET_QUERIES, TARGET_SECONDS, TARGET_RSS_MIB = 10, 2.0, 250.0
+DATA_DEADLINE_S = 180.0
+SIZES = (100, 1000, 5000)
 # A 1x1 PNG: the placeholder chart of the setup tick (see the module docstring).
 TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
+
+
+def scraping(rollouts: int) -> tuple[str, str]:
+    return SCRAPING[rollouts <= 1000]
 
 
 def config_text(services: Sequence[str], *, prometheus_url: str, db: Path) -> str:
@@ -76,7 +98,7 @@ def config_text(services: Sequence[str], *, prometheus_url: str, db: Path) -> st
         steps=[10, 50],
         step_interval="1h",
         analysis_interval=f"{ANALYSIS_INTERVAL:g}s",
-        analysis_window=WINDOW,
+        analysis_window=scraping(len(services))[1],
         progress_deadline="10m",
         pin_digest=False,  # the emulated images live in no registry
         rules=[  # DESIGN.md's example rules
@@ -113,9 +135,20 @@ def run(args: argparse.Namespace) -> int:
             (_, world_conn), (_, traffic_conn) = helpers
             addresses = ready(world_conn, what="the cluster and Slack emulators")
             exporter = ready(traffic_conn, what="the traffic exporter")["exporter"]
-            prometheus = PrometheusServer(targets=[exporter], scrape_interval=SCRAPE_INTERVAL)
+            prometheus = PrometheusServer(
+                targets=[exporter], scrape_interval=scraping(len(services))[0]
+            )
             prometheus.start()
             prometheus.wait_until_scraped(timeout=60)
+            data = wait_for_data(prometheus.url, len(services), deadline=DATA_DEADLINE_S)
+
+            def without_data() -> dict[str, Any]:
+                stop_child(*helpers[1])  # the exporter: its series go stale at the next scrape
+                return wait_for_data(prometheus.url, 0, deadline=DATA_DEADLINE_S)
+
+            def with_data() -> dict[str, Any]:
+                return wait_for_data(prometheus.url, len(services), deadline=DATA_DEADLINE_S)
+
             figures = measure(
                 args,
                 addresses=addresses,
@@ -123,13 +156,16 @@ def run(args: argparse.Namespace) -> int:
                 world=world_conn,
                 db=Path(tmp) / "canary.db",
                 services=services,
+                without_data=without_data,
+                with_data=with_data,
             )
+            figures["prometheus_data_before_measuring"] = data
         finally:
             if prometheus is not None:
                 prometheus.close()
             for process, conn in helpers:
                 stop_child(process, conn)
-    return report(started=started, figures=figures)
+    return scale_report.report(started=started, figures=figures)
 
 
 def measure(
@@ -140,6 +176,8 @@ def measure(
     world: Connection,
     db: Path,
     services: list[str],
+    without_data: Callable[[], dict[str, Any]],
+    with_data: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """Build the production runtime (scheduler not started) and measure its ticks."""
     config = load_config_text(
@@ -161,7 +199,9 @@ def measure(
     )
     try:
         ticker = Ticker(runtime, provider=provider, kube_timer=kube_timer, world=world)
-        figures = exercise(args, runtime=runtime, ticker=ticker)
+        figures = exercise(
+            args, runtime=runtime, ticker=ticker, without_data=without_data, with_data=with_data
+        )
         figures["rss_mib"]["before_runtime"] = round(rss_before, 1)
         return figures
     finally:
@@ -172,10 +212,14 @@ class Ticker:
     """Runs `tick_all` once the rollouts are due again and records what one tick cost."""
 
     def _beat(self) -> None:
-        """One beat as the bot runs it: the ticks on their pool, then the messages they
-        queued (the outbox sender's round), so the figures include the Slack work."""
+        """One beat as the bot runs it: the analysis tick (measuring, then every rollout's
+        tick on the pool), then the messages they queued (the outbox sender's round, which
+        runs on a thread of its own in the bot); each is timed."""
+        began = time.perf_counter()
         self._runtime.engine.tick_all(wait_for_ticks=True)
+        self.tick_seconds = time.perf_counter() - began
         self._runtime.sender.send_due()
+        self.send_seconds = time.perf_counter() - began - self.tick_seconds
 
     def __init__(
         self,
@@ -190,6 +234,8 @@ class Ticker:
         self._kube_timer = kube_timer
         self._world = world
         self._last = time.monotonic() - ANALYSIS_INTERVAL
+        self.thread_profiles: list[cProfile.Profile] = []
+        self.tick_seconds = self.send_seconds = 0.0
 
     def _counts(self) -> dict[str, Any]:
         self._world.send("counts")
@@ -205,9 +251,12 @@ class Ticker:
         queries, in_promql = provider.queries_issued, provider.seconds
         kube_calls, in_kube = runtime.kube_calls, self._kube_timer.seconds
         before = self._counts()
+        began = time.time()
         wall, cpu = time.perf_counter(), time.process_time()
         if profile is not None:
-            profile.runcall(self._beat)
+            with profiling_ticks(runtime.engine) as threads:
+                profile.runcall(self._beat)
+            self.thread_profiles = threads
         else:
             self._beat()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -217,17 +266,29 @@ class Ticker:
         return {
             "queries": provider.queries_issued - queries,
             "wall_seconds": round(wall, 3),
+            "tick_seconds": round(self.tick_seconds, 3),
+            "send_seconds": round(self.send_seconds, 3),
             "cpu_seconds": round(cpu, 3),
             "in_promql_seconds": round(provider.seconds - in_promql, 3),
             "in_kube_seconds": round(self._kube_timer.seconds - in_kube, 3),
             "kube_calls": runtime.kube_calls - kube_calls,
+            "kube_reads": after["kube_reads"] - before["kube_reads"],
             "kube_writes": after["kube_writes"] - before["kube_writes"],
+            "began": began,
+            "ended": time.time(),
             "slack_calls": sum(slack.values()),
             "slack_by_method": {method: n for method, n in sorted(slack.items()) if n},
         }
 
 
-def exercise(args: argparse.Namespace, *, runtime: Runtime, ticker: Ticker) -> dict[str, Any]:
+def exercise(
+    args: argparse.Namespace,
+    *,
+    runtime: Runtime,
+    ticker: Ticker,
+    without_data: Callable[[], dict[str, Any]],
+    with_data: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
     engine, n = runtime.engine, args.rollouts
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -245,18 +306,27 @@ def exercise(args: argparse.Namespace, *, runtime: Runtime, ticker: Ticker) -> d
     with mock.patch("bot.notifier.rollout_chart", return_value=TINY_PNG):
         while len(setup) < MAX_SETUP_TICKS:
             setup.append(ticker.tick())
-            settled = setup[-1]["slack_calls"] == 0 and setup[-1]["kube_writes"] == 0
+            # Settled: nothing more to change in the cluster. Card redraws are not waited
+            # for: they are what the measured ticks show.
+            settled = setup[-1]["kube_writes"] == 0
             if settled and all(r.step_ready for r in engine.store.active()):
                 break
-    print(f"setup: {len(setup)} tick(s) until every rollout was at step 1 and settled")
+    print(f"setup: {len(setup)} tick(s) until every rollout was at step 1, no cluster writes")
 
+    data_before_ticks = with_data()  # again: a loaded machine may have lost scrapes since
     ticks = [ticker.tick() for _ in range(args.ticks)]
     rss_peak = peak_rss_mib()
     profile_lines: list[str] = []
     if args.profile:
         profile = cProfile.Profile()
         ticker.tick(profile=profile)
-        profile_lines = profile_summary(profile)
+        profile_lines = profile_summary(profile, ticker.thread_profiles)
+    with_data = with_fresh_data(runtime, engine.store.active())
+    no_data: dict[str, Any] = {}
+    if args.no_data_ticks:
+        no_data["prometheus"] = without_data()
+        no_data["ticks"] = [ticker.tick() for _ in range(args.no_data_ticks)]
+        rss_peak = max(rss_peak, peak_rss_mib())
 
     active = engine.store.active()
     window = next(iter(runtime.config.services.values())).policy.analysis_window
@@ -266,7 +336,9 @@ def exercise(args: argparse.Namespace, *, runtime: Runtime, ticker: Ticker) -> d
         "start_seconds": round(start_seconds, 1),
         "setup_ticks": setup,
         "ticks": ticks,
-        "rollouts_with_fresh_data": with_fresh_data(runtime, active),
+        "rollouts_with_fresh_data": with_data,
+        "no_data": no_data,
+        "prometheus_data_before_ticks": data_before_ticks,
         "rss_mib": {"peak": round(rss_peak, 1)},
         "one_chart_cpu_seconds": chart_cost(runtime, active[0]),
         "profile_of_one_tick": profile_lines,
@@ -305,123 +377,17 @@ def chart_cost(runtime: Runtime, rollout: Rollout) -> float:
     return round(time.process_time() - cpu, 3)
 
 
-def profile_summary(profile: cProfile.Profile) -> list[str]:
-    """Where the profiled tick went: the bot's functions by cumulative time, then every
-    function by its own time (libraries included)."""
-    lines: list[str] = []
-    for sort, restriction in (("cumulative", r"/(rollout|bot|handlers)/"), ("tottime", "")):
-        out = io.StringIO()
-        stats = pstats.Stats(profile, stream=out)
-        stats.sort_stats(sort).print_stats(*(r for r in (restriction, 15) if r != ""))
-        lines += [line for line in out.getvalue().splitlines() if line.strip()]
-    return lines
-
-
-def report(*, started: dict[str, Any], figures: dict[str, Any]) -> int:
-    ticks = figures["ticks"]
-    rows = [
-        [
-            label,
-            t["queries"],
-            t["wall_seconds"],
-            t["cpu_seconds"],
-            t["in_promql_seconds"],
-            t["in_kube_seconds"],
-            t["kube_calls"],
-            t["kube_writes"],
-            t["slack_calls"],
-        ]
-        for label, t in [(f"setup {i + 1}", t) for i, t in enumerate(figures["setup_ticks"])]
-        + [(f"tick {i + 1}", t) for i, t in enumerate(ticks)]
-    ]
-    print()
-    print(
-        common.table(
-            [
-                "tick",
-                "PromQL",
-                "wall s",
-                "CPU s",
-                "in PromQL s",
-                "in kube s",
-                "kube calls",
-                "kube writes",
-                "Slack calls",
-            ],
-            rows,
-        )
-    )
-    print(
-        f"\n{figures['rollouts_with_fresh_data']} of {figures['rollouts']} rollouts had canary "
-        f"and stable values in their latest measurement. One real step chart costs "
-        f"{figures['one_chart_cpu_seconds']:.2f} s of CPU (the setup ticks used a placeholder)."
-    )
-    for line in figures["profile_of_one_tick"]:
-        print(line)
-    batched, naive = figures["batched_measure"], figures["naive_measure"]
-    print()
-    print(
-        common.table(
-            ["measuring every rollout once", "queries", "wall s"],
-            [
-                ["batched (the bot)", batched["queries"], batched["wall_seconds"]],
-                [
-                    f"naive ({naive['rollouts_measured']} rollouts measured)",
-                    naive["queries"],
-                    naive["wall_seconds"],
-                ],
-                [
-                    f"naive, for all {figures['rollouts']}",
-                    naive["queries_for_all"],
-                    naive["wall_seconds_for_all"],
-                ],
-            ],
-        )
-    )
-    query_ratio = naive["queries_for_all"] / max(1, batched["queries"])
-    wall_ratio = naive["wall_seconds_for_all"] / max(1e-9, batched["wall_seconds"])
-    figures["naive_over_batched"] = {
-        "queries": round(query_ratio, 1),
-        "wall_time": round(wall_ratio, 1),
-    }
-    print(
-        f"naive / batched: {query_ratio:,.0f}x the queries, {wall_ratio:,.0f}x the wall time. "
-        f"Both ways found data for {naive['values_with_data_both_ways']} of "
-        f"{naive['values_naive']} values; median difference between them "
-        f"{100 * naive['median_relative_difference']:.1f} % (measured seconds apart)."
-    )
-    targets = [
-        common.Target(
-            "PromQL queries per tick (max)", max(t["queries"] for t in ticks), TARGET_QUERIES, ""
-        ),
-        common.Target(
-            f"wall time per tick (max of {len(ticks)})",
-            max(t["wall_seconds"] for t in ticks),
-            TARGET_SECONDS,
-            "s",
-        ),
-        common.Target(
-            "peak RSS of the bot process", figures["rss_mib"]["peak"], TARGET_RSS_MIB, "MiB"
-        ),
-    ]
-    common.report(
-        "scale",
-        started=started,
-        targets=targets,
-        figures=figures,
-        notes=[
-            f"{figures['rollouts']} rollouts started through Engine.start, not slash commands",
-            f"cluster emulator with validation on; Prometheus scrapes every {SCRAPE_INTERVAL}; "
-            f"canary share fixed at {CANARY_WEIGHT:g} % in the exporter",
-            "setup ticks (every rollout reaching step 1) used a placeholder chart",
-        ],
-    )
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", type=int, default=1000)
+    parser.add_argument(
+        "--rollouts", type=int, default=0, help="measure this one size (default: 100, 1000, 5000)"
+    )
+    parser.add_argument(
+        "--no-data-ticks",
+        type=int,
+        default=-1,
+        help="ticks measured after Prometheus lost all data (default: 8 at 1,000 rollouts)",
+    )
     parser.add_argument("--ticks", type=int, default=5, help="measured analysis ticks")
     parser.add_argument(
         "--naive-rollouts",
@@ -432,7 +398,12 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="profile one more tick and print where it went"
     )
-    return run(parser.parse_args())
+    args = parser.parse_args()
+    if not args.rollouts:
+        return scale_report.sizes(args, SIZES, script=Path(__file__))
+    if args.no_data_ticks < 0:
+        args.no_data_ticks = 8 if args.rollouts == 1000 else 0
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Measuring instruments of `bench/scale.py`, and the naive way to compare the bot with.
 
+Also: asking Prometheus for how many services it holds data, and profiling a tick with the
+pool's threads.
+
 `CountingProvider` and `KubeTimer` add up the time the bot waits for Prometheus and for the
 Kubernetes API. `naive_measure` asks one query per metric, rollout and track, built from the
 bot's own query templates (`rollout.analysis.queries`) and sent through the same provider, so
@@ -8,13 +11,19 @@ the comparison with the bot's batched `Analyzer.measure` differs only in the bat
 
 from __future__ import annotations
 
+import contextlib
+import cProfile
+import io
+import pstats
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import common  # noqa: F401  (first: puts this clone on sys.path)
+import requests
+from scale_world import NAMESPACE
 
 from rollout.analysis import AnalysisTarget, Analyzer, Measurement, PrometheusProvider, Series
 from rollout.analysis.queries import FAMILIES, Family, flavour_of
@@ -142,3 +151,76 @@ def compare_with_naive(url: str, targets: list[AnalysisTarget], *, sample: int) 
 def _relative_difference(a: float | None, b: float | None) -> float:
     assert a is not None and b is not None
     return abs(a - b) / max(abs(a), abs(b), 1e-9)
+
+
+def wait_for_data(url: str, wanted: int, *, deadline: float) -> dict[str, Any]:
+    """Waits until Prometheus holds request counts for exactly `wanted` services (all of them,
+    or none), at most `deadline` seconds; says plainly what it found."""
+    began = time.monotonic()
+    found = -1
+    while True:
+        found = services_with_data(url)
+        waited = time.monotonic() - began
+        if found == wanted or waited >= deadline:
+            break
+        time.sleep(1.0)
+    met = found == wanted
+    what = "every one of" if wanted else "none of"
+    print(
+        f"Prometheus holds data for {found} of the services after {waited:.0f} s "
+        f"(waiting for {what} them): "
+        + (
+            "ready to measure"
+            if met
+            else f"NOT as wanted; measuring anyway, deadline {deadline:g} s"
+        )
+    )
+    return {"services_with_data": found, "wanted": wanted, "waited_seconds": round(waited, 1)}
+
+
+def services_with_data(url: str) -> int:
+    query = f'count(count by (service) (http_requests_total{{namespace="{NAMESPACE}"}}))'
+    try:
+        answer = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
+        result = answer["data"]["result"]
+    except (requests.RequestException, ValueError, KeyError) as error:
+        print(f"  (asking Prometheus failed: {error})")
+        return -1  # unknown: never taken for "none" or "all"
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+@contextlib.contextmanager
+def profiling_ticks(engine: Any) -> Iterator[list[cProfile.Profile]]:
+    """Profiles each rollout's tick on the pool's threads too (cProfile sees one thread)."""
+    profiles: list[cProfile.Profile] = []
+    tick = engine.tick
+
+    def profiled(*args: Any, **kwargs: Any) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            tick(*args, **kwargs)
+        finally:
+            profile.disable()
+            profiles.append(profile)
+
+    engine.tick = profiled
+    try:
+        yield profiles
+    finally:
+        del engine.tick
+
+
+def profile_summary(profile: cProfile.Profile, threads: Sequence[cProfile.Profile]) -> list[str]:
+    """Where the profiled tick went: the bot's functions by cumulative time, then every
+    function by its own time (libraries included); the pool's ticks added in (their times
+    add up across threads, so they exceed the wall time)."""
+    lines: list[str] = []
+    for sort, restriction in (("cumulative", r"/(rollout|bot|handlers)/"), ("tottime", "")):
+        out = io.StringIO()
+        stats = pstats.Stats(profile, stream=out)
+        for thread in threads:
+            stats.add(thread)
+        stats.sort_stats(sort).print_stats(*(r for r in (restriction, 15) if r != ""))
+        lines += [line for line in out.getvalue().splitlines() if line.strip()]
+    return lines

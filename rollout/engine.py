@@ -32,6 +32,7 @@ from rollout.commands import Command
 from rollout.config import Config
 from rollout.gates.job import JobGates
 from rollout.gates.run import GateRunner
+from rollout.kube_reads import BeatReads, observing
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import GateResult, Phase, Rollout
 from rollout.observer import Observer
@@ -101,6 +102,7 @@ class Engine:
         # command's decision is saved and the leader carries it out (`pick_up`).
         self._leading = leading or (lambda: True)
         self._seen: dict[str, Rollout] = {}  # each rollout as this engine's last tick left it
+        self._last_reads: BeatReads | None = None
 
     # ----------------------------------------------------------------- starting
 
@@ -207,11 +209,17 @@ class Engine:
         now = self._clock.now()
         running = self._pool.running()
         due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
+        # One LIST per namespace and kind for the whole beat (rollout/kube_reads.py), the
+        # last beat's ones started now, to run while the measurement waits for Prometheus.
+        reads = BeatReads()
+        if due:
+            reads.prefetch(self._last_reads)
+            self._last_reads = reads
         self.observer.record_measurements(due, now=now)
         for rollout in due:
             self._last_tick[rollout.id] = now
             # The beat's own time: the measurement just taken must not look stale.
-            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now))
+            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now, reads=reads))
         if wait_for_ticks:
             self.drain()
 
@@ -224,10 +232,15 @@ class Engine:
             if not self._gates.running() and not self._pool.running():
                 return
 
-    def tick(self, rollout_id: str, *, at: datetime | None = None) -> None:
+    def tick(
+        self, rollout_id: str, *, at: datetime | None = None, reads: BeatReads | None = None
+    ) -> None:
+        """One rollout's tick. With `reads` (a beat's), the cluster is read from the beat's
+        LISTs (rollout/kube_reads.py), but a start always reads by name: it decides what to
+        create and whether an object in the way is the bot's."""
         with self._work.of(rollout_id):
             try:
-                self._tick(rollout_id, at=at)
+                self._tick(rollout_id, at=at, reads=reads)
             finally:
                 seen = self.store.get(rollout_id)
                 if seen is None or seen.phase.is_terminal:
@@ -235,19 +248,20 @@ class Engine:
                 else:
                     self._seen[rollout_id] = seen
 
-    def _tick(self, rollout_id: str, *, at: datetime | None) -> None:
+    def _tick(self, rollout_id: str, *, at: datetime | None, reads: BeatReads | None) -> None:
         rollout = self.store.get(rollout_id)
         if rollout is None or rollout.phase.is_terminal:
             self._last_tick.pop(rollout_id, None)
             return
         if rollout.phase == Phase.PENDING:
             rollout = self._start_on_cluster(rollout)
-            if rollout.phase.is_terminal:
+            if rollout.phase.is_terminal or machine.next_preflight(rollout) is not None:
                 return
         now = at or self._clock.now()
         if rollout.gate is not None and rollout.gate.startswith("job:"):
             rollout = self._check_job_gate(rollout, now=now)
-        observation, analysis = self.observer.observe(rollout, now=now)
+        with observing(reads):
+            observation, analysis = self.observer.observe(rollout, now=now)
 
         def decide(fresh: Rollout) -> Decision:
             decision = advance(fresh, observation, now=now)
@@ -263,7 +277,8 @@ class Engine:
         actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
         if not actions or not self._leading():
             return  # nothing to do, or no longer the leader: the next leader does it
-        outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
+        with observing(reads):
+            outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
         ok = all(outcome.error is None for outcome in outcomes)
         later = self._clock.now()
         self._decide(
@@ -428,6 +443,10 @@ class Engine:
         if after == before and not messages:
             if release_upto is not None and self.store.release(after.id, upto=release_upto):
                 self._on_queued()
+            if not any(isinstance(a, ClusterAction) for a in decision.actions):
+                # Nothing is released after this decision, so its mark is never used: no
+                # query for it on every quiet tick.
+                return ALL
             return self.store.outbox_mark(after.id)
         audited = replace(after, verdict=before.verdict) != before
         mark = self.store.save(

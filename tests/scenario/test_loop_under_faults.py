@@ -1,8 +1,9 @@
 """The control loop against slow and failing dependencies (issue: the loop itself is where
 time went).
 
-- One rollout whose Kubernetes requests all hang delays no other rollout's rollback, its own
-  calls end at their deadline, and it carries on once the API answers again.
+- One rollout whose Kubernetes requests all hang (and its namespace's, which a beat LISTs)
+  delays no other rollout's rollback, its own calls end at their deadline, and it carries on
+  once the API answers again.
 - Slack answering 429 with Retry-After: 10 at the moment of a breach delays the rollback by
   nothing, and every message still arrives exactly once afterwards.
 - With 3 s of latency on every Kubernetes request, commands and clicks are acknowledged within
@@ -76,11 +77,16 @@ def config_text(services: dict[str, dict[str, object]], *, rules: bool) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def namespace_of(services: dict[str, dict[str, object]], name: str) -> str:
+    return str(services[name].get("namespace", "shop"))
+
+
 @dataclass
 class World:
     sandbox: Sandbox
     exporter: TrafficExporter
     metrics: DirectMetrics
+    namespaces: dict[str, str]
 
     def latest(self, service: str) -> Rollout | None:
         assert self.sandbox.runtime is not None
@@ -102,7 +108,7 @@ class World:
         target = AnalysisTarget(
             rollout_id=service,
             service=service,
-            namespace="shop",
+            namespace=self.namespaces[service],
             deployment=service,
             strategy="replicas",
             ingress=None,
@@ -114,8 +120,9 @@ class World:
 
     def on_stable(self, service: str) -> bool:
         kube = self.sandbox.kube
-        canary = kube.get("apps/v1", "Deployment", "shop", f"{service}-canary")
-        stable = kube.get("apps/v1", "Deployment", "shop", service)
+        namespace = self.namespaces[service]
+        canary = kube.get("apps/v1", "Deployment", namespace, f"{service}-canary")
+        stable = kube.get("apps/v1", "Deployment", namespace, service)
         assert stable is not None
         gone = canary is None or int(canary["spec"].get("replicas", 1)) == 0
         return gone and int(stable["spec"]["replicas"]) == REPLICAS
@@ -123,7 +130,7 @@ class World:
     def break_canary(self, service: str) -> tuple[float, float]:
         """Make the canary fail half its requests; returns (breach visible, traffic on stable)
         as monotonic times."""
-        self.exporter.set_track("shop", service, "canary", error_rate=0.5)
+        self.exporter.set_track(self.namespaces[service], service, "canary", error_rate=0.5)
         visible = wait_for(
             lambda: self.breach_visible(service) and time.monotonic(),
             what=f"{service}'s breach in the metrics",
@@ -142,23 +149,29 @@ def make_world(tmp_path: Path, services: dict[str, dict[str, object]], *, rules:
         workdir=tmp_path / "sandbox", config_text=config_text(services, rules=rules), seed=False
     )
     exporter = TrafficExporter(weight_of=canary_weight_from_cluster(sandbox.kube))
-    for name in services:
-        exporter.add_service("shop", name, deployment=name, rps=40.0)
-        exporter.set_track("shop", name, "canary", error_rate=0.0, latency_ms=50.0)
+    namespaces = {name: namespace_of(services, name) for name in services}
+    for name, namespace in namespaces.items():
+        exporter.add_service(namespace, name, deployment=name, rps=40.0)
+        exporter.set_track(namespace, name, "canary", error_rate=0.0, latency_ms=50.0)
     metrics = DirectMetrics(exporter, interval=0.1)
     sandbox.metrics_provider = metrics
     sandbox.start()
-    sandbox.kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
-    for name in services:
-        sandbox.kube.seed(stable_deployment(name=name, replicas=REPLICAS))
+    for namespace in sorted(set(namespaces.values())):
+        sandbox.kube.seed(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        )
+    for name, namespace in namespaces.items():
+        sandbox.kube.seed(stable_deployment(name=name, namespace=namespace, replicas=REPLICAS))
     metrics.start()
     sandbox.start_bot()
-    return World(sandbox=sandbox, exporter=exporter, metrics=metrics)
+    return World(sandbox=sandbox, exporter=exporter, metrics=metrics, namespaces=namespaces)
 
 
 @pytest.fixture
 def two_services(tmp_path: Path) -> Iterator[World]:
-    world = make_world(tmp_path, {"checkout": {}, "cart": {}}, rules=True)
+    # cart in a namespace of its own: a beat reads each namespace with one LIST, so what hangs
+    # "about cart" is its namespace's LIST as well as its own calls.
+    world = make_world(tmp_path, {"checkout": {}, "cart": {"namespace": "cart"}}, rules=True)
     try:
         yield world
     finally:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import requests
 import yaml
@@ -49,13 +50,19 @@ class PrometheusServer:
         targets: Sequence[str],
         scrape_interval: str = "1s",
         binary: str | None = None,
+        slow_targets: Sequence[str] = (),
+        slow_interval: str = "5s",
     ) -> None:
+        """`slow_targets` are scraped every `slow_interval` instead (a big exporter that
+        cannot be rendered every second beside a small one that is)."""
         found = binary or find_prometheus_binary()
         if found is None:
             raise FileNotFoundError("no prometheus binary: apt-get install prometheus")
         self._binary = found
         self._targets = list(targets)
         self._scrape_interval = scrape_interval
+        self._slow_targets = list(slow_targets)
+        self._slow_interval = slow_interval
         self._dir: Path | None = None
         self._port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -137,7 +144,7 @@ class PrometheusServer:
             try:
                 answer = requests.get(f"{self.url}/api/v1/targets", timeout=1).json()
                 active = answer["data"]["activeTargets"]
-                if len(active) == len(self._targets) and all(
+                if len(active) == len(self._targets) + len(self._slow_targets) and all(
                     target["health"] == "up" for target in active
                 ):
                     return
@@ -149,7 +156,7 @@ class PrometheusServer:
     def _write_config(self) -> None:
         assert self._dir is not None
         interval = self._scrape_interval
-        config = {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": interval,
                 "evaluation_interval": interval,
@@ -160,6 +167,15 @@ class PrometheusServer:
                 {"job_name": "traffic", "static_configs": [{"targets": self._targets}]}
             ],
         }
+        if self._slow_targets:
+            config["scrape_configs"].append(
+                {
+                    "job_name": "traffic-slow",
+                    "scrape_interval": self._slow_interval,
+                    "scrape_timeout": self._slow_interval,
+                    "static_configs": [{"targets": self._slow_targets}],
+                }
+            )
         (self._dir / "prometheus.yml").write_text(yaml.safe_dump(config))
 
     def _wait_ready(self) -> None:

@@ -95,8 +95,16 @@ class _Service:
 class TrafficExporter:
     """`/metrics` on 127.0.0.1 (a free port) with synthetic traffic for each added service."""
 
-    def __init__(self, *, weight_of: Callable[[str, str], float]) -> None:
+    def __init__(
+        self,
+        *,
+        weight_of: Callable[[str, str], float],
+        flavours: Iterable[str] = ("generic", "istio", "nginx", "cadvisor"),
+    ) -> None:
+        """`flavours`: the series families to expose (a benchmark of thousands of services
+        leaves out those its strategy never reads)."""
         self._weight_of = weight_of
+        self._flavours = tuple(flavours)
         self._lock = threading.Lock()
         self._services: dict[tuple[str, str], _Service] = {}
         self._last = time.monotonic()
@@ -194,7 +202,7 @@ class TrafficExporter:
     def families(self) -> list[Metric]:
         self._advance()
         with self._lock:
-            return list(_families(list(self._services.values())))
+            return list(_families(list(self._services.values()), self._flavours))
 
 
 class _Collector(Collector):
@@ -208,11 +216,10 @@ class _Collector(Collector):
         return []
 
 
-def _families(services: list[_Service]) -> Iterator[Metric]:
-    yield from _generic(services)
-    yield from _istio(services)
-    yield from _nginx(services)
-    yield from _cadvisor(services)
+def _families(services: list[_Service], flavours: tuple[str, ...]) -> Iterator[Metric]:
+    makers = {"generic": _generic, "istio": _istio, "nginx": _nginx, "cadvisor": _cadvisor}
+    for flavour in flavours:
+        yield from makers[flavour](services)
 
 
 def _generic(services: list[_Service]) -> Iterator[Metric]:

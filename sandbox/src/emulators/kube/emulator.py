@@ -3,7 +3,8 @@
 The bot talks to it with the official `kubernetes` client through the kubeconfig written by
 `write_kubeconfig`, exactly as it talks to a real cluster; tests set up objects with `seed()`,
 read them back with `get()`/`list()`, steer the Deployment controller with `hold_ready()`, turn
-on failures through `faults`, and assert on the requests the bot sent through `writes`.
+on failures through `faults`, and assert on the requests the bot sent through `writes` (every
+request, reads too, is counted by `requests()`).
 
 Where it knowingly differs from a real API server (v1.35):
 - stricter: unknown fields are a 422 (a real server drops them silently); CEL
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import tempfile
+from collections import Counter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -185,6 +187,15 @@ class KubeEmulator:
     def writes_snapshot(self) -> builtins.list[WriteRecord]:
         with self._frontend.writes_lock:
             return list(self._frontend.writes)
+
+    def requests(self) -> Counter[tuple[str, str]]:
+        """Every request received over HTTP (reads too), counted by (method, path); a copy."""
+        with self._frontend.writes_lock:
+            return Counter(self._frontend.requests)
+
+    def clear_requests(self) -> None:
+        with self._frontend.writes_lock:
+            self._frontend.requests.clear()
 
     def clear_writes(self) -> None:
         with self._frontend.writes_lock:

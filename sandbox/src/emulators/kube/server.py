@@ -1,8 +1,9 @@
 """The HTTP side: a threaded server on 127.0.0.1 that the official client reaches by kubeconfig.
 
-It adds what only makes sense over the wire: fault injection (see `faults`), and the record of
+It adds what only makes sense over the wire: fault injection (see `faults`), the record of
 every write request (`WriteRecord`), including the ones that failed or were failed on purpose,
-so tests can assert what the bot sent and how often it retried. Connections are HTTP/1.1
+so tests can assert what the bot sent and how often it retried, and a count of every request
+(reads too) by method and path. Connections are HTTP/1.1
 keep-alive (urllib3 pools them); `stop()` closes them so no handler thread outlives the server.
 """
 
@@ -14,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -48,8 +50,13 @@ class Frontend:
         self.stopping = threading.Event()
         self.writes: list[WriteRecord] = []
         self.writes_lock = threading.Lock()
+        # Every request received, reads too, counted by (method, path): how many calls the bot
+        # makes per tick, whatever they were.
+        self.requests: Counter[tuple[str, str]] = Counter()
 
     def respond(self, request: Request) -> tuple[int, Any]:
+        with self.writes_lock:
+            self.requests[(request.method, request.path)] += 1
         faults = self.faults
         if faults.latency > 0:
             self.stopping.wait(faults.latency)
