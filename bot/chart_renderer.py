@@ -7,13 +7,17 @@ the interpreter only in turns: the acknowledgements of a burst of commands waite
 reads the history and step marks from the store (milliseconds) and waits for the PNG.
 
 The worker is started with `spawn` (never `fork` from a process full of threads) on the first
-chart and again after it died; `close()` stops it.
+chart and again after it died; `close()` stops it. A bot killed outright (SIGKILL, the OOM
+killer) never calls `close()`, and the pool's worker would wait on its queue for ever: so the
+worker watches its parent and exits once the parent is gone.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -25,6 +29,19 @@ from rollout.stores import Store
 
 # A chart that takes longer than this is given up on (its table is in the thread already).
 RENDER_TIMEOUT_S = 60.0
+# How often the worker looks whether the bot that started it is still there.
+PARENT_CHECK_S = 1.0
+
+
+def exit_with_parent(parent: int) -> None:
+    """In the worker: leave as soon as `parent` is gone (the worker is then re-parented)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class ChartRenderer:
@@ -56,7 +73,10 @@ class ChartRenderer:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
                 )
             return self._pool
 

@@ -1,0 +1,53 @@
+"""The chart worker process leaves with the bot, even when the bot is killed outright."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A bot-like parent: starts the renderer's worker process, says its pid, then waits.
+PARENT = """
+import os, sys, time
+from bot.chart_renderer import ChartRenderer
+pool = ChartRenderer(store=None, observer=None)._executor()
+print(pool.submit(os.getpid).result(timeout=60), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for whoever adopted it to reap it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "zombie" not in state and "dead" not in state
+
+
+def test_the_render_worker_exits_when_the_bot_is_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    worker = 0
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert worker != parent.pid and _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the chart worker outlived the bot that started it"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
