@@ -111,7 +111,8 @@ class Starts:
             problem = self.check(request)
             if problem:
                 raise StartRefused(problem)
-            rollout = draft(request, self._config.services[request.service], now=self._clock.now())
+            service = self._config.services[request.service]
+            rollout = draft(request, service, now=self._clock.now(), pinning=self._pinning)
             try:
                 self._store.create(
                     rollout,

@@ -77,6 +77,10 @@ class CommandGate(_Frozen):
 
     argv: tuple[str, ...] = Field(min_length=1)
     timeout: Timeout = timedelta(minutes=2)
+    # Names of the bot's environment variables the command also gets (e.g. COSIGN_PASSWORD),
+    # beyond the few every tool needs (rollout/gates/run.py, BASE_ENV): the bot's own secrets
+    # never reach a command unless named here, since its output is posted in the thread.
+    env: tuple[str, ...] = ()
 
     _check_timeout = field_validator("timeout")(_timeout)
 

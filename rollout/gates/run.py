@@ -7,6 +7,7 @@ fix it; a gate never raises.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping
 from typing import Any
@@ -165,6 +166,19 @@ def _message(reply: requests.Response) -> str:
     return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
 
 
+# What every tool needs to find itself, its files and the network; nothing of the bot's own
+# (its Slack, database, API and registry secrets), because a gate's output goes to Slack.
+BASE_ENV = (
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
+
+
+def command_env(gate: CommandGate, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment a command gate runs with: BASE_ENV and the names its config lists."""
+    return {name: env[name] for name in (*BASE_ENV, *gate.env) if name in env}
+
+
 def command(rollout: Rollout, key: str, gate: CommandGate) -> GateResult:
     values = placeholders(rollout)
     argv = [fill(word, values) for word in gate.argv]
@@ -178,6 +192,7 @@ def command(rollout: Rollout, key: str, gate: CommandGate) -> GateResult:
             timeout=seconds,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=command_env(gate, os.environ),
         )
     except FileNotFoundError:
         return _failed(key, "command", f"`{argv[0]}` is not installed where the bot runs")

@@ -131,6 +131,24 @@ def test_command_gate_passes_with_placeholders_filled(make_sandbox: MakeSandbox)
 
 
 @pytest.mark.timeout(60)
+def test_command_gate_gets_none_of_the_bots_secrets_unless_named(
+    make_sandbox: MakeSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gate's output is posted in the thread: a tool that prints its environment must not
+    # carry the bot's secrets (API tokens, registry and database passwords) there.
+    monkeypatch.setenv("CANARY_API_TOKEN_GHA", "secret-of-a-pipeline")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "secret-of-the-registry")
+    monkeypatch.setenv("COSIGN_PASSWORD", "asked-for")
+    show = "import os; print(sorted(k for k in os.environ if k.isupper() and 'PATH' != k))"
+    gate = {"command": {"argv": [sys.executable, "-c", show], "env": ["COSIGN_PASSWORD"]}}
+    box = make_sandbox(gate_config(preflight=[gate], step_interval="1h"))
+    start(box)
+    reply = wait_for_reply(box, "Gate *command* passed")
+    assert "COSIGN_PASSWORD" in reply
+    assert "CANARY_API_TOKEN_GHA" not in reply and "REGISTRY_PASSWORD" not in reply
+
+
+@pytest.mark.timeout(60)
 def test_command_gate_failure_shows_the_last_lines(make_sandbox: MakeSandbox) -> None:
     script = "echo scanning; echo 'CVE-2024-0001 critical' >&2; exit 3"
     box = make_sandbox(gate_config(preflight=[{"command": {"argv": ["sh", "-c", script]}}]))
