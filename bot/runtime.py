@@ -124,31 +124,7 @@ class Runtime:
         )
         kube_client.user_agent = f"canary-bot ({self.identity})"
         self.engine = self._build_engine(kube_client, metrics_provider)
-        # Every Slack message of a rollout goes out through this one sender, on its own
-        # thread: ticks and requests only queue messages (rollout/sender.py).
-        notifier = LeaderOnlyNotifier(
-            SlackNotifier(client=self.web, config=config), leading=self._leads
-        )
-        # One Slack budget for the sender and the chart worker (rollout/budget.py).
-        slack_budget = SlackBudget(config.slack.rate_limits, monotonic=time.monotonic)
-        self.sender = OutboxSender(
-            store=self.store,
-            notifier=notifier,
-            clock=self.clock,
-            snapshots=self.engine.observer.snapshot_at,
-            on_deadline=lambda what: self._deadline_passed("slack", what),
-            budget=slack_budget,
-            alert_channel=config.slack.alert_channel,
-        )
-        # Charts are rendered (in a process of their own) and uploaded by a worker of their
-        # own: no message, tick or acknowledgement waits for one.
-        self._renderer = ChartRenderer(store=self.store, observer=self.engine.observer)
-        self.charts = ChartWorker(
-            store=self.store,
-            notifier=notifier,
-            render=render_chart or self._renderer,
-            budget=slack_budget,
-        )
+        self.sender, self.charts, self._renderer = self._build_senders(render_chart)
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
         # the store closes, so that work never finds the database gone.
@@ -170,15 +146,52 @@ class Runtime:
             beat=self.engine.tick_all,
         )
         if ha_enabled(config, env):
-            self.leadership = Leadership(
-                config=config.ha,
-                api_client=kube_client,
-                identity=self.identity,
-                store=self.store,
-                on_leading=self._startup.reconcile_then_tick,
-                on_lost=on_lost_lease or self._stop_leading,
-                pick_up=self.engine.pick_up,
-            )
+            self.leadership = self._build_leadership(kube_client, on_lost_lease)
+
+    def _build_leadership(
+        self, kube_client: k8s.ApiClient, on_lost: Callable[[], None] | None
+    ) -> Leadership:
+        """With several replicas: the Lease, whose holder reconciles, ticks and sends."""
+        return Leadership(
+            config=self.config.ha,
+            api_client=kube_client,
+            identity=self.identity,
+            store=self.store,
+            on_leading=self._startup.reconcile_then_tick,
+            on_lost=on_lost or self._stop_leading,
+            pick_up=self.engine.pick_up,
+        )
+
+    def _build_senders(
+        self, render_chart: Render | None
+    ) -> tuple[OutboxSender, ChartWorker, ChartRenderer]:
+        """The outbox sender and the chart worker, sharing one notifier and one budget."""
+        # Every Slack message of a rollout goes out through this one sender, on its own
+        # thread: ticks and requests only queue messages (rollout/sender.py).
+        notifier = LeaderOnlyNotifier(
+            SlackNotifier(client=self.web, config=self.config), leading=self._leads
+        )
+        # One Slack budget for the sender and the chart worker (rollout/budget.py).
+        slack_budget = SlackBudget(self.config.slack.rate_limits, monotonic=time.monotonic)
+        sender = OutboxSender(
+            store=self.store,
+            notifier=notifier,
+            clock=self.clock,
+            snapshots=self.engine.observer.snapshot_at,
+            on_deadline=lambda what: self._deadline_passed("slack", what),
+            budget=slack_budget,
+            alert_channel=self.config.slack.alert_channel,
+        )
+        # Charts are rendered (in a process of their own) and uploaded by a worker of their
+        # own: no message, tick or acknowledgement waits for one.
+        renderer = ChartRenderer(store=self.store, observer=self.engine.observer)
+        charts = ChartWorker(
+            store=self.store,
+            notifier=notifier,
+            render=render_chart or renderer,
+            budget=slack_budget,
+        )
+        return sender, charts, renderer
 
     def _build_engine(self, api_client: k8s.ApiClient, provider: MetricsProvider) -> Engine:
         """The engine with its bounded clients: one deadline per Kubernetes call, and a
