@@ -3,6 +3,10 @@
 Tests and the demo build exactly this runtime and point it at local emulators through the same
 settings production uses (`SLACK_API_URL`, `KUBECONFIG`, the Prometheus URL); nothing inside
 the bot knows whether it talks to the real thing.
+
+This module is the wiring only: what is built from settings before it (secrets, routers,
+Prometheus access, group memberships) is in bot/parts.py, and start-up with reconciliation in
+bot/startup.py; their public names stay importable from here.
 """
 
 from __future__ import annotations
@@ -15,16 +19,13 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from kubernetes import client as k8s
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
-from tenacity import Retrying, retry_if_result, wait_exponential
 
 from bot.chart_renderer import ChartRenderer
 from bot.ha import LeaderOnlyNotifier, Leadership, bounded_transactions
@@ -32,12 +33,21 @@ from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
-from bot.prometheus import PrometheusSetupError, prometheus_access
+from bot.parts import (
+    DEFAULT_SLACK_API_URL,
+    Secrets,
+    StartupError,
+    build_routers,
+    directory,
+    environment,
+    ha_enabled,
+    prometheus,
+)
 from bot.registry import RegistryLoginMissing, gateway_timeout, registry_settings
+from bot.startup import RECONCILE_BACKOFF_MAX_S, STARTUP_JOIN_TIMEOUT_S, Startup
 from handlers import actions, commands
-from handlers.auth import Directory
 from handlers.context import HandlerServices
-from rollout.analysis import Analyzer, MetricsProvider, PrometheusProvider
+from rollout.analysis import Analyzer, MetricsProvider
 from rollout.budget import SlackBudget
 from rollout.chart_worker import ChartWorker, Render
 from rollout.config import Config
@@ -49,74 +59,26 @@ from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.sender import OutboxSender
 from rollout.stores import Store, open_store, store_url
-from rollout.traffic.base import TrafficRouter
-from rollout.traffic.registry import STRATEGIES
 
+# Also importable from here, as they were before the split.
+__all__ = [
+    "DEFAULT_SLACK_API_URL",
+    "RECONCILE_BACKOFF_MAX_S",
+    "SLACK_TIMEOUT_SECONDS",
+    "STARTUP_JOIN_TIMEOUT_S",
+    "Runtime",
+    "Secrets",
+    "StartupError",
+    "build_routers",
+    "environment",
+    "ha_enabled",
+]
 log = logging.getLogger(__name__)
 
-DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-# Start-up reconciliation is retried with back-off up to this many seconds between attempts.
-RECONCILE_BACKOFF_MAX_S = 30.0
-# stop() waits this long for a reconciliation attempt in flight (its calls have deadlines).
-STARTUP_JOIN_TIMEOUT_S = 15.0
 # One deadline per Slack Web API call. The WebClient retries nothing and never sleeps on a
 # Retry-After: the outbox sender (rollout/outbox.py) retries on its own schedule, off every
 # tick and request thread.
 SLACK_TIMEOUT_SECONDS = 10
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message is one line naming what is wrong."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Secrets:
-    bot_token: str
-    signing_secret: str
-    app_token: str | None = None
-    slack_api_url: str = DEFAULT_SLACK_API_URL
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], *, socket_mode: bool = False) -> Secrets:
-        needed = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"]
-        if socket_mode:
-            needed.append("SLACK_APP_TOKEN")
-        missing = [name for name in needed if not env.get(name)]
-        if missing:
-            raise StartupError(f"missing environment variable(s): {', '.join(missing)}")
-        url = env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
-        return cls(
-            bot_token=env["SLACK_BOT_TOKEN"],
-            signing_secret=env["SLACK_SIGNING_SECRET"],
-            app_token=env.get("SLACK_APP_TOKEN"),
-            slack_api_url=url if url.endswith("/") else url + "/",
-        )
-
-
-def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRouter]:
-    """One router per strategy in use, from the registry (STYLE.md): an unknown strategy is a
-    start-up error, never a silent fallback."""
-    wanted = {service.strategy for service in config.services.values()}
-    unknown = sorted(wanted - set(STRATEGIES))
-    if unknown:
-        users = [name for name, s in config.services.items() if s.strategy in unknown]
-        raise StartupError(
-            f"strategy {', '.join(unknown)} (services {', '.join(users)}) is not available in "
-            f"this version; available: {', '.join(sorted(STRATEGIES))}"
-        )
-    return {name: STRATEGIES[name].router(gateway) for name in wanted}
-
-
-def _prometheus(
-    config: Config, env: Mapping[str, str], *, timeout: timedelta
-) -> PrometheusProvider:
-    try:
-        access = prometheus_access(config.prometheus, env)
-    except PrometheusSetupError as error:
-        raise StartupError(str(error)) from None
-    secrets = (access.bearer_token, access.basic_auth[1] if access.basic_auth else None)
-    install_redaction(*secrets)  # never in a log line, whatever a library prints
-    return PrometheusProvider(config.prometheus.url, timeout=timeout, access=access)
 
 
 class Runtime:
@@ -138,7 +100,7 @@ class Runtime:
         if metrics_provider is None:
             # A measurement never outlasts the analysis interval it serves.
             budget = min(config.prometheus.timeout, self._shortest_interval(config))
-            metrics_provider = _prometheus(config, env, timeout=budget)
+            metrics_provider = prometheus(config, env, timeout=budget)
         # This replica's name in the Lease, and in its User-Agent (the API server's audit log).
         self.identity = env.get("POD_NAME") or socket.gethostname()
         self.leadership: Leadership | None = None
@@ -162,62 +124,74 @@ class Runtime:
         )
         kube_client.user_agent = f"canary-bot ({self.identity})"
         self.engine = self._build_engine(kube_client, metrics_provider)
-        # Every Slack message of a rollout goes out through this one sender, on its own
-        # thread: ticks and requests only queue messages (rollout/sender.py).
-        notifier = LeaderOnlyNotifier(
-            SlackNotifier(client=self.web, config=config), leading=self._leads
-        )
-        # One Slack budget for the sender and the chart worker (rollout/budget.py).
-        slack_budget = SlackBudget(config.slack.rate_limits, monotonic=time.monotonic)
-        self.sender = OutboxSender(
-            store=self.store,
-            notifier=notifier,
-            clock=self.clock,
-            snapshots=self.engine.observer.snapshot_at,
-            on_deadline=lambda what: self._deadline_passed("slack", what),
-            budget=slack_budget,
-            alert_channel=config.slack.alert_channel,
-        )
-        # Charts are rendered (in a process of their own) and uploaded by a worker of their
-        # own: no message, tick or acknowledgement waits for one.
-        self._renderer = ChartRenderer(store=self.store, observer=self.engine.observer)
-        self.charts = ChartWorker(
-            store=self.store,
-            notifier=notifier,
-            render=render_chart or self._renderer,
-            budget=slack_budget,
-        )
+        self.sender, self.charts, self._renderer = self._build_senders(render_chart)
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
         # the store closes, so that work never finds the database gone.
         self._after_ack = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
         self._pending: set[Future[None]] = set()
         self._pending_lock = threading.Lock()
-        self.directory = _directory(config, secrets, clock=self.clock)
+        self.directory = directory(config, secrets, clock=self.clock)
         self.app = self._build_app(secrets)
         # The HTTP server checks Slack's signature on the raw body before anything parses it.
         self.signatures = SignatureVerifier(secrets.signing_secret)
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._lifecycle = threading.Lock()
-        self._ticking = False
-        self._reconcile_attempts = 0
-        self._startup = threading.Thread(target=self._start_up, name="startup", daemon=True)
+        self._startup = Startup(
+            reconcile=self.engine.reconcile,
+            begin_ticking=self._begin_ticking,
+            before=self.directory.start,
+        )
         self.scheduler = BeatScheduler(
             url=self.store.scheduler_url,
             interval=self._shortest_interval(config),
             beat=self.engine.tick_all,
         )
         if ha_enabled(config, env):
-            self.leadership = Leadership(
-                config=config.ha,
-                api_client=kube_client,
-                identity=self.identity,
-                store=self.store,
-                on_leading=self._reconcile_then_tick,
-                on_lost=on_lost_lease or self._stop_leading,
-                pick_up=self.engine.pick_up,
-            )
+            self.leadership = self._build_leadership(kube_client, on_lost_lease)
+
+    def _build_leadership(
+        self, kube_client: k8s.ApiClient, on_lost: Callable[[], None] | None
+    ) -> Leadership:
+        """With several replicas: the Lease, whose holder reconciles, ticks and sends."""
+        return Leadership(
+            config=self.config.ha,
+            api_client=kube_client,
+            identity=self.identity,
+            store=self.store,
+            on_leading=self._startup.reconcile_then_tick,
+            on_lost=on_lost or self._stop_leading,
+            pick_up=self.engine.pick_up,
+        )
+
+    def _build_senders(
+        self, render_chart: Render | None
+    ) -> tuple[OutboxSender, ChartWorker, ChartRenderer]:
+        """The outbox sender and the chart worker, sharing one notifier and one budget."""
+        # Every Slack message of a rollout goes out through this one sender, on its own
+        # thread: ticks and requests only queue messages (rollout/sender.py).
+        notifier = LeaderOnlyNotifier(
+            SlackNotifier(client=self.web, config=self.config), leading=self._leads
+        )
+        # One Slack budget for the sender and the chart worker (rollout/budget.py).
+        slack_budget = SlackBudget(self.config.slack.rate_limits, monotonic=time.monotonic)
+        sender = OutboxSender(
+            store=self.store,
+            notifier=notifier,
+            clock=self.clock,
+            snapshots=self.engine.observer.snapshot_at,
+            on_deadline=lambda what: self._deadline_passed("slack", what),
+            budget=slack_budget,
+            alert_channel=self.config.slack.alert_channel,
+        )
+        # Charts are rendered (in a process of their own) and uploaded by a worker of their
+        # own: no message, tick or acknowledgement waits for one.
+        renderer = ChartRenderer(store=self.store, observer=self.engine.observer)
+        charts = ChartWorker(
+            store=self.store,
+            notifier=notifier,
+            render=render_chart or renderer,
+            budget=slack_budget,
+        )
+        return sender, charts, renderer
 
     def _build_engine(self, api_client: k8s.ApiClient, provider: MetricsProvider) -> Engine:
         """The engine with its bounded clients: one deadline per Kubernetes call, and a
@@ -365,16 +339,14 @@ class Runtime:
     def ready(self) -> bool:
         if self.leadership is not None:
             return self._ha_readiness()[0]
-        return self._ready.is_set()
+        return self._startup.ready.is_set()
 
     @property
     def readiness(self) -> str:
         """Why the bot is or is not ready, for `/readyz`."""
         if self.leadership is not None:
             return self._ha_readiness()[1]
-        if self._ready.is_set():
-            return "reconciled"
-        return f"reconciling active rollouts (attempt {self._reconcile_attempts})"
+        return self._startup.readiness
 
     def _ha_readiness(self) -> tuple[bool, str]:
         assert self.leadership is not None
@@ -383,56 +355,19 @@ class Runtime:
             database = None
         except Exception as error:
             database = f"{type(error).__name__}: {error}"[:200]
-        return self.leadership.readiness(reconciled=self._ready.is_set(), database=database)
+        return self.leadership.readiness(reconciled=self._startup.ready.is_set(), database=database)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
+        return self._startup.ready.wait(timeout)
 
-    def _start_up(self) -> None:
-        # Group memberships first (one round, then in the background), so the first commands
-        # find the approver groups known; on this thread, so a slow Slack delays readiness,
-        # never serving.
-        self.directory.start()
-        self._reconcile_then_tick()
-
-    def _reconcile_then_tick(self) -> None:
-        """Reconcile (retried with back-off), then tick; with several replicas this runs when
-        this replica takes the Lease (bot/ha.py)."""
-        retrying = Retrying(
-            retry=retry_if_result(lambda reconciled: not reconciled),
-            wait=wait_exponential(multiplier=0.5, max=RECONCILE_BACKOFF_MAX_S),
-            stop=lambda state: self._stopping.is_set(),
-            sleep=self._pause,
-            retry_error_callback=lambda state: False,
-        )
-        if retrying(self._reconcile_once):
-            self._ready.set()
-            log.info("reconciled after %d attempt(s); ready", self._reconcile_attempts)
-
-    def _pause(self, seconds: float) -> None:
-        self._stopping.wait(seconds)  # stop() cuts a back-off short
-
-    def _reconcile_once(self) -> bool:
-        self._reconcile_attempts += 1
-        try:
-            return self.engine.reconcile()
-        except Exception as error:  # the store itself failed; try again like any fault
-            log.error("reconciliation failed: %s: %s", type(error).__name__, error)
-            return False
-        finally:
-            # Ticking starts after the first pass whatever came of it, as it always did: one
-            # rollout that cannot be reconciled must not keep the others from being watched.
-            self._start_ticking()
-
-    def _start_ticking(self) -> None:
-        with self._lifecycle:
-            if not self._stopping.is_set() and not self._ticking:
-                self.scheduler.start()
-                if self.leadership is not None:
-                    self.sender.start()  # a follower never sends: the leader does
-                    self.charts.start()
-                    self.leadership.start_pick_up()
-                self._ticking = True
+    def _begin_ticking(self) -> None:
+        """Once start-up has reconciled (or tried once): the beat, and with several replicas
+        the sending and the pick-up that only the leader does."""
+        self.scheduler.start()
+        if self.leadership is not None:
+            self.sender.start()  # a follower never sends: the leader does
+            self.charts.start()
+            self.leadership.start_pick_up()
 
     def _stop_leading(self) -> None:
         """The Lease is lost: stop ticking and sending at once (`canary-bot serve` exits
@@ -444,10 +379,7 @@ class Runtime:
     def stop(self) -> None:
         if self.leadership is not None:
             self.leadership.stop()  # hands the Lease back: another replica leads at once
-        with self._lifecycle:
-            self._stopping.set()
-        if self._startup.is_alive():
-            self._startup.join(timeout=STARTUP_JOIN_TIMEOUT_S)
+        self._startup.stop()
         self.scheduler.stop()
         self.directory.stop()
         self._after_ack.shutdown(wait=True)
@@ -456,31 +388,3 @@ class Runtime:
         self.charts.stop()
         self._renderer.close()
         self.store.close()
-
-
-def ha_enabled(config: Config, env: Mapping[str, str]) -> bool:
-    """Several replicas and a Lease only with a shared database (`store.url` or
-    `CANARY_STORE_URL`); SQLite keeps one replica and no Lease."""
-    return store_url(config.store.url, env) is not None
-
-
-def _directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:
-    """Group memberships, refreshed in the background (never before an acknowledgement),
-    with a client of their own that has no rate-limit retry handler: a refresh never sleeps on
-    Retry-After (the next round tries again), so stopping the bot is never held up."""
-    client = WebClient(
-        token=secrets.bot_token,
-        base_url=secrets.slack_api_url,
-        timeout=10,
-        retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
-    )
-    return Directory(
-        client,
-        clock=clock,
-        max_age=config.slack.group_cache_max_age,
-        groups=(*config.slack.deployers, *config.slack.approvers),
-    )
-
-
-def environment() -> Mapping[str, str]:
-    return os.environ

@@ -11,59 +11,55 @@ to read, decide and save (database work, milliseconds), and commands take nothin
 work lock keeps one tick of a rollout at a time and is held across cluster calls, which only
 ticks wait for. Ticks of different rollouts run on a bounded pool, so one whose API calls hang
 (each bounded by its deadline, see rollout/kube.py) holds one worker and delays no other.
+
+What the engine does is kept here (starting, commands, ticks, reconciliation); how a decision
+is saved is in rollout/engine_save.py, gates in rollout/engine_gates.py, and the leader's
+pick-up of the followers' decisions in rollout/follower.py, each for the reason it gives.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
-from time import monotonic, sleep
-from typing import TypeVar
-
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from rollout import machine, outbox
 from rollout.analysis import Analyzer
-from rollout.cluster import OUTCOME, Cluster, outcome_name
+from rollout.cluster import OUTCOME, Cluster
 from rollout.commands import Command
 from rollout.config import Config
+from rollout.engine_gates import Gates
+from rollout.engine_save import ALL, BOT, STALE_ATTEMPTS, Decide, Recorder, again_if_stale
+from rollout.follower import AWAIT_POLL_S, Seen, await_leader
 from rollout.gates.job import JobGates
-from rollout.gates.run import GateRunner
 from rollout.kube_reads import BeatReads, observing
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
-from rollout.model import GateResult, Phase, Rollout
+from rollout.model import Phase, Rollout
 from rollout.observer import Observer
 from rollout.oci import ImageRegistry
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
 from rollout.start import KeyReused, StartRefused, StartRequest, Starts
-from rollout.stores import Message, StaleRollout, Store
+from rollout.stores import Message, Store
 from rollout.traffic.base import TrafficRouter
 from rollout.wording import unquote
 
-__all__ = ["Engine", "KeyReused", "StartRefused", "StartRequest"]
+# Also importable from here, as they were before the split.
+__all__ = [
+    "ALL",
+    "AWAIT_POLL_S",
+    "BOT",
+    "STALE_ATTEMPTS",
+    "Decide",
+    "Engine",
+    "KeyReused",
+    "StartRefused",
+    "StartRequest",
+    "again_if_stale",
+]
 log = logging.getLogger(__name__)
-
-BOT = "canary-bot"
-Decide = Callable[[Rollout], Decision]
-T = TypeVar("T")
-# A save refused as stale is retried on a fresh read this many times in all: each refusal means
-# another replica saved in between, which happens once in a while, not in a loop.
-STALE_ATTEMPTS = 5
-
-
-def again_if_stale(attempt: Callable[[], T]) -> T:
-    """Run read-decide-save again while the store refuses the save as stale."""
-    retrying = Retrying(
-        retry=retry_if_exception_type(StaleRollout),
-        stop=stop_after_attempt(STALE_ATTEMPTS),
-        before_sleep=lambda state: log.info("stale save, deciding again: %s", state.outcome),
-        reraise=True,
-    )
-    return retrying(attempt)
 
 
 class Engine:
@@ -89,19 +85,27 @@ class Engine:
         # Without a registry client (tests of other things) no digest is pinned at start.
         self._starts = Starts(config=config, store=store, clock=clock, pinning=registry is not None)
         self._cluster = Cluster(config=config, store=store, routers=routers, clock=clock)
-        # Pre-flight gates block for up to their timeout: they run here, never in a tick.
-        self._gate_runner = GateRunner(config=config, registry=registry)
-        self._gates = TickPool(workers=4)
-        self._jobs = jobs(self._cluster) if jobs is not None else None
         self._on_queued = on_queued or (lambda: None)
         self._records = Locks()
+        self._recorder = Recorder(store=store, records=self._records, on_queued=self._on_queued)
+        self._decide = self._recorder.decide
+        # Pre-flight gates block for up to their timeout: they run there, never in a tick.
+        self._gates = Gates(
+            config=config,
+            store=store,
+            clock=clock,
+            recorder=self._recorder,
+            registry=registry,
+            jobs=jobs(self._cluster) if jobs is not None else None,
+            tick=self.tick,
+        )
         self._work = Locks()
         self._pool = TickPool(workers=parallel)
         self._last_tick: dict[str, datetime] = {}
         # With several replicas only the leader acts on the cluster (bot/ha.py); elsewhere a
         # command's decision is saved and the leader carries it out (`pick_up`).
         self._leading = leading or (lambda: True)
-        self._seen: dict[str, Rollout] = {}  # each rollout as this engine's last tick left it
+        self._seen = Seen()
         self._last_reads: BeatReads | None = None
 
     # ----------------------------------------------------------------- starting
@@ -123,7 +127,7 @@ class Engine:
         if self._leading():
             self.tick(rollout_id)
         else:
-            self._await_leader(rollout_id, wait=wait)
+            await_leader(self.store, rollout_id, wait=wait)
         started = self.store.get(rollout_id)
         assert started is not None
         if started.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
@@ -173,7 +177,7 @@ class Engine:
             )
             return outcome
         reason = getattr(command, "reason", None)  # pause, rollback and reject carry one
-        self._save(rollout, outcome, actor=command.by, action=action, detail=reason)
+        self._recorder.save(rollout, outcome, actor=command.by, action=action, detail=reason)
         return outcome.rollout
 
     def carry_on(self, rollout_id: str) -> None:
@@ -186,18 +190,9 @@ class Engine:
         """The leader's short poll: tick at once every active rollout whose record changed
         since this engine last ticked it (a command or a start saved by another replica),
         rather than at its next analysis beat."""
-        running = self._pool.running()
-        for rollout in self.store.active():
-            if rollout.id not in running and self._seen.get(rollout.id) != rollout:
-                self._pool.launch(rollout.id, partial(self.tick, rollout.id))
-
-    def _await_leader(self, rollout_id: str, *, wait: float) -> None:
-        deadline = monotonic() + wait
-        while monotonic() < deadline:
-            rollout = self.store.get(rollout_id)
-            if rollout is None or rollout.phase != Phase.PENDING:
-                return
-            sleep(AWAIT_POLL_S)
+        changed = self._seen.changed(self.store.active(), running=self._pool.running())
+        for rollout_id in changed:
+            self._pool.launch(rollout_id, partial(self.tick, rollout_id))
 
     # ----------------------------------------------------------------- ticks
 
@@ -242,11 +237,7 @@ class Engine:
             try:
                 self._tick(rollout_id, at=at, reads=reads)
             finally:
-                seen = self.store.get(rollout_id)
-                if seen is None or seen.phase.is_terminal:
-                    self._seen.pop(rollout_id, None)
-                else:
-                    self._seen[rollout_id] = seen
+                self._seen.note(rollout_id, self.store.get(rollout_id))
 
     def _tick(self, rollout_id: str, *, at: datetime | None, reads: BeatReads | None) -> None:
         rollout = self.store.get(rollout_id)
@@ -259,7 +250,7 @@ class Engine:
                 return
         now = at or self._clock.now()
         if rollout.gate is not None and rollout.gate.startswith("job:"):
-            rollout = self._check_job_gate(rollout, now=now)
+            rollout = self._gates.check_job(rollout, now=now)
         with observing(reads):
             observation, analysis = self.observer.observe(rollout, now=now)
 
@@ -300,170 +291,12 @@ class Engine:
             return rollout
         key = machine.next_preflight(rollout)
         if key is not None:
-            if rollout.gate is None:
-                now = self._clock.now()
-                started = self._decide(
-                    rollout.id,
-                    lambda fresh: machine.gate_started(fresh, key, now=now),
-                    action="gate",
-                )
-                rollout = started[0].rollout
-            if rollout.gate is not None and rollout.phase == Phase.PENDING:
-                gate = rollout.gate
-                run = partial(self._run_gate, rollout.id, gate)
-                self._gates.launch(f"{rollout.id}:{gate}", run)
-            return rollout
+            return self._gates.preflight(rollout, key)
         prepared = self._cluster.prepare(rollout)
         if prepared is None:
             return rollout
         decide, name = prepared
         return self._decide(rollout.id, decide, action=name)[0].rollout
-
-    def _run_gate(self, rollout_id: str, key: str) -> None:
-        """On a gate worker: run the gate the record names, save its result, carry on."""
-        rollout = self.store.get(rollout_id)
-        if rollout is None or rollout.gate != key:
-            return
-        result, image = self._gate_runner.run(rollout, key)
-        self._record_gate(rollout, result, image=image)
-        self.tick(rollout_id)
-
-    def _check_job_gate(self, rollout: Rollout, *, now: datetime) -> Rollout:
-        if self._jobs is None:
-            return rollout
-        try:
-            if rollout.phase not in machine.GATE_PHASES:  # rolled back while the Job ran
-                self._jobs.discard(rollout)
-                return rollout
-            result = self._jobs.check(rollout, now=now)
-        except Exception as error:  # the next tick looks again
-            log.warning("job gate of %s: %s", rollout.id, error)
-            return rollout
-        if result is None:
-            return rollout
-        return self._record_gate(rollout, result, image=None)
-
-    def _record_gate(self, rollout: Rollout, result: GateResult, *, image: str | None) -> Rollout:
-        verdict = "passed" if result.passed else "failed"
-        self.store.audit(
-            at=self._clock.now(),
-            actor=BOT,
-            action=f"gate {verdict}",
-            rollout_id=rollout.id,
-            detail=f"{result.name}: {result.detail}",
-        )
-        now = self._clock.now()
-        decided = self._decide(
-            rollout.id,
-            lambda fresh: machine.gate_finished(fresh, result, now=now, canary_image=image),
-            action=f"gate {verdict}",
-        )
-        return decided[0].rollout
-
-    def _decide(
-        self,
-        rollout_id: str,
-        decide: Decide,
-        *,
-        action: str = "tick",
-        extra: Callable[[Rollout, Decision], list[Message]] | None = None,
-        quiet: bool = False,
-        settle: bool = False,
-        release_upto: int | None = None,
-        released: bool = False,
-    ) -> tuple[Decision, int]:
-        """Read the rollout, decide, save the decision with its messages: under the record
-        lock, database work only. Returns the decision and the outbox mark to release up to.
-
-        `settle`: a tick's decision that asks for no cluster action means none is outstanding
-        (the machine asks again for every one until it holds), so every held message may go;
-        this frees what a crash between an action and its release left held.
-
-        Another replica may save the rollout between our read and our save (a command it
-        recorded): the store refuses the stale save, and we read again and decide again."""
-        with self._records.of(rollout_id):
-            return again_if_stale(
-                partial(
-                    self._decide_once,
-                    rollout_id,
-                    decide,
-                    action=action,
-                    extra=extra,
-                    quiet=quiet,
-                    settle=settle,
-                    release_upto=release_upto,
-                    released=released,
-                )
-            )
-
-    def _decide_once(
-        self,
-        rollout_id: str,
-        decide: Decide,
-        *,
-        action: str,
-        extra: Callable[[Rollout, Decision], list[Message]] | None,
-        quiet: bool,
-        settle: bool,
-        release_upto: int | None,
-        released: bool,
-    ) -> tuple[Decision, int]:
-        before = self.store.get(rollout_id)
-        assert before is not None
-        decision = decide(before)
-        if settle and not any(isinstance(a, ClusterAction) for a in decision.actions):
-            release_upto, released = ALL, True
-        # A rollback the machine gave up on is paged about at once, however it stands.
-        release = release_upto is not None and (released or decision.rollout.phase == Phase.FAILED)
-        mark = self._save(
-            before,
-            decision,
-            actor=BOT,
-            action=outcome_name(before, decision.rollout) if action == OUTCOME else action,
-            quiet=quiet,
-            extra=extra(before, decision) if extra is not None else [],
-            release_upto=release_upto if release else None,
-        )
-        return decision, mark
-
-    def _save(
-        self,
-        before: Rollout,
-        decision: Decision,
-        *,
-        actor: str,
-        action: str,
-        detail: str | None = None,
-        quiet: bool = False,
-        extra: Sequence[Message] = (),
-        release_upto: int | None = None,
-    ) -> int:
-        after = decision.rollout
-        messages = [] if quiet else outbox.messages(before, decision, extra=extra)
-        if after == before and not messages:
-            if release_upto is not None and self.store.release(after.id, upto=release_upto):
-                self._on_queued()
-            if not any(isinstance(a, ClusterAction) for a in decision.actions):
-                # Nothing is released after this decision, so its mark is never used: no
-                # query for it on every quiet tick.
-                return ALL
-            return self.store.outbox_mark(after.id)
-        audited = replace(after, verdict=before.verdict) != before
-        mark = self.store.save(
-            before,
-            after,
-            actor=actor,
-            action=action,
-            detail=detail,
-            audit=audited,
-            messages=messages,
-            hold=any(isinstance(a, ClusterAction) for a in decision.actions),
-            release_upto=release_upto,
-            drop_stale_pages=after.phase == Phase.FAILED and before.phase != Phase.FAILED,
-        )
-        if messages or release_upto is not None:
-            self._on_queued()
-        return mark
 
     def reconcile(self) -> bool:
         """At start-up: put the stored weight back on the cluster (no message: nothing new).
@@ -507,7 +340,3 @@ class Engine:
         last = self._last_tick.get(rollout.id)
         slack = timedelta(milliseconds=250)
         return last is None or now - last >= rollout.plan.analysis_interval - slack
-
-
-ALL = 2**62  # an outbox mark above every row
-AWAIT_POLL_S = 0.2  # how often a follower looks whether the leader has started a rollout
