@@ -45,7 +45,6 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import common  # first: puts this clone on sys.path
 import scale_report
@@ -194,8 +193,13 @@ def measure(
             "SLACK_API_URL": addresses["slack"],
         }
     )
+    # Snapshots get a placeholder chart (a real one is timed apart: see `chart_cost`).
     runtime = Runtime(
-        config=config, secrets=secrets, api_client=api_client, metrics_provider=provider
+        config=config,
+        secrets=secrets,
+        api_client=api_client,
+        metrics_provider=provider,
+        render_chart=lambda rollout, at, title: TINY_PNG,
     )
     try:
         ticker = Ticker(runtime, provider=provider, kube_timer=kube_timer, world=world)
@@ -303,14 +307,13 @@ def exercise(
     # Setup: every rollout reaches step 1 (its snapshot gets a placeholder chart), then ticks
     # until one changes nothing (the first ones update cards as verdicts settle).
     setup: list[dict[str, Any]] = []
-    with mock.patch("bot.notifier.rollout_chart", return_value=TINY_PNG):
-        while len(setup) < MAX_SETUP_TICKS:
-            setup.append(ticker.tick())
-            # Settled: nothing more to change in the cluster. Card redraws are not waited
-            # for: they are what the measured ticks show.
-            settled = setup[-1]["kube_writes"] == 0
-            if settled and all(r.step_ready for r in engine.store.active()):
-                break
+    while len(setup) < MAX_SETUP_TICKS:
+        setup.append(ticker.tick())
+        # Settled: nothing more to change in the cluster. Card redraws are not waited
+        # for: they are what the measured ticks show.
+        settled = setup[-1]["kube_writes"] == 0
+        if settled and all(r.step_ready for r in engine.store.active()):
+            break
     print(f"setup: {len(setup)} tick(s) until every rollout was at step 1, no cluster writes")
 
     data_before_ticks = with_data()  # again: a loaded machine may have lost scrapes since

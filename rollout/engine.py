@@ -240,6 +240,11 @@ class Engine:
                 self._seen.note(rollout_id, self.store.get(rollout_id))
 
     def _tick(self, rollout_id: str, *, at: datetime | None, reads: BeatReads | None) -> None:
+        if not self._leading():
+            # Creating the canary, a job gate's Job and every step act on the cluster, which
+            # only the leader does: a gate worker's tick on a replica that has just lost the
+            # Lease (paused past its renew deadline) must create nothing.
+            return
         rollout = self.store.get(rollout_id)
         if rollout is None or rollout.phase.is_terminal:
             self._last_tick.pop(rollout_id, None)

@@ -37,10 +37,14 @@ class Seen:
 
 
 def await_leader(store: Store, rollout_id: str, *, wait: float) -> None:
-    """Wait (at most `wait` seconds) until the leader has taken the rollout past PENDING."""
+    """Wait (at most `wait` seconds) until the leader has taken the rollout past PENDING, or
+    has started its pre-flight gates (which report in the thread, as they do on the leader:
+    no request's worker waits for a gate)."""
     deadline = monotonic() + wait
     while monotonic() < deadline:
         rollout = store.get(rollout_id)
-        if rollout is None or rollout.phase != Phase.PENDING:
+        if rollout is None or rollout.phase != Phase.PENDING or rollout.gate_results:
+            return
+        if rollout.gate is not None:
             return
         sleep(AWAIT_POLL_S)

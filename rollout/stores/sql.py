@@ -23,8 +23,9 @@ The rule for writes without a token: a store that was never fenced (`fence(None)
 freely. That is what a replica that is not the leader does: it only records what people asked
 (commands, clicks, deliveries), and optimistic concurrency keeps those from overwriting a
 leader's decision (the leader's stale save is refused; it reads again and decides again). A
-replica that loses leadership keeps its token until its ticks in flight have finished, then
-calls `fence(None)`: writes it has not yet noticed it must not make are refused, not applied.
+replica that loses leadership keeps its token: writes it has not yet noticed it must not make
+are refused, not applied, and `canary-bot serve` then exits (bot/ha.py) and comes back as an
+unfenced follower.
 """
 
 from __future__ import annotations
