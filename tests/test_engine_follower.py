@@ -68,3 +68,19 @@ def test_a_followers_command_is_saved_and_the_leader_carries_it_out(tmp_path: Pa
     leader.pick_up()  # nothing new saved elsewhere: no tick, no call
     leader.drain()
     assert world.calls == calls
+
+
+def test_a_replica_that_does_not_lead_creates_nothing_even_when_told_to_tick(
+    tmp_path: Path,
+) -> None:
+    # A gate worker ticks its rollout when its gate ends; on a replica that has just lost the
+    # Lease, that tick must not create the canary: only the leader acts on the cluster.
+    _, follower, world, _ = engines(tmp_path)
+    accepted = follower.accept(
+        StartRequest(service="checkout", image="v2", by="UALICE", channel="C0RELEASES")
+    )
+    assert accepted is not None
+    follower.tick(accepted.id)
+    assert (world.calls, world.canary) == (0, False)
+    stored = follower.store.get(accepted.id)
+    assert stored is not None and stored.phase == Phase.PENDING
