@@ -114,9 +114,14 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     servers[-1].wait()
-    runtime.stop()
+    unfinished = runtime.stop()
     if lock is not None:
         lock.release()
+    if unfinished:
+        # A part still waits on work in flight (named in the log): leave without it, as the
+        # kubelet's SIGKILL would a few seconds later. Python's exit would join its threads.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -44,6 +44,7 @@ from bot.parts import (
     prometheus,
 )
 from bot.registry import RegistryLoginMissing, gateway_timeout, registry_settings
+from bot.shutdown import STOP_DEADLINE_S, Step, StopSteps
 from bot.startup import RECONCILE_BACKOFF_MAX_S, STARTUP_JOIN_TIMEOUT_S, Startup
 from handlers import actions, commands
 from handlers.context import HandlerServices
@@ -376,15 +377,22 @@ class Runtime:
         self.sender.stop()
         self.charts.stop()
 
-    def stop(self) -> None:
+    def stop(self, deadline: float = STOP_DEADLINE_S) -> list[str]:
+        """Stop every part, waiting for work in flight up to `deadline` seconds in all;
+        returns the parts that had not stopped by then (bot/shutdown.py)."""
+        steps: list[Step] = []
         if self.leadership is not None:
-            self.leadership.stop()  # hands the Lease back: another replica leads at once
-        self._startup.stop()
-        self.scheduler.stop()
-        self.directory.stop()
-        self._after_ack.shutdown(wait=True)
-        self.engine.close()
-        self.sender.stop()
-        self.charts.stop()
-        self._renderer.close()
-        self.store.close()
+            # Hands the Lease back: another replica leads at once.
+            steps.append(("leadership", self.leadership.stop))
+        steps += [
+            ("start-up", self._startup.stop),
+            ("beat", self.scheduler.stop),
+            ("directory", self.directory.stop),
+            ("after-acknowledgement work", lambda: self._after_ack.shutdown(wait=True)),
+            ("ticks and gates", self.engine.close),
+            ("outbox sender", self.sender.stop),
+            ("chart worker", self.charts.stop),
+            ("chart render process", self._renderer.close),
+            ("store", self.store.close),
+        ]
+        return StopSteps(steps).run(deadline)
