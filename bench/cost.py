@@ -163,13 +163,24 @@ class Scenario:
         mark = self.meter.mark()
         # The beat's ticks, then the sender's round: the messages the tick queued go out.
         self.runtime.engine.tick_all(wait_for_ticks=True)
-        self.runtime.sender.send_due()
+        self.send_queued()
         calls = self.meter.since(mark)
         label = describe(before, self.rollout())
         if label is None:
             self._steady.append(calls)
         else:
             self.rows.append({"step": self.prefix + label, **calls})
+
+    def send_queued(self, timeout: float = 30.0) -> None:
+        """The sender's and the chart worker's rounds until nothing queued is left: the Slack
+        budget paces messages to a channel (one a second by default), so one round may leave
+        some for later."""
+        deadline = time.monotonic() + timeout
+        while self.runtime.store.outbox(states=("queued",)):
+            wait = min(self.runtime.sender.send_due(), self.runtime.charts.work_due())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"messages still queued after {timeout:g} s")
+            time.sleep(min(max(wait, 0.01), 0.5))
 
     def tick_until(self, done: Callable[[Rollout], bool], *, what: str, limit: int = 40) -> None:
         for _ in range(limit):
@@ -238,7 +249,10 @@ def run(args: argparse.Namespace) -> int:
                 api_client=api_client,
                 metrics_provider=metrics,
             )
-            runtime.engine.reconcile()  # what Runtime.start does, but without the scheduler
+            # What Runtime.start does, but without the scheduler: the approvers' user group
+            # read from Slack, and the cluster reconciled.
+            runtime.directory.start()
+            runtime.engine.reconcile()
             server = HttpServer(runtime, host="127.0.0.1", port=0)
             server.start()
             scenario = Scenario(box, runtime, Meter(box, runtime, kube), box.driver_for(server.url))
