@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import unquote, urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
@@ -104,6 +105,18 @@ def directory(config: Config, secrets: Secrets, *, clock: Clock) -> Directory:
         max_age=config.slack.group_cache_max_age,
         groups=(*config.slack.deployers, *config.slack.approvers),
     )
+
+
+def url_passwords(url: str | None) -> tuple[str, ...]:
+    """The password in a database URL (`postgresql+psycopg://user:password@host/db`), as
+    written and decoded, to be redacted from logs: a driver's error may quote either."""
+    if not url:
+        return ()
+    try:
+        written = urlsplit(url).password
+    except ValueError:
+        return ()
+    return (written, unquote(written)) if written else ()
 
 
 def environment() -> Mapping[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.logging_setup import install_redaction
 from rollout.config import Config
 from rollout.oci import Credentials, RegistrySettings
 
@@ -23,6 +24,7 @@ def registry_settings(config: Config, env: Mapping[str, str]) -> RegistrySetting
                 "is not set; set it from a Secret or remove the login"
             )
         logins[login.registry.lower()] = Credentials(username=login.username, password=password)
+    install_redaction(*(credentials.password for credentials in logins.values()))
     return RegistrySettings(
         timeout=config.registry.timeout.total_seconds(),
         ca_file=config.registry.ca_file,

@@ -42,6 +42,7 @@ from bot.parts import (
     environment,
     ha_enabled,
     prometheus,
+    url_passwords,
 )
 from bot.registry import RegistryLoginMissing, gateway_timeout, registry_settings
 from bot.shutdown import STOP_DEADLINE_S, Step, StopSteps
@@ -108,6 +109,7 @@ class Runtime:
         self.config = config
         self.clock = clock or SystemClock()
         url = store_url(config.store.url, env)
+        install_redaction(*url_passwords(url))
         self.store: Store = open_store(
             path=config.store.path,
             url=bounded_transactions(url, config.ha.renew_deadline) if url else None,
@@ -206,7 +208,7 @@ class Runtime:
         )
         measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
         try:
-            registry = HttpRegistry(registry_settings(config, environment()))
+            registry = HttpRegistry(registry_settings(config, self.env))
         except RegistryLoginMissing as error:
             raise StartupError(str(error)) from error
         return Engine(

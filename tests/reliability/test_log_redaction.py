@@ -9,7 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from bot.config_loader import load_config_text
 from bot.logging_setup import REDACTED, RedactingFilter, install_redaction
+from bot.parts import url_passwords
+from bot.registry import registry_settings
 
 
 @pytest.fixture
@@ -64,3 +67,31 @@ def test_a_filter_redacts_for_one_handler(captured: tuple[logging.Logger, io.Str
     logger.warning("secret %s in %s", other, "args")
     assert other not in stream.getvalue()
     assert f"secret {REDACTED} in args" in stream.getvalue()
+
+
+def test_a_registry_logins_password_is_redacted_once_its_settings_are_read(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    password = f"ghp_{secrets.token_hex(12)}"
+    config = load_config_text(
+        "registry:\n  logins: [{registry: ghcr.io, username: ci-bot, password_env: GHCR_PULL}]\n",
+        source="config.yaml",
+    )
+    registry_settings(config, {"GHCR_PULL": password})
+    logger, stream = captured
+    logger.warning("401 from ghcr.io for ci-bot:%s", password)
+    assert password not in stream.getvalue()
+
+
+def test_the_database_password_is_redacted_wherever_a_driver_quotes_the_url(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    password = f"pg-{secrets.token_hex(12)}"
+    url = f"postgresql+psycopg://canary:{password.replace('-', '%2D')}@db.internal:5432/canary"
+    install_redaction(*url_passwords(url))
+    logger, stream = captured
+    logger.error("connection failed: %s (password %s)", url, password)
+    assert password not in stream.getvalue()
+    assert password.replace("-", "%2D") not in stream.getvalue()  # nor as the URL writes it
+    assert url_passwords("sqlite:///canary.db") == ()
+    assert url_passwords(None) == ()
