@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emulators.kube.controller import template_hash
+from emulators.kube.deployment_objects import template_hash
 from emulators.kube.objects import ObjectStore, clone, timestamp
 from emulators.kube.resources import ResourceKind
 
