@@ -19,13 +19,9 @@ else), and a timer heap wakes it when a Pod is due to become ready or a deadline
 
 from __future__ import annotations
 
-import heapq
-import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from emulators.kube.deployment_objects import (
     is_ready,
@@ -37,13 +33,10 @@ from emulators.kube.deployment_objects import (
 )
 from emulators.kube.deployment_status import deployment_status
 from emulators.kube.objects import ObjectStore, clone
+from emulators.kube.reconcile_loop import JSON, Key, ReconcileLoop
 from emulators.kube.resources import ResourceKind
 
 __all__ = ["DeploymentController", "is_ready", "template_hash"]
-
-log = logging.getLogger(__name__)
-JSON = dict[str, Any]
-Key = tuple[str, str]
 
 
 @dataclass
@@ -53,7 +46,7 @@ class _Track:
     counter: int = 0
 
 
-class DeploymentController:
+class DeploymentController(ReconcileLoop):
     def __init__(
         self,
         store: ObjectStore,
@@ -61,50 +54,24 @@ class DeploymentController:
         ready_delay: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        super().__init__(store, clock=clock, name="kube-deployments", kind_name="Deployment")
         self.ready_delay = ready_delay
-        self.clock = clock
         found_d = store.registry.by_kind("apps/v1", "Deployment")
         found_p = store.registry.by_kind("v1", "Pod")
         found_rs = store.registry.by_kind("apps/v1", "ReplicaSet")
         assert found_d is not None and found_p is not None and found_rs is not None
         self._deployments, self._pods = found_d[0], found_p[0]
         self._replica_sets = found_rs[0]
-        self._cond = threading.Condition()
-        self._dirty: set[Key] = set()
-        self._timers: list[tuple[float, Key]] = []
         self._held: set[Key] = set()
+        self._held_now: set[Key] = set()  # `_held` as the batch being reconciled was taken
         self._tracks: dict[Key, _Track] = {}
         self._ready_at: dict[Key, float] = {}  # pod (namespace, name) -> when it becomes ready
-        self._writing = False
-        self._stopping = False
         self._ips = 0
-        self._thread: threading.Thread | None = None
-        store.listeners.append(self._on_change)
-
-    # --- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="kube-deployments", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def hold(self, namespace: str, name: str, held: bool) -> None:
         with self._cond:
             (self._held.add if held else self._held.discard)((namespace, name))
             self._mark((namespace, name))
-
-    def _mark(self, key: Key) -> None:
-        self._dirty.add(key)
-        self._cond.notify_all()
 
     def _on_change(self, rk: ResourceKind, old: JSON | None, new: JSON | None) -> None:
         """Store listener (the store lock is held): only takes note of what to reconcile."""
@@ -123,35 +90,12 @@ class DeploymentController:
                     with self._cond:
                         self._mark((meta["namespace"], ref["name"]))
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping:
-                    now = self.clock()
-                    while self._timers and self._timers[0][0] <= now:
-                        self._dirty.add(heapq.heappop(self._timers)[1])
-                    if self._dirty:
-                        break
-                    wait = self._timers[0][0] - now if self._timers else None
-                    self._cond.wait(timeout=wait)
-                if self._stopping:
-                    return
-                keys, self._dirty = sorted(self._dirty), set()
-                held = set(self._held)
-            for key in keys:
-                with self.store.lock:
-                    try:
-                        self._reconcile(key, held=key in held)
-                    except Exception:  # an object only validate=False lets in; keep going
-                        log.exception("kube emulator: cannot reconcile Deployment %s/%s", *key)
-
-    def _at(self, when: float, key: Key) -> None:
-        with self._cond:
-            heapq.heappush(self._timers, (when, key))
+    def _taking(self) -> None:
+        self._held_now = set(self._held)
 
     # --- reconciling ------------------------------------------------------------------------
 
-    def _reconcile(self, key: Key, *, held: bool) -> None:
+    def _reconcile(self, key: Key) -> None:
         deployment = self.store.get(self._deployments, *key)
         if deployment is None:
             self._tracks.pop(key, None)
@@ -163,14 +107,11 @@ class DeploymentController:
             track.generation, track.started = meta["generation"], now
         replicas = spec.get("replicas", 1)
         current = template_hash(spec.get("template"))
-        self._writing = True
-        try:
-            if not spec.get("paused"):
-                self._sync_pods(deployment, track, current, replicas, now=now, held=held)
-            self._sync_replica_sets(deployment, current)
-            self._write_status(deployment, track, current, replicas, now=now)
-        finally:
-            self._writing = False
+        if not spec.get("paused"):
+            held = key in self._held_now
+            self._sync_pods(deployment, track, current, replicas, now=now, held=held)
+        self._sync_replica_sets(deployment, current)
+        self._write_status(deployment, track, current, replicas, now=now)
 
     def _owned_pods(self, deployment: JSON) -> list[JSON]:
         pods = self.store.dependents(deployment["metadata"]["uid"])
