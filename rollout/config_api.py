@@ -54,7 +54,7 @@ class ApiConfig(Frozen):
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str | None) -> str | None:
-        return None if value is None else check_ids([value], CHANNEL, "channel")[0]
+        return check_ids(value, CHANNEL, "channel")
 
     @field_validator("tokens")
     @classmethod

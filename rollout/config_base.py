@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -25,17 +25,21 @@ def _duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+# A config field of Slack IDs: several, one, or one left out.
+SlackIds = TypeVar("SlackIds", tuple[str, ...], str | None)
 
 USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def check_ids(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
-    for value in values:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not a Slack {what} ID")
-    return values
+def check_ids(value: SlackIds, pattern: re.Pattern[str], what: str) -> SlackIds:
+    """`value` (one ID, several, or None) if each is a Slack `what` ID; else the first that
+    is not is named."""
+    for one in [value] if isinstance(value, str) else value or ():
+        if not pattern.match(one):
+            raise ValueError(f"{one!r} is not a Slack {what} ID")
+    return value
 
 
 class Frozen(BaseModel):

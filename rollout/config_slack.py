@@ -8,7 +8,14 @@ from datetime import timedelta
 
 from pydantic import Field, field_validator
 
-from rollout.config_base import CHANNEL, USER_OR_GROUP, Duration, Frozen, check_ids
+from rollout.config_base import (
+    CHANNEL,
+    USER_OR_GROUP,
+    Duration,
+    Frozen,
+    SlackIds,
+    check_ids,
+)
 
 
 class SlackRateLimits(Frozen):
@@ -43,24 +50,12 @@ class SlackConfig(Frozen):
             raise ValueError("must be at least 10s (memberships are refreshed in the background)")
         return value
 
-    @field_validator("release_channels")
+    @field_validator("release_channels", "alert_channel")
     @classmethod
-    def _channels(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_ids(list(values), CHANNEL, "channel"))
+    def _channels(cls, value: SlackIds) -> SlackIds:
+        return check_ids(value, CHANNEL, "channel")
 
-    @field_validator("alert_channel")
+    @field_validator("deployers", "approvers", "oncall")
     @classmethod
-    def _alert_channel(cls, value: str | None) -> str | None:
-        return None if value is None else check_ids([value], CHANNEL, "channel")[0]
-
-    @field_validator("deployers", "approvers")
-    @classmethod
-    def _people(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_ids(list(values), USER_OR_GROUP, "user (U...) or user-group (S...)"))
-
-    @field_validator("oncall")
-    @classmethod
-    def _oncall(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return check_ids([value], USER_OR_GROUP, "user (U...) or user-group (S...)")[0]
+    def _people(cls, value: SlackIds) -> SlackIds:
+        return check_ids(value, USER_OR_GROUP, "user (U...) or user-group (S...)")
