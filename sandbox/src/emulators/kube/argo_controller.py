@@ -67,6 +67,7 @@ class ArgoRolloutController(ReconcileLoop):
         self.step_delay = step_delay
         # (namespace, name) -> (pod hash, step index, when that step was entered)
         self._entered: dict[Key, tuple[str, int, float]] = {}
+        store.listeners.append(self._on_change)
 
     @classmethod
     def if_served(cls, store: ObjectStore, *, step_delay: float) -> ArgoRolloutController | None:

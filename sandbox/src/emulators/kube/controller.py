@@ -67,6 +67,7 @@ class DeploymentController(ReconcileLoop):
         self._tracks: dict[Key, _Track] = {}
         self._ready_at: dict[Key, float] = {}  # pod (namespace, name) -> when it becomes ready
         self._ips = 0
+        store.listeners.append(self._on_change)
 
     def hold(self, namespace: str, name: str, held: bool) -> None:
         with self._cond:

@@ -1,5 +1,6 @@
-"""The event loop the emulator's controllers share (controller.py for Deployments,
-argo_controller.py for Argo Rollouts): a thread that reconciles the objects marked dirty.
+"""The thread every controller of the emulator runs on (`ControllerThread`: jobs.py too), and
+the event loop the Deployment and Argo Rollout controllers share (`ReconcileLoop`: controller.py,
+argo_controller.py), which reconciles the objects marked dirty.
 
 It is event-driven so that thousands of objects cost nothing at rest: the store's listener
 (`_on_change`, called with the store lock held) only marks an object dirty, and a timer heap
@@ -27,34 +28,18 @@ Key = tuple[str, str]
 STOP_JOIN_TIMEOUT = 5.0
 
 
-class ReconcileLoop(ABC):
-    def __init__(
-        self, store: ObjectStore, *, clock: Callable[[], float], name: str, kind_name: str
-    ) -> None:
-        self.store = store
-        self.clock = clock
+class ControllerThread(ABC):
+    """A daemon thread running `_run` until `stop`: `_run` waits on `_cond` and returns once
+    `_stopping` is set (both under `_cond`)."""
+
+    def __init__(self, *, name: str) -> None:
         self._name = name  # the thread's
-        self._kind_name = kind_name  # for the log line of an object that cannot be reconciled
         self._cond = threading.Condition()
-        self._dirty: set[Key] = set()
-        self._timers: list[tuple[float, Key]] = []
-        self._writing = False
         self._stopping = False
         self._thread: threading.Thread | None = None
-        store.listeners.append(self._on_change)
 
     @abstractmethod
-    def _on_change(self, rk: ResourceKind, old: JSON | None, new: JSON | None) -> None:
-        """Store listener (the store lock is held): only takes note of what to reconcile."""
-
-    @abstractmethod
-    def _reconcile(self, key: Key) -> None:
-        """Bring the object `key` (namespace, name) to where it should be now."""
-
-    def _taking(self) -> None:
-        """Called with the condition held as a batch of keys is taken: a controller copies
-        here what its reconciling reads that other threads change (by default nothing)."""
-        return None
+    def _run(self) -> None: ...
 
     def start(self) -> None:
         self._stopping = False
@@ -68,6 +53,33 @@ class ReconcileLoop(ABC):
         if self._thread is not None:
             self._thread.join(timeout=STOP_JOIN_TIMEOUT)
             self._thread = None
+
+
+class ReconcileLoop(ControllerThread):
+    def __init__(
+        self, store: ObjectStore, *, clock: Callable[[], float], name: str, kind_name: str
+    ) -> None:
+        super().__init__(name=name)
+        self.store = store
+        self.clock = clock
+        self._kind_name = kind_name  # for the log line of an object that cannot be reconciled
+        self._dirty: set[Key] = set()
+        self._timers: list[tuple[float, Key]] = []
+        self._writing = False
+        # Each controller adds `_on_change` to `store.listeners` once it is fully built.
+
+    @abstractmethod
+    def _on_change(self, rk: ResourceKind, old: JSON | None, new: JSON | None) -> None:
+        """Store listener (the store lock is held): only takes note of what to reconcile."""
+
+    @abstractmethod
+    def _reconcile(self, key: Key) -> None:
+        """Bring the object `key` (namespace, name) to where it should be now."""
+
+    def _taking(self) -> None:
+        """Called with the condition held as a batch of keys is taken: a controller copies
+        here what its reconciling reads that other threads change (by default nothing)."""
+        return None
 
     def _mark(self, key: Key) -> None:
         """Reconcile `key` soon (the condition must be held)."""
