@@ -17,7 +17,6 @@ whose upload was cut short by a crash is uploaded again (files have no key to lo
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -25,19 +24,18 @@ from datetime import datetime
 from rollout.budget import UPLOAD, WORKSPACE, Call, SlackBudget
 from rollout.model import Rollout
 from rollout.outbox_table import OutboxRow
+from rollout.paced_worker import PacedWorker, Retries
 from rollout.ports import Notifier, RateLimited
 from rollout.stores import Store
 
 log = logging.getLogger(__name__)
 
 CHART = "chart"
-IDLE_WAIT = 1.0
-MAX_BACKOFF = 60.0
 # Renders a rollout's chart as it stood at `at`, with this title: PNG bytes.
 Render = Callable[[Rollout, datetime, str], bytes]
 
 
-class ChartWorker:
+class ChartWorker(PacedWorker):
     def __init__(
         self,
         *,
@@ -47,41 +45,15 @@ class ChartWorker:
         budget: SlackBudget | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(name="chart-worker", log=log, what="chart")
         self._store = store
         self._notifier = notifier
         self._render = render
         self._budget = budget
-        self._monotonic = monotonic
-        self._retry_at: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._retries = Retries(monotonic)
 
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="chart-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                wait = self.work_due()
-            except Exception:
-                log.exception("chart round failed")
-                wait = IDLE_WAIT
-            self._wake.wait(timeout=min(wait, IDLE_WAIT) if wait > 0 else IDLE_WAIT)
-            self._wake.clear()
+    def _round(self) -> float:
+        return self.work_due()
 
     def work_due(self) -> float:
         """Render and upload every chart whose table is in its thread; returns the seconds
@@ -90,7 +62,7 @@ class ChartWorker:
         for row in self._store.outbox(states=("queued",)):
             if row.entry.get("kind") != CHART or self._stopping.is_set():
                 continue
-            due = self._retry_at.get(row.seq, 0.0) - self._monotonic()
+            due = self._retries.due_in(row.seq)
             if self._budget is not None:
                 due = max(due, self._budget.wait(Call(UPLOAD, WORKSPACE)))
             if due > 0:
@@ -133,17 +105,13 @@ class ChartWorker:
             self._store.mark_unsent(row.seq, unsure=False)
             if self._budget is not None:
                 self._budget.refused(Call(UPLOAD, WORKSPACE), retry_after=limited.retry_after)
-            self._retry_at[row.seq] = self._monotonic() + limited.retry_after
+            self._retries.wait(row.seq, limited.retry_after)
             return limited.retry_after
         except Exception as error:
             self._store.mark_unsent(row.seq, unsure=True)
-            failures = self._failures.get(row.seq, 0) + 1
-            self._failures[row.seq] = failures
-            delay = min(MAX_BACKOFF, 0.5 * 2.0 ** (failures - 1))
-            self._retry_at[row.seq] = self._monotonic() + delay
+            delay = self._retries.failed(row.seq)
             log.warning("chart upload for %s failed (again in %gs): %s", rollout.id, delay, error)
             return delay
         self._store.mark_sent(row.seq, None)
-        self._retry_at.pop(row.seq, None)
-        self._failures.pop(row.seq, None)
+        self._retries.succeeded(row.seq)
         return 0.0

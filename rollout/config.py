@@ -4,51 +4,57 @@ The domain reads its policies from here; `bot/config_loader.py` reads the YAML f
 numbers and turns pydantic's errors into `key.path (line N): message` lines. Every `defaults`
 key may be overridden per service: the per-service keys are merged over `defaults` into one
 `Policy` per service before validation, so a service never sees a half-merged policy.
+
+This module holds the policy, the services and the top-level `Config`; each self-contained
+section has a module of its own (`slack:` in config_slack.py, `prometheus:` in
+config_prometheus.py, `api:` in config_api.py, `store:` and `ha:` in config_ha.py, `preflight`
+and `registry:` in gates/config.py), re-exported here so that callers import from one place.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from rollout.durations import parse_duration
+from rollout.config_api import ApiConfig, ApiToken, ApiVerb
+from rollout.config_base import K8S_NAME, Duration, Frozen
+from rollout.config_ha import HaConfig, StoreConfig
+from rollout.config_prometheus import PrometheusAuth, PrometheusConfig, PrometheusTls
+from rollout.config_slack import SlackConfig, SlackRateLimits
 from rollout.gates.config import Gate, RegistryConfig, check_gate_steps
 from rollout.images import parse_registry_rule
 from rollout.traffic import registry
 
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, str):
-        return parse_duration(value)
-    if isinstance(value, bool):
-        raise ValueError("a duration must be text like 30s, 10m, 1h or 1h30m")
-    if isinstance(value, int | float):
-        raise ValueError(f"{value} has no unit: write it like {value}s or {value}m")
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-
-_USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
-_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _check_ids(values: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
-    for value in values:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not a Slack {what} ID")
-    return values
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+__all__ = [
+    "OVERRIDES",
+    "POLICY_KEYS",
+    "AllowOverrides",
+    "ApiConfig",
+    "ApiToken",
+    "ApiVerb",
+    "Config",
+    "Duration",
+    "HaConfig",
+    "KubernetesConfig",
+    "Override",
+    "Policy",
+    "PrometheusAuth",
+    "PrometheusConfig",
+    "PrometheusTls",
+    "RegistryConfig",
+    "Rule",
+    "ServerConfig",
+    "ServiceConfig",
+    "SlackConfig",
+    "SlackRateLimits",
+    "StoreConfig",
+    "validate_steps",
+]
 
 
-class Rule(_Frozen):
+class Rule(Frozen):
     """Roll back when `metric` of the canary is beyond one threshold for the whole `for`.
 
     Exactly one threshold: an absolute `above`/`below`, or one relative to stable
@@ -104,7 +110,7 @@ Override = Literal["steps", "interval", "no_approval", "promote"]
 OVERRIDES: tuple[Override, ...] = ("steps", "interval", "no_approval", "promote")
 
 
-class AllowOverrides(_Frozen):
+class AllowOverrides(Frozen):
     """Who may change a rollout's policy for one rollout: `--steps`, `--interval`,
     `--no-approval` at start, and `/canary promote` (skip the remaining steps).
 
@@ -116,7 +122,7 @@ class AllowOverrides(_Frozen):
     approvers: tuple[Override, ...] | None = None
 
 
-class Policy(_Frozen):
+class Policy(Frozen):
     """How a rollout proceeds: the `defaults` section, overridable per service."""
 
     steps: tuple[int, ...] = (5, 25, 45, 65, 85)
@@ -211,7 +217,7 @@ def validate_steps(steps: tuple[int, ...]) -> tuple[int, ...]:
     return steps
 
 
-class ServiceConfig(_Frozen):
+class ServiceConfig(Frozen):
     """One entry of `services:`; `policy` is `defaults` with this service's overrides on top."""
 
     namespace: str
@@ -235,7 +241,7 @@ class ServiceConfig(_Frozen):
     @field_validator("namespace", "deployment")
     @classmethod
     def _k8s_name(cls, value: str) -> str:
-        if not _K8S_NAME.match(value) or len(value) > 63:
+        if not K8S_NAME.match(value) or len(value) > 63:
             raise ValueError(f"{value!r} is not a valid Kubernetes name (lower-case, digits, '-')")
         return value
 
@@ -279,132 +285,7 @@ class ServiceConfig(_Frozen):
         return ("steps", "interval") if role == "approvers" else ()
 
 
-class SlackRateLimits(_Frozen):
-    """What the outbox sender allows itself per Slack method (rollout/budget.py), kept under
-    Slack's published tiers so that a busy bot is paced by us, in priority order, rather than
-    refused by Slack. Slack's own 429s are honoured all the same."""
-
-    # chat.update is Tier 3 (about 50 a minute, per workspace): card refreshes, approvals.
-    chat_update_per_minute: float = Field(default=50.0, gt=0, le=10_000)
-    # chat.postMessage: about one message a second per channel.
-    post_message_per_channel_per_second: float = Field(default=1.0, gt=0, le=100)
-    # Chart uploads: files.getUploadURLExternal and files.completeUploadExternal are Tier 4
-    # (about 100 a minute); each chart is one of each.
-    file_uploads_per_minute: float = Field(default=100.0, gt=0, le=10_000)
-
-
-class SlackConfig(_Frozen):
-    release_channels: tuple[str, ...] = ()
-    alert_channel: str | None = None
-    oncall: str | None = None
-    deployers: tuple[str, ...] = ()
-    approvers: tuple[str, ...] = ()
-    # A user-group membership read longer ago than this grants nothing (the bot refreshes
-    # memberships in the background, never while Slack waits for an acknowledgement).
-    group_cache_max_age: Duration = timedelta(minutes=10)
-    rate_limits: SlackRateLimits = Field(default_factory=SlackRateLimits)
-
-    @field_validator("group_cache_max_age")
-    @classmethod
-    def _cache_age(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 10:
-            raise ValueError("must be at least 10s (memberships are refreshed in the background)")
-        return value
-
-    @field_validator("release_channels")
-    @classmethod
-    def _channels(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_ids(list(values), _CHANNEL, "channel"))
-
-    @field_validator("alert_channel")
-    @classmethod
-    def _alert_channel(cls, value: str | None) -> str | None:
-        return None if value is None else _check_ids([value], _CHANNEL, "channel")[0]
-
-    @field_validator("deployers", "approvers")
-    @classmethod
-    def _people(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_ids(list(values), _USER_OR_GROUP, "user (U...) or user-group (S...)"))
-
-    @field_validator("oncall")
-    @classmethod
-    def _oncall(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return _check_ids([value], _USER_OR_GROUP, "user (U...) or user-group (S...)")[0]
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _env_name(value: str | None) -> str | None:
-    if value is not None and not _ENV_NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not an environment variable name: it names the variable that holds "
-            "the secret (like PROMETHEUS_TOKEN), never the secret itself"
-        )
-    return value
-
-
-class PrometheusTls(_Frozen):
-    """How the bot checks Prometheus' certificate: always, unless told in so many words."""
-
-    ca_file: str | None = None  # a PEM bundle of the CAs to trust; default: the system's
-    insecure_skip_verify: bool = False
-
-    @model_validator(mode="after")
-    def _one_way(self) -> PrometheusTls:
-        if self.ca_file is not None and self.insecure_skip_verify:
-            raise ValueError(
-                "ca_file and insecure_skip_verify: true contradict each other: keep ca_file "
-                "to verify against it, or drop it to skip verification"
-            )
-        return self
-
-
-class PrometheusAuth(_Frozen):
-    """Credentials for Prometheus (Thanos, Mimir and managed Prometheus want them).
-
-    The config names environment variables, never the secrets themselves, so the file can
-    be committed and shown; start-up fails if a named variable is not set.
-    """
-
-    bearer_token_env: str | None = None
-    username: str | None = None
-    password_env: str | None = None
-
-    _names = field_validator("bearer_token_env", "password_env")(_env_name)
-
-    @model_validator(mode="after")
-    def _one_scheme(self) -> PrometheusAuth:
-        if self.bearer_token_env is not None and (self.username or self.password_env):
-            raise ValueError(
-                "choose one way to authenticate: bearer_token_env, or username with "
-                "password_env, not both"
-            )
-        if (self.username is None) != (self.password_env is None):
-            raise ValueError(
-                "basic auth needs both username and password_env (the variable holding "
-                "the password)"
-            )
-        return self
-
-
-class PrometheusConfig(_Frozen):
-    url: str = "http://127.0.0.1:9090"
-    timeout: Duration = timedelta(seconds=10)
-    tls: PrometheusTls = Field(default_factory=PrometheusTls)
-    auth: PrometheusAuth = Field(default_factory=PrometheusAuth)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.rstrip("/")
-
-
-class KubernetesConfig(_Frozen):
+class KubernetesConfig(Frozen):
     context: str | None = None
     # One deadline per API call, retries included (DESIGN.md "Bounded calls").
     request_timeout: Duration = timedelta(seconds=10)
@@ -419,7 +300,7 @@ class KubernetesConfig(_Frozen):
         return value
 
 
-class ServerConfig(_Frozen):
+class ServerConfig(Frozen):
     """`serve`'s two ports: the main one Slack and pipelines reach, the admin one for probes
     and Prometheus, which the public ingress never exposes (DESIGN.md "Command line")."""
 
@@ -437,122 +318,7 @@ class ServerConfig(_Frozen):
         return self
 
 
-ApiVerb = Literal["start", "read", "rollback"]
-_TOKEN_NAME = re.compile(r"^[a-z0-9][a-z0-9:._/-]{0,62}$")
-
-
-class ApiToken(_Frozen):
-    """One pipeline's bearer token: its name is the actor in the audit log and on the card;
-    the secret itself is read from the environment variable `token_env` (a Secret)."""
-
-    name: str
-    token_env: str
-    services: tuple[str, ...] = Field(min_length=1)
-    verbs: tuple[ApiVerb, ...] = ("start", "read", "rollback")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _TOKEN_NAME.match(value):
-            raise ValueError(
-                f"{value!r}: name a token in lower case, like ci:github-actions (letters, "
-                "digits and : . _ / -); it is shown as the actor, never as a Slack mention"
-            )
-        return value
-
-    @field_validator("token_env")
-    @classmethod
-    def _token_env(cls, value: str) -> str:
-        checked = _env_name(value)
-        assert checked is not None
-        return checked
-
-    def may(self, verb: str, service: str) -> bool:
-        return verb in self.verbs and ("*" in self.services or service in self.services)
-
-
-class ApiConfig(_Frozen):
-    """The pipeline API (`/api/v1`): where its rollouts are announced, and who may call it."""
-
-    channel: str | None = None
-    tokens: tuple[ApiToken, ...] = ()
-
-    @field_validator("channel")
-    @classmethod
-    def _channel(cls, value: str | None) -> str | None:
-        return None if value is None else _check_ids([value], _CHANNEL, "channel")[0]
-
-    @field_validator("tokens")
-    @classmethod
-    def _unique(cls, tokens: tuple[ApiToken, ...]) -> tuple[ApiToken, ...]:
-        names = [token.name for token in tokens]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise ValueError(f"token name(s) {', '.join(twice)} used twice: give each its own")
-        return tokens
-
-
-class StoreConfig(_Frozen):
-    """SQLite at `path` (one replica), or PostgreSQL at `url` (several; DESIGN.md "High
-    availability"). `CANARY_STORE_URL` overrides `url` and is where the password goes."""
-
-    path: str = "canary-bot.db"
-    url: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _no_password(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-            raise ValueError(
-                "store.url must be a PostgreSQL URL like postgresql://canary@db:5432/canary "
-                "(leave it out to use the SQLite file at store.path)"
-            )
-        userinfo = rest.split("/", 1)[0].rpartition("@")[0]
-        if ":" in userinfo or "password=" in rest:
-            raise ValueError(
-                "store.url holds a password; a config file is no place for one: write "
-                "postgresql://user@host:5432/db here and give the whole URL, password "
-                "included, in the CANARY_STORE_URL environment variable (from a Secret)"
-            )
-        return url
-
-
-class HaConfig(_Frozen):
-    """Leader election on a Lease (DESIGN.md "High availability"); used only with `store.url`.
-
-    The order matters: a leader that has not renewed within `renew_deadline` steps down, and
-    the others take over only once `lease_duration` has passed since they last saw it renew,
-    so the old leader has stopped before anyone else starts."""
-
-    lease_name: str = "canary-bot"
-    lease_namespace: str = "canary-bot"
-    lease_duration: Duration = timedelta(seconds=15)
-    renew_deadline: Duration = timedelta(seconds=10)
-    retry_period: Duration = timedelta(seconds=2)
-
-    @field_validator("lease_name", "lease_namespace")
-    @classmethod
-    def _k8s_name(cls, value: str) -> str:
-        if not _K8S_NAME.match(value):
-            raise ValueError(f"{value!r}: use lower-case letters, digits and '-'")
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> HaConfig:
-        if not timedelta(0) < self.retry_period < self.renew_deadline < self.lease_duration:
-            raise ValueError(
-                "need 0 < retry_period < renew_deadline < lease_duration (got "
-                f"{self.retry_period.total_seconds():g}s, "
-                f"{self.renew_deadline.total_seconds():g}s, "
-                f"{self.lease_duration.total_seconds():g}s), like 2s, 10s, 15s"
-            )
-        return self
-
-
-class Config(_Frozen):
+class Config(Frozen):
     slack: SlackConfig = Field(default_factory=SlackConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
@@ -587,7 +353,7 @@ class Config(_Frozen):
     @classmethod
     def _service_names(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
         for name in services:
-            if not _K8S_NAME.match(name):
+            if not K8S_NAME.match(name):
                 raise ValueError(f"service name {name!r}: use lower-case letters, digits and '-'")
         return services
 

@@ -33,6 +33,7 @@ from rollout.events import Alert
 from rollout.machine import Announce, CloseApproval, Page, RequestApproval
 from rollout.model import Rollout
 from rollout.outbox import from_json
+from rollout.paced_worker import PacedWorker, Retries
 from rollout.ports import Clock, Notifier, RateLimited
 from rollout.stores import OutboxRow, Store
 
@@ -41,14 +42,12 @@ log = logging.getLogger(__name__)
 BOT = "canary-bot"
 # Posts that can be looked for by key after a crash; updates are simply done again.
 SEARCHABLE = frozenset({"card", "announce", "page", "request_approval", "snapshot"})
-MAX_BACKOFF = 60.0
-IDLE_WAIT = 1.0
 PAUSED = -1.0
 # Judges a snapshot as it was at `at`: the analysis and the history for its chart.
 SnapshotSource = Callable[[Rollout, datetime], tuple[Analysis, Sequence[Measurement]] | None]
 
 
-class OutboxSender:
+class OutboxSender(PacedWorker):
     def __init__(
         self,
         *,
@@ -61,6 +60,7 @@ class OutboxSender:
         budget: SlackBudget | None = None,
         alert_channel: str | None = None,
     ) -> None:
+        super().__init__(name="outbox-sender", log=log, what="outbox")
         self._budget = budget  # None: no pacing of our own (Slack's 429s pause everything)
         self._alert_channel = alert_channel
         self._on_deadline = on_deadline or (lambda what: None)
@@ -70,48 +70,21 @@ class OutboxSender:
         self._snapshots = snapshots
         self._monotonic = monotonic
         self._paused_until = 0.0
-        self._retry_at: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._round = threading.Lock()
-
-    # ----------------------------------------------------------------- the thread
+        self._retries = Retries(monotonic)
+        self._round_lock = threading.Lock()
 
     def start(self) -> None:
+        """Rows left `sending` by a crash become `unsure` before the first round."""
         self._store.recover_sending()
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Something was queued: send it now rather than at the next idle check."""
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                wait = self.send_due()
-            except Exception:
-                log.exception("outbox round failed")
-                wait = IDLE_WAIT
-            self._wake.wait(timeout=min(wait, IDLE_WAIT) if wait > 0 else IDLE_WAIT)
-            self._wake.clear()
-
-    # ----------------------------------------------------------------- one round
+    def _round(self) -> float:
+        return self.send_due()
 
     def send_due(self) -> float:
         """Send what is due, most urgent first, within the Slack budget; returns the seconds
         until something may be due again (0 when nothing waits). Never sleeps."""
-        with self._round:
+        with self._round_lock:
             if self._monotonic() < self._paused_until:
                 return self._paused_until - self._monotonic()
             round_ = _Round(self._store.outbox(states=("held", "queued")))
@@ -136,7 +109,7 @@ class OutboxSender:
             if rollout is None:
                 round_.skip(row)
                 continue
-            due = self._retry_at.get(row.seq, 0.0) - self._monotonic()
+            due = self._retries.due_in(row.seq)
             if self._budget is not None:
                 due = max(due, self._budget.wait(self._cost(rollout, row)))
             if due <= 0:
@@ -166,8 +139,7 @@ class OutboxSender:
         except Exception as error:
             round_.skip(row)
             return self._failed(rollout, row, error)
-        self._retry_at.pop(row.seq, None)
-        self._failures.pop(row.seq, None)
+        self._retries.succeeded(row.seq)
         round_.sent(row)
         return 0.0
 
@@ -175,10 +147,7 @@ class OutboxSender:
         self._store.mark_unsent(row.seq, unsure=True)
         if _timed_out(error):
             self._on_deadline(f"{row.key} of {rollout.id}")
-        failures = self._failures.get(row.seq, 0) + 1
-        self._failures[row.seq] = failures
-        delay = min(MAX_BACKOFF, 0.5 * 2.0 ** (failures - 1))
-        self._retry_at[row.seq] = self._monotonic() + delay
+        delay = self._retries.failed(row.seq)
         log.warning(
             "Slack call for %s %s failed (again in %gs): %s: %s",
             rollout.id,

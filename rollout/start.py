@@ -84,13 +84,8 @@ class Starts:
         with self._lock:
             if delivery is not None and self._store.delivery_seen(delivery):
                 return None
-            problem = self.check(request)
-            if problem:
-                raise StartRefused(problem)
-            service = self._config.services[request.service]
-            rollout = draft(request, service, now=self._clock.now(), pinning=self._pinning)
             try:
-                self._store.create(rollout, actor=request.by, detail=f"image {request.image}")
+                rollout = self._record(request)
             except ActiveRolloutExists as error:
                 raise StartRefused(str(error)) from error
             if delivery is not None:
@@ -108,18 +103,8 @@ class Starts:
             replayed = self._replay(key, fingerprint)
             if replayed is not None:
                 return replayed, False
-            problem = self.check(request)
-            if problem:
-                raise StartRefused(problem)
-            service = self._config.services[request.service]
-            rollout = draft(request, service, now=self._clock.now(), pinning=self._pinning)
             try:
-                self._store.create(
-                    rollout,
-                    actor=request.by,
-                    detail=f"image {request.image}",
-                    idempotency=(key, fingerprint),
-                )
+                rollout = self._record(request, idempotency=(key, fingerprint))
             except ActiveRolloutExists as error:
                 # Another replica may have taken the same retried request a moment ago: the
                 # lock above is one process's, the key's primary key is every replica's.
@@ -128,6 +113,22 @@ class Starts:
                     return replayed, False
                 raise StartRefused(str(error)) from error
             return rollout, True
+
+    def _record(
+        self, request: StartRequest, *, idempotency: tuple[str, str] | None = None
+    ) -> Rollout:
+        """Check the request, draft its rollout and store it (the caller holds the lock).
+        Raises StartRefused for a failed check, and lets ActiveRolloutExists through: each
+        caller answers a rollout that got in first in its own way."""
+        problem = self.check(request)
+        if problem:
+            raise StartRefused(problem)
+        service = self._config.services[request.service]
+        rollout = draft(request, service, now=self._clock.now(), pinning=self._pinning)
+        self._store.create(
+            rollout, actor=request.by, detail=f"image {request.image}", idempotency=idempotency
+        )
+        return rollout
 
     def _replay(self, key: str, fingerprint: str) -> Rollout | None:
         """The rollout a request with this key started before, or None if the key is new."""

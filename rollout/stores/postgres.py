@@ -10,7 +10,7 @@ the fencing check reads the leadership row `FOR SHARE`, so `take_leadership` (an
 row) waits for fenced writes in flight, and no fenced write starts on an old epoch after it.
 
 The password comes from `CANARY_STORE_URL` (or a Secret mounted into it), never from the config
-file (rollout/config.py refuses a `store.url` with one).
+file (rollout/config_ha.py refuses a `store.url` with one).
 """
 
 from __future__ import annotations

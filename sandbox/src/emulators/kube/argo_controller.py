@@ -27,21 +27,16 @@ kinds as passed at once, and ignores `blueGreen`.
 
 from __future__ import annotations
 
-import heapq
-import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from emulators.kube.controller import template_hash
+from emulators.kube.deployment_objects import template_hash
 from emulators.kube.objects import ObjectStore, clone, timestamp
+from emulators.kube.reconcile_loop import JSON, Key, ReconcileLoop
 from emulators.kube.resources import ResourceKind
 
-log = logging.getLogger(__name__)
-JSON = dict[str, Any]
-Key = tuple[str, str]
 API_VERSION = "argoproj.io/v1alpha1"
 PAUSE_REASON = "CanaryPauseStep"
 _DURATION = re.compile(r"^(\d+)(s|m|h)?$")
@@ -58,7 +53,7 @@ def pause_seconds(duration: Any) -> float | None:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-class ArgoRolloutController:
+class ArgoRolloutController(ReconcileLoop):
     def __init__(
         self,
         store: ObjectStore,
@@ -67,18 +62,11 @@ class ArgoRolloutController:
         step_delay: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        super().__init__(store, clock=clock, name="kube-argo-rollouts", kind_name="Rollout")
         self.kind = kind
         self.step_delay = step_delay
-        self.clock = clock
-        self._cond = threading.Condition()
-        self._dirty: set[Key] = set()
-        self._timers: list[tuple[float, Key]] = []
         # (namespace, name) -> (pod hash, step index, when that step was entered)
         self._entered: dict[Key, tuple[str, int, float]] = {}
-        self._writing = False
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
 
     @classmethod
@@ -87,54 +75,13 @@ class ArgoRolloutController:
         found = store.registry.by_kind(API_VERSION, "Rollout")
         return None if found is None else cls(store, found[0], step_delay=step_delay)
 
-    # --- lifecycle (as the Deployment controller's) -----------------------------------------
-
-    def start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="kube-argo-rollouts", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
     def _on_change(self, rk: ResourceKind, old: JSON | None, new: JSON | None) -> None:
         """Store listener (the store lock is held): only takes note of what to reconcile."""
         if self._writing or rk is not self.kind:
             return
         meta = (new if new is not None else old or {})["metadata"]
         with self._cond:
-            self._dirty.add((meta["namespace"], meta["name"]))
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping:
-                    now = self.clock()
-                    while self._timers and self._timers[0][0] <= now:
-                        self._dirty.add(heapq.heappop(self._timers)[1])
-                    if self._dirty:
-                        break
-                    wait = self._timers[0][0] - now if self._timers else None
-                    self._cond.wait(timeout=wait)
-                if self._stopping:
-                    return
-                keys, self._dirty = sorted(self._dirty), set()
-            for key in keys:
-                with self.store.lock:
-                    try:
-                        self._reconcile(key)
-                    except Exception:  # an object only validate=False lets in; keep going
-                        log.exception("kube emulator: cannot reconcile Rollout %s/%s", *key)
-
-    def _wake(self, when: float, key: Key) -> None:
-        with self._cond:
-            heapq.heappush(self._timers, (when, key))
+            self._mark((meta["namespace"], meta["name"]))
 
     # --- reconciling ------------------------------------------------------------------------
 
@@ -164,11 +111,7 @@ class ArgoRolloutController:
         if status != rollout.get("status"):
             new = clone(rollout)
             new["status"] = status
-            self._writing = True
-            try:
-                self.store.update(self.kind, rollout, new)
-            finally:
-                self._writing = False
+            self.store.update(self.kind, rollout, new)
 
     def _settle(self, status: JSON, steps: list[JSON], current: str) -> None:
         """Stable runs the template: fully promoted, or rolled back by reverting the template."""
@@ -200,7 +143,7 @@ class ArgoRolloutController:
             if index >= len(steps):
                 if now - entered < self.step_delay:
                     self._progressing(status, "more replicas need to be updated")
-                    self._wake(entered + self.step_delay, key)
+                    self._at(entered + self.step_delay, key)
                     return
                 status["stableRS"] = current
                 self._settle(status, steps, current)
@@ -209,7 +152,7 @@ class ArgoRolloutController:
             if "setWeight" in step:
                 if now - entered < self.step_delay:
                     self._progressing(status, "canary pods are starting")
-                    self._wake(entered + self.step_delay, key)
+                    self._at(entered + self.step_delay, key)
                     return
                 # As the real controller: `controllerPause` outlives no pause condition, so
                 # the next pause step is not mistaken for one that was promoted.
@@ -240,7 +183,7 @@ class ArgoRolloutController:
             status["controllerPause"] = False
             return True
         if seconds is not None:
-            self._wake(entered + seconds, key)
+            self._at(entered + seconds, key)
         status.update(phase="Paused", message=PAUSE_REASON)
         return False
 

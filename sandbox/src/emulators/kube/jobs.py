@@ -17,12 +17,12 @@ import heapq
 import logging
 import re
 import shlex
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from emulators.kube.objects import ObjectStore, clone, timestamp
+from emulators.kube.reconcile_loop import ControllerThread
 from emulators.kube.resources import ResourceKind
 
 JSON = dict[str, Any]
@@ -76,8 +76,9 @@ class _Run:
     logs: dict[str, str] = field(default_factory=dict)
 
 
-class JobController:
+class JobController(ControllerThread):
     def __init__(self, store: ObjectStore, *, start_delay: float = 0.05) -> None:
+        super().__init__(name="kube-jobs")
         self.store = store
         self.start_delay = start_delay
         found_job = store.registry.by_kind("batch/v1", "Job")
@@ -85,26 +86,10 @@ class JobController:
         assert found_job is not None and found_pod is not None
         self._jobs: ResourceKind = found_job[0]
         self._pods: ResourceKind = found_pod[0]
-        self._cond = threading.Condition()
         self._timers: list[tuple[float, str, Key]] = []
         self._runs: dict[Key, _Run] = {}
         self._logs: dict[Key, str] = {}  # pod (namespace, name) -> its output
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         store.listeners.append(self._on_change)
-
-    def start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="kube-jobs", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def pod_log(self, namespace: str, name: str, tail_lines: int | None = None) -> str | None:
         with self._cond:
@@ -126,7 +111,7 @@ class JobController:
             heapq.heappush(self._timers, (when, what, key))
             self._cond.notify_all()
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stopping:
