@@ -131,7 +131,8 @@ def create_web_app(runtime: Runtime) -> Flask:
     @web.post("/slack/events")
     def slack_events() -> Response:
         started = time.perf_counter()
-        response = _slack_answer(runtime.app, runtime.signatures)
+        with runtime.foreground.serving():  # background work waits for this answer
+            response = _slack_answer(runtime.app, runtime.signatures)
         # Group memberships a check found missing or ageing are fetched once this answer
         # has been sent: nothing Slack waits for calls Slack.
         response.call_on_close(runtime.directory.wake)
