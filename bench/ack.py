@@ -208,7 +208,10 @@ def run(args: argparse.Namespace) -> int:
                 common.wait_until(
                     lambda port=port: _healthy(port), timeout=30, what=f"{name} /healthz"
                 )
-            figures = measure(box, ports=ports, bot=processes[0], pool=pool, rounds=args.rounds)
+            pids = {"bot": processes[0].pid, "bare": processes[1].pid}
+            figures = measure(
+                box, ports=ports, bot=processes[0], pids=pids, pool=pool, rounds=args.rounds
+            )
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             for process in processes:
@@ -224,6 +227,7 @@ def measure(
     *,
     ports: dict[str, int],
     bot: subprocess.Popen[bytes],
+    pids: dict[str, int],
     pool: ProcessPoolExecutor,
     rounds: int,
 ) -> dict[str, Any]:
@@ -244,13 +248,17 @@ def measure(
     settle()
 
     phases: dict[str, Any] = {}
-    phases["idle"] = _phase(box, ports=ports, bot=bot, pool=pool, rounds=rounds, text="checkout")
+    phases["idle"] = _phase(
+        box, ports=ports, bot=bot, pids=pids, pool=pool, rounds=rounds, text="checkout"
+    )
     settle()
     # During a rollout: `busy` moves a step a second; measured once it has begun moving.
     pool.submit(fire, ports["bot"], [signed_command(box, f"start busy {NEW_TAG}")]).result()
     common.wait_until(lambda: _steps_posted(box) >= 2, timeout=60, what="busy at step 2")
     steps_before, calls_before = _steps_posted(box), len(box.slack.calls)
-    phases["rollout"] = _phase(box, ports=ports, bot=bot, pool=pool, rounds=rounds, text="busy")
+    phases["rollout"] = _phase(
+        box, ports=ports, bot=bot, pids=pids, pool=pool, rounds=rounds, text="busy"
+    )
     phases["rollout"]["steps_during"] = _steps_posted(box) - steps_before
     phases["rollout"]["slack_calls_during"] = len(box.slack.calls) - calls_before
     return {"n": N, "rounds": rounds, "phases": phases}
@@ -261,6 +269,7 @@ def _phase(
     *,
     ports: dict[str, int],
     bot: subprocess.Popen[bytes],
+    pids: dict[str, int],
     pool: ProcessPoolExecutor,
     rounds: int,
     text: str,
@@ -269,13 +278,22 @@ def _phase(
     the same machine load; a short pause between rounds lets the bot's after-ack work run."""
     latencies: dict[str, list[float]] = {"bot": [], "bare": []}
     statuses: dict[str, dict[int, int]] = {"bot": {}, "bare": {}}
+    # Each server's CPU while its rounds are answered (not in the pauses): per request, what
+    # the 50 requests of a round queue behind on the server's one GIL.
+    round_cpu: dict[str, float] = {"bot": 0.0, "bare": 0.0}
+    # The slowest request of each round: one slow round of 50 sets the p99 of 1,000 alone.
+    round_max: dict[str, list[float]] = {"bot": [], "bare": []}
     cpu_before, wall_before = common.cpu_seconds(bot.pid), time.monotonic()
     for _ in range(rounds):
         for name, port in ports.items():
             batch = [signed_command(box, f"status {text}") for _ in range(N)]
-            for status, seconds in pool.submit(fire, port, batch).result():
+            before = common.cpu_seconds(pids[name])
+            answers = pool.submit(fire, port, batch).result()
+            for status, seconds in answers:
                 latencies[name].append(seconds * 1000)
                 statuses[name][status] = statuses[name].get(status, 0) + 1
+            round_max[name].append(round(max(s for _, s in answers) * 1000, 1))
+            round_cpu[name] += common.cpu_seconds(pids[name]) - before
             time.sleep(0.3)
     figures: dict[str, Any] = {"command": f"/canary status {text}"}
     for name, values in latencies.items():
@@ -285,6 +303,8 @@ def _phase(
             "p99_ms": round(common.percentile(values, 99), 1),
             "max_ms": round(max(values), 1),
             "http_statuses": statuses[name],
+            "cpu_ms_per_request": round(round_cpu[name] * 1000 / len(values), 2),
+            "round_max_ms": round_max[name],
         }
     figures["ratio_p99"] = round(figures["bot"]["p99_ms"] / figures["bare"]["p99_ms"], 2)
     figures["bot_cpu_seconds"] = round(common.cpu_seconds(bot.pid) - cpu_before, 2)
@@ -310,15 +330,24 @@ def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
         for name in ("bare", "bot"):
             side = data[name]
             rows.append(
-                [phase, name, side["requests"], side["p50_ms"], side["p99_ms"], side["max_ms"]]
+                [
+                    phase,
+                    name,
+                    side["requests"],
+                    side["p50_ms"],
+                    side["p99_ms"],
+                    side["max_ms"],
+                    side["cpu_ms_per_request"],
+                ]
             )
-        rows.append([phase, "bot / bare (p99)", "", "", data["ratio_p99"], ""])
+        rows.append([phase, "bot / bare (p99)", "", "", data["ratio_p99"], "", ""])
         targets.append(
             common.Target(f"bot p99 {phase}", data["bot"]["p99_ms"], P99_TARGET_MS, "ms")
         )
         targets.append(common.Target(f"bot/bare p99 {phase}", data["ratio_p99"], FLOOR_RATIO, "x"))
     print()
-    print(common.table(["phase", "server", "requests", "p50 ms", "p99 ms", "max ms"], rows))
+    headings = ["phase", "server", "requests", "p50 ms", "p99 ms", "max ms", "CPU ms/request"]
+    print(common.table(headings, rows))
     busy = figures["phases"]["rollout"]
     print(
         f"  during the rollout phase: {busy['steps_during']} steps reached, "

@@ -28,6 +28,7 @@ from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
 from bot.chart_renderer import ChartRenderer
+from bot.foreground import Foreground, after_acks
 from bot.ha import LeaderOnlyNotifier, Leadership, bounded_transactions
 from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
@@ -108,6 +109,8 @@ class Runtime:
         self.leadership: Leadership | None = None
         self.config = config
         self.clock = clock or SystemClock()
+        # Requests Slack waits on, in flight: background work lets them finish first.
+        self.foreground = Foreground()
         url = store_url(config.store.url, env)
         install_redaction(*url_passwords(url))
         self.store: Store = open_store(
@@ -146,7 +149,7 @@ class Runtime:
         self.scheduler = BeatScheduler(
             url=self.store.scheduler_url,
             interval=self._shortest_interval(config),
-            beat=self.engine.tick_all,
+            beat=after_acks(self.foreground, self.engine.tick_all),
         )
         if ha_enabled(config, env):
             self.leadership = self._build_leadership(kube_client, on_lost_lease)
@@ -170,9 +173,11 @@ class Runtime:
     ) -> tuple[OutboxSender, ChartWorker, ChartRenderer]:
         """The outbox sender and the chart worker, sharing one notifier and one budget."""
         # Every Slack message of a rollout goes out through this one sender, on its own
-        # thread: ticks and requests only queue messages (rollout/sender.py).
+        # thread: ticks and requests only queue messages (rollout/sender.py). Asked right
+        # before every Slack call, `leading` first lets acknowledgements in flight finish.
         notifier = LeaderOnlyNotifier(
-            SlackNotifier(client=self.web, config=self.config), leading=self._leads
+            SlackNotifier(client=self.web, config=self.config),
+            leading=after_acks(self.foreground, self._leads),
         )
         # One Slack budget for the sender and the chart worker (rollout/budget.py).
         slack_budget = SlackBudget(self.config.slack.rate_limits, monotonic=time.monotonic)
@@ -191,7 +196,7 @@ class Runtime:
         charts = ChartWorker(
             store=self.store,
             notifier=notifier,
-            render=render_chart or renderer,
+            render=after_acks(self.foreground, render_chart or renderer),
             budget=slack_budget,
         )
         return sender, charts, renderer
@@ -292,6 +297,7 @@ class Runtime:
 
     def _run_after_ack(self, work: Callable[[], object]) -> None:
         def run() -> None:
+            self.foreground.wait_quiet()  # the burst this request came in is answered first
             try:
                 work()
             except Exception as error:  # @app.error does not see work done after the ack

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from functools import lru_cache
 from typing import Any
 
 from handlers.blocks import status_message
@@ -75,4 +76,12 @@ class StatusReplies:
 
 def with_note(payload: Payload, note: str) -> Payload:
     """The answer with a context line added (a new dict: the kept one is shared)."""
-    return {**payload, "blocks": [*payload["blocks"], context(note).to_dict()]}
+    return {**payload, "blocks": [*payload["blocks"], _note_block(note)]}
+
+
+@lru_cache(maxsize=64)
+def _note_block(note: str) -> dict[str, Any]:
+    """The rendered context line, per text: the "no new snapshot, ask again in ..." note
+    changes once a second at most, and rendering it through slack_sdk's models (which check
+    Slack's limits) cost about as much as the rest of a cached answer."""
+    return context(note).to_dict()

@@ -41,3 +41,7 @@ def test_a_note_is_added_to_a_copy_never_to_the_kept_answer() -> None:
     assert len(noted["blocks"]) == len(kept["blocks"]) + 1
     assert replies.payload(rollout, cluster_name="prod") == kept
     assert "No new snapshot" not in str(kept)
+    # Notes are rendered once per text, and each answer shows its own.
+    later = with_note(kept, "ask again in 5s")
+    assert later["blocks"][-1] != noted["blocks"][-1] and "ask again in 5s" in str(later)
+    assert with_note(kept, "No new snapshot") == noted

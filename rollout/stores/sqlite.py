@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from rollout.audit_chain import GENESIS, row_hash
+from rollout.model import Rollout
 from rollout.stores.migrations import Migration, migrate
 from rollout.stores.sql import IDEMPOTENCY_KEYS as _IDEMPOTENCY_KEYS
 from rollout.stores.sql import SqlStore
@@ -62,6 +63,9 @@ class SqliteStore(SqlStore):
         # Request-path reads (see `_request_read`): one connection per thread that asks.
         self._readers = threading.local()
         self._reader_dbs: list[sqlite_utils.Database] = []
+        # What `active_for` found per service, and the file's count of writes then.
+        self._writes = _writes_to(self.path)
+        self._active_kept: dict[str, tuple[int, Rollout | None]] = {}
         with self._begin() as tx:
             self.schema_version = migrate(tx, MIGRATIONS, where=str(self.path))
 
@@ -74,7 +78,10 @@ class SqliteStore(SqlStore):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            finally:
+                self._writes.bump()  # once committed, what `active_for` kept may be old
 
     @contextmanager
     def _read(self) -> Iterator[Tx]:
@@ -100,6 +107,27 @@ class SqliteStore(SqlStore):
                 self._reader_dbs.append(db)
         yield SqliteTx(db)
 
+    def active_for(self, service: str) -> Rollout | None:
+        """The service's active rollout, read from the database only when something was
+        written since it was last read.
+
+        Every write to this file goes through `_begin` of a store in this process (`serve`
+        holds the file's lock; tools only read), so the file's count of committed write
+        transactions, shared by every store object on it, says when a read may be out of
+        date. `/canary status` then costs no SQLite call at all while nothing changed: the
+        read itself was cheap, but SQLite releases the GIL around each step of a query, and
+        with fifty acknowledgements in flight every release handed the interpreter to another
+        thread and back, about 18 context switches a request (bench/ack.py). A read that
+        races a write keeps the count it saw before reading, so the next read after the
+        write goes to the database again."""
+        writes = self._writes.value
+        kept = self._active_kept.get(service)
+        if kept is not None and kept[0] == writes:
+            return kept[1]
+        found = super().active_for(service)
+        self._active_kept[service] = (writes, found)
+        return found
+
     @property
     def scheduler_url(self) -> str:
         return f"sqlite:///{self.path}"
@@ -109,6 +137,27 @@ class SqliteStore(SqlStore):
             for reader in self._reader_dbs:
                 reader.conn.close()
             self._db.conn.close()
+
+
+class _WriteCount:
+    """Committed write transactions to one file, by any store object of this process."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+_WRITE_COUNTS: dict[Path, _WriteCount] = {}
+_WRITE_COUNTS_LOCK = threading.Lock()
+
+
+def _writes_to(path: Path) -> _WriteCount:
+    with _WRITE_COUNTS_LOCK:
+        return _WRITE_COUNTS.setdefault(path.resolve(), _WriteCount())
 
 
 def _chain_audit_rows(tx: Tx) -> None:

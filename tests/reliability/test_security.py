@@ -205,6 +205,27 @@ def _events_url(sandbox: Sandbox) -> str:
     return f"{sandbox.server.url}/slack/events"
 
 
+@pytest.mark.timeout(30)
+def test_the_shape_check_judges_the_body_as_bolt_reads_it(sandbox: Sandbox) -> None:
+    """The body is parsed once, by Bolt, and the shape check reads that parse: the check and
+    the listeners never read one body two ways. Bolt takes a body for JSON only under exactly
+    `application/json` (or when it starts with `{`); Werkzeug's mimetype is lowercased. Parsed
+    a second time by the check from the mimetype, a form body under `Application/JSON` was
+    judged as JSON that Bolt never saw."""
+    odd = "Application/JSON"
+    status = sandbox.driver.post_raw(start_form(sandbox, "status checkout"), content_type=odd)
+    assert status.status == 200, status.body  # the form Bolt reads is a good command
+    assert "has no rollouts yet" in status.body
+
+    # A click without `actions`, which every click carries: Bolt reads it from the form.
+    click = {"type": "block_actions", "user": {"id": BOB}, "team": {"id": "T0CANARY"}}
+    body = urlencode({"payload": json.dumps(click)}).encode()
+    refused = sandbox.driver.post_raw(body, content_type=odd)
+    assert refused.status == 400
+    assert refused.json == {"error": "malformed interaction payload at payload"}
+    nothing_happened(sandbox)
+
+
 # --------------------------------------------------------------------------- authorisation
 
 

@@ -53,6 +53,38 @@ def test_a_save_replaces_the_rollout_and_a_finished_one_leaves_the_active_list(
     assert [r.phase for r in store.history("checkout")] == [Phase.SUCCEEDED]
 
 
+def test_a_request_read_decodes_a_stored_row_once_and_sees_every_change(store: Store) -> None:
+    """`active_for` (what `/canary status` reads) keeps the decoded record per stored row: the
+    same row is one shared value, and a save, or a card that reached Slack, is read anew."""
+    started(store)
+    first = store.active_for("checkout")
+    assert first is not None and store.active_for("checkout") is first
+    advance(store, "r-1", phase=Phase.PROGRESSING, step_index=0, weight=5.0)
+    moved = store.active_for("checkout")
+    assert moved is not None and moved == store.get("r-1")
+    assert (moved.phase, moved.weight, moved.version) == (Phase.PROGRESSING, 5.0, first.version + 1)
+    # The card's ts lives in the outbox, not in the row: the row's text alone is no key.
+    store.queue("r-1", [("card", {"kind": "card"})])
+    [card] = store.unsent("r-1")
+    store.mark_sending(card.seq)
+    store.mark_sent(card.seq, "1700000000.000100")
+    sent = store.active_for("checkout")
+    assert sent is not None and sent.thread_ts == "1700000000.000100" and moved.thread_ts is None
+
+
+def test_a_request_read_sees_what_another_store_object_wrote(store: Store, another: Store) -> None:
+    """What a store object kept for `active_for` is not kept past a write made through any
+    other store object on the same database (another replica, or another part of the bot)."""
+    started(store)
+    first = store.active_for("checkout")
+    assert first is not None and first.weight == 0.0
+    advance(another, "r-1", phase=Phase.PROGRESSING, step_index=0, weight=5.0)
+    moved = store.active_for("checkout")
+    assert moved is not None and (moved.phase, moved.weight) == (Phase.PROGRESSING, 5.0)
+    advance(another, "r-1", phase=Phase.SUCCEEDED)
+    assert store.active_for("checkout") is None
+
+
 def test_an_idempotency_key_is_kept_with_the_rollout_it_started(store: Store) -> None:
     store.create(rollout(id="r-1"), actor="ci:github-actions", idempotency=("k-1", "sha-a"))
     assert store.idempotent("k-1") == ("sha-a", "r-1")
