@@ -38,14 +38,15 @@ class Observer:
         self._analyzer = analyzer
 
     def record_measurements(self, rollouts: Sequence[Rollout], *, now: datetime) -> None:
-        """One batched measurement of every due rollout, stored for judging and charts."""
+        """One batched measurement of every due rollout, stored (in one transaction) for
+        judging and charts."""
         if self._analyzer is None:
             return
         targets = [self._target(r) for r in rollouts if self.rules(r)]
         if not targets:
             return
-        for rollout_id, measurement in self._analyzer.measure(targets, now=now).items():
-            self._store.add_measurement(rollout_id, at=measurement.at, data=measurement.to_json())
+        measured = self._analyzer.measure(targets, now=now)
+        self._store.add_measurements([(i, m.at, m.to_json()) for i, m in measured.items()])
 
     def observe(self, rollout: Rollout, *, now: datetime) -> tuple[Observation, Analysis | None]:
         traffic: TrafficStatus | None = None

@@ -320,12 +320,20 @@ class SqlStore(OutboxMethods):
     # ----------------------------------------------------------------- measurements
 
     def add_measurement(self, rollout_id: str, *, at: datetime, data: dict[str, Any]) -> None:
+        self.add_measurements([(rollout_id, at, data)])
+
+    def add_measurements(self, rows: Sequence[tuple[str, datetime, dict[str, Any]]]) -> None:
+        """A beat's measurements of every rollout (rollout id, at, data), in one transaction
+        rather than one each."""
+        if not rows:
+            return
         with self._tx() as tx:
-            _insert(
-                tx,
-                "measurements",
-                {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
-            )
+            for rollout_id, at, data in rows:
+                _insert(
+                    tx,
+                    "measurements",
+                    {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
+                )
 
     def measurements(
         self, rollout_id: str, *, since: datetime, until: datetime | None = None
