@@ -45,7 +45,7 @@ from rollout.gates.job import JobGates
 from rollout.kube_reads import BeatReads, observing
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import Phase, Rollout
-from rollout.observer import Observer
+from rollout.observer import BeatHistories, Observer
 from rollout.oci import ImageRegistry
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
@@ -229,7 +229,13 @@ class Engine:
         self._last_reads = reads
         held = frozenset(self.store.holding())
         self.observer.record_measurements(due, now=now)
-        beat = Beat(at=now, reads=reads, records={r.id: r for r in due}, held=held)
+        beat = Beat(
+            at=now,
+            reads=reads,
+            records={r.id: r for r in due},
+            held=held,
+            histories=self.observer.histories(due, now=now),
+        )
         for rollout in due:
             self._last_tick[rollout.id] = now
             self._pool.launch(rollout.id, partial(self.tick, rollout.id, beat=beat))
@@ -278,8 +284,9 @@ class Engine:
         if rollout.gate is not None and rollout.gate.startswith("job:"):
             rollout = self._gates.check_job(rollout, now=now)
         reads = beat.reads if beat is not None else None
+        history = beat.histories.take(rollout_id) if beat is not None else None
         with observing(reads):
-            observation, analysis = self.observer.observe(rollout, now=now)
+            observation, analysis = self.observer.observe(rollout, now=now, history=history)
 
         def decide(fresh: Rollout) -> Decision:
             decision = advance(fresh, observation, now=now)
@@ -371,13 +378,15 @@ class Engine:
 
 @dataclass(frozen=True)
 class Beat:
-    """What one beat read once for all its ticks: its time, its cluster reads, every due
-    rollout's record as `Store.active` loaded it, and the rollouts with held messages then."""
+    """What one beat reads once for all its ticks: its time, its cluster reads, every due
+    rollout's record as `Store.active` loaded it, the rollouts with held messages then, and
+    the measurements each is judged on (read a group of rollouts at a time)."""
 
     at: datetime
     reads: BeatReads
     records: Mapping[str, Rollout]
     held: frozenset[str]
+    histories: BeatHistories
 
     def known(self, rollout_id: str) -> Known | None:
         """The beat's record to decide on, or None where a tick must read it afresh: a start

@@ -16,7 +16,7 @@ Concurrency, in the database rather than in one process's memory:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -154,6 +154,9 @@ class Store(Protocol):
     def measurements(
         self, rollout_id: str, *, since: datetime, until: datetime | None = None
     ) -> list[dict[str, Any]]: ...
+    def measurements_of(
+        self, since: Mapping[str, datetime], *, until: datetime
+    ) -> dict[str, list[dict[str, Any]]]: ...
 
     # ----------------------------------------------------------------- leadership
     def take_leadership(self, holder: str, *, at: datetime | None = None) -> int: ...
