@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -100,9 +101,11 @@ class PrometheusProvider:
         )
         self.url = url
         self.queries_issued = 0
+        self._counting = threading.Lock()
 
     def query(self, promql: str) -> list[Series]:
-        self.queries_issued += 1
+        with self._counting:  # a tick's queries run side by side (rollout/analysis/measure.py)
+            self.queries_issued += 1
         try:
             result = self._client.custom_query(promql)
         except PrometheusApiClientException as error:
