@@ -31,7 +31,7 @@ unfenced follower.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 from rollout.audit_chain import EXPORT_FIELDS, GENESIS, row_hash
 from rollout.model import Rollout
 from rollout.serialize import rollout_from_dict, rollout_to_dict
+from rollout.stores.decoded import Decoded
 from rollout.stores.outbox import OutboxMethods, mark, queue
 from rollout.stores.protocol import (
     TS_FIELDS,
@@ -48,6 +49,7 @@ from rollout.stores.protocol import (
     Message,
     StaleRollout,
 )
+from rollout.stores.samples import SampleMethods
 from rollout.stores.tx import Tx
 
 # The pipeline API's Idempotency-Key: the request's fingerprint and the rollout it started,
@@ -57,7 +59,7 @@ IDEMPOTENCY_KEYS = """CREATE TABLE idempotency_keys (
     at TEXT NOT NULL)"""
 
 
-class SqlStore(OutboxMethods):
+class SqlStore(OutboxMethods, SampleMethods):
     """The shared methods; a subclass supplies transactions and a few dialect fragments."""
 
     # JSON object {key: ts} of a rollout's sent card and approval rows (correlated on r.id).
@@ -194,12 +196,12 @@ class SqlStore(OutboxMethods):
     def get(self, rollout_id: str) -> Rollout | None:
         with self._read() as tx:
             rows = tx.rows(f"{self._select} WHERE id = ?", [rollout_id])
-        return self._decoded.load(rows[0]) if rows else None
+        return self._decoded.load(rows[0], _load) if rows else None
 
     def active(self) -> list[Rollout]:
         with self._read() as tx:
             rows = tx.rows(f"{self._select} WHERE active = 1 ORDER BY created_at, id")
-        return self._decoded.load_all(rows)
+        return self._decoded.load_all(rows, _load)
 
     @property
     def _decoded(self) -> Decoded:
@@ -323,57 +325,6 @@ class SqlStore(OutboxMethods):
                 )
             )
 
-    # ----------------------------------------------------------------- measurements
-
-    def add_measurement(self, rollout_id: str, *, at: datetime, data: dict[str, Any]) -> None:
-        self.add_measurements([(rollout_id, at, data)])
-
-    def add_measurements(self, rows: Sequence[tuple[str, datetime, dict[str, Any]]]) -> None:
-        """A beat's measurements of every rollout (rollout id, at, data), in one transaction
-        rather than one each."""
-        if not rows:
-            return
-        with self._tx() as tx:
-            for rollout_id, at, data in rows:
-                _insert(
-                    tx,
-                    "measurements",
-                    {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
-                )
-
-    def measurements(
-        self, rollout_id: str, *, since: datetime, until: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        upto = until.isoformat() if until is not None else "9999"
-        with self._read() as tx:
-            rows = tx.rows(
-                "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? AND at <= ? "
-                "ORDER BY at, id",
-                [rollout_id, since.isoformat(), upto],
-            )
-        return [json.loads(row["data"]) for row in rows]
-
-    def measurements_of(
-        self, since: Mapping[str, datetime], *, until: datetime
-    ) -> dict[str, list[dict[str, Any]]]:
-        """Each rollout's measurements from its own `since` (rollout id -> since) up to
-        `until`, in time order: one query for a group of rollouts instead of one each."""
-        if not since:
-            return {}
-        marks = ", ".join("?" for _ in since)
-        with self._read() as tx:
-            rows = tx.rows(
-                "SELECT rollout_id, at, data FROM measurements "
-                f"WHERE rollout_id IN ({marks}) AND at >= ? AND at <= ? ORDER BY at, id",
-                [*since, min(since.values()).isoformat(), until.isoformat()],
-            )
-        found: dict[str, list[dict[str, Any]]] = {rollout_id: [] for rollout_id in since}
-        starts = {rollout_id: at.isoformat() for rollout_id, at in since.items()}
-        for row in rows:
-            if row["at"] >= starts[row["rollout_id"]]:
-                found[row["rollout_id"]].append(json.loads(row["data"]))
-        return found
-
     # ----------------------------------------------------------------- leadership
 
     def take_leadership(self, holder: str, *, at: datetime | None = None) -> int:
@@ -405,36 +356,6 @@ class SqlStore(OutboxMethods):
 
 
 _COLUMNS = ("id", "service", "phase", "active", "created_at", "updated_at", "data")
-
-
-class Decoded:
-    """The active rollouts as last decoded, by id, with the row they were decoded from.
-
-    Every beat loads every active rollout (`active`), and most have not changed since the
-    last beat: decoding their JSON into a Rollout again was about a tenth of a second of CPU
-    a beat at 1,000 rollouts (bench/scale.py). A row that is the same as last time (data,
-    version and sent messages) gives back the same, immutable, Rollout; `load_all` keeps
-    only the rollouts it loaded, so the ones that ended are dropped with the next beat."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, tuple[tuple[Any, ...], Rollout]] = {}
-
-    def load(self, row: dict[str, Any]) -> Rollout:
-        entry = self._entry(row)
-        self._by_id[row["id"]] = entry
-        return entry[1]
-
-    def load_all(self, rows: Sequence[dict[str, Any]]) -> list[Rollout]:
-        fresh = {row["id"]: self._entry(row) for row in rows}
-        self._by_id = fresh  # one assignment: a reader on another thread sees old or new
-        return [rollout for _, rollout in fresh.values()]
-
-    def _entry(self, row: dict[str, Any]) -> tuple[tuple[Any, ...], Rollout]:
-        key = (row["data"], row["version"], row["sent"])
-        cached = self._by_id.get(row["id"])
-        if cached is not None and cached[0] == key:
-            return cached
-        return key, _load(row)
 
 
 def _load(row: dict[str, Any]) -> Rollout:
