@@ -302,6 +302,7 @@ def exercise(
         ]
         list(pool.map(engine.start, requests))
     start_seconds = time.perf_counter() - began
+    rss_after_start = peak_rss_mib()
     print(f"started {n} rollouts through Engine.start in {start_seconds:.1f} s")
 
     # Setup: every rollout reaches step 1 (its snapshot gets a placeholder chart), then ticks
@@ -318,7 +319,7 @@ def exercise(
 
     data_before_ticks = with_data()  # again: a loaded machine may have lost scrapes since
     ticks = [ticker.tick() for _ in range(args.ticks)]
-    rss_peak = peak_rss_mib()
+    rss_peak = rss_after_ticks = peak_rss_mib()
     profile_lines: list[str] = []
     if args.profile:
         profile = cProfile.Profile()
@@ -342,7 +343,12 @@ def exercise(
         "rollouts_with_fresh_data": with_data,
         "no_data": no_data,
         "prometheus_data_before_ticks": data_before_ticks,
-        "rss_mib": {"peak": round(rss_peak, 1)},
+        "rss_mib": {
+            "peak": round(rss_peak, 1),
+            "peak_after_starts": round(rss_after_start, 1),
+            # Before --profile's tick (its per-thread profiles are the bench's memory).
+            "peak_after_measured_ticks": round(rss_after_ticks, 1),
+        },
         "one_chart_cpu_seconds": chart_cost(runtime, active[0]),
         "profile_of_one_tick": profile_lines,
         **compare_with_naive(ticker_provider_url(runtime), targets, sample=args.naive_rollouts),

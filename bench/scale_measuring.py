@@ -16,6 +16,7 @@ import cProfile
 import io
 import pstats
 import statistics
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,16 +34,27 @@ from rollout.model import Rollout
 
 
 class CountingProvider(PrometheusProvider):
-    """The bot's provider, also adding up the time spent waiting for Prometheus."""
+    """The bot's provider, also adding up the time spent waiting for Prometheus: the wall
+    time during which at least one query was under way (the bot runs a tick's queries side
+    by side, so their own times would add up to more than the wait)."""
 
     seconds = 0.0
+    _in_flight = 0
+    _since = 0.0
+    _guard = threading.Lock()
 
     def query(self, promql: str) -> list[Series]:
-        started = time.perf_counter()
+        with self._guard:
+            if self._in_flight == 0:
+                self._since = time.perf_counter()
+            self._in_flight += 1
         try:
             return super().query(promql)
         finally:
-            self.seconds += time.perf_counter() - started
+            with self._guard:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self.seconds += time.perf_counter() - self._since
 
 
 class KubeTimer:

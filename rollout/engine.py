@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -31,13 +31,21 @@ from rollout.cluster import OUTCOME, Cluster
 from rollout.commands import Command
 from rollout.config import Config
 from rollout.engine_gates import Gates
-from rollout.engine_save import ALL, BOT, STALE_ATTEMPTS, Decide, Recorder, again_if_stale
+from rollout.engine_save import (
+    ALL,
+    BOT,
+    STALE_ATTEMPTS,
+    Decide,
+    Known,
+    Recorder,
+    again_if_stale,
+)
 from rollout.follower import AWAIT_POLL_S, Seen, await_leader
 from rollout.gates.job import JobGates
 from rollout.kube_reads import BeatReads, observing
 from rollout.machine import ClusterAction, Decision, Refusal, advance, apply_command
 from rollout.model import Phase, Rollout
-from rollout.observer import Observer
+from rollout.observer import BeatHistories, Observer
 from rollout.oci import ImageRegistry
 from rollout.pool import Locks, TickPool
 from rollout.ports import Clock
@@ -198,25 +206,39 @@ class Engine:
 
     def tick_all(self, *, wait_for_ticks: bool = False) -> None:
         """One beat: measure every due rollout in one batch, then tick each on the pool.
-        A rollout whose last tick is still running (its calls hang) is left out."""
+        A rollout whose last tick is still running (its calls hang) is left out.
+
+        What every tick of the beat needs from the store is read here once for all of them
+        (`Beat`): the records (already loaded to find the due ones) and which rollouts have
+        held messages; the measurements are stored in one transaction."""
         if not self._leading():
             return  # the Lease is lost (or not yet renewed): act on nothing
         now = self._clock.now()
         running = self._pool.running()
         due = [r for r in self.store.active() if self._is_due(r, now) and r.id not in running]
+        if due:
+            self._launch(due, now=now)
+        if wait_for_ticks:
+            self.drain()
+
+    def _launch(self, due: list[Rollout], *, now: datetime) -> None:
         # One LIST per namespace and kind for the whole beat (rollout/kube_reads.py), the
         # last beat's ones started now, to run while the measurement waits for Prometheus.
         reads = BeatReads()
-        if due:
-            reads.prefetch(self._last_reads)
-            self._last_reads = reads
+        reads.prefetch(self._last_reads)
+        self._last_reads = reads
+        held = frozenset(self.store.holding())
         self.observer.record_measurements(due, now=now)
+        beat = Beat(
+            at=now,
+            reads=reads,
+            records={r.id: r for r in due},
+            held=held,
+            histories=self.observer.histories(due, now=now),
+        )
         for rollout in due:
             self._last_tick[rollout.id] = now
-            # The beat's own time: the measurement just taken must not look stale.
-            self._pool.launch(rollout.id, partial(self.tick, rollout.id, at=now, reads=reads))
-        if wait_for_ticks:
-            self.drain()
+            self._pool.launch(rollout.id, partial(self.tick, rollout.id, beat=beat))
 
     def drain(self) -> None:
         """Wait for every tick and gate running (tests, benchmarks, shutdown); a gate's end
@@ -227,37 +249,44 @@ class Engine:
             if not self._gates.running() and not self._pool.running():
                 return
 
-    def tick(
-        self, rollout_id: str, *, at: datetime | None = None, reads: BeatReads | None = None
-    ) -> None:
-        """One rollout's tick. With `reads` (a beat's), the cluster is read from the beat's
-        LISTs (rollout/kube_reads.py), but a start always reads by name: it decides what to
-        create and whether an object in the way is the bot's."""
+    def tick(self, rollout_id: str, *, beat: Beat | None = None) -> None:
+        """One rollout's tick. With a `beat`, the tick decides on the record the beat read,
+        at the beat's time (the measurement just taken must not look stale), and reads the
+        cluster from the beat's LISTs (rollout/kube_reads.py); but a start and a gate read
+        the record afresh and the cluster by name: they decide what to create."""
         with self._work.of(rollout_id):
+            left: Rollout | None = None
             try:
-                self._tick(rollout_id, at=at, reads=reads)
+                left = self._tick(rollout_id, beat=beat)
             finally:
-                self._seen.note(rollout_id, self.store.get(rollout_id))
+                # The record as this tick left it; read again only where the tick cannot tell.
+                self._seen.note(
+                    rollout_id, left if left is not None else self.store.get(rollout_id)
+                )
 
-    def _tick(self, rollout_id: str, *, at: datetime | None, reads: BeatReads | None) -> None:
+    def _tick(self, rollout_id: str, *, beat: Beat | None) -> Rollout | None:
+        """Returns the rollout as the tick saved or found it (None: read it to know)."""
         if not self._leading():
             # Creating the canary, a job gate's Job and every step act on the cluster, which
             # only the leader does: a gate worker's tick on a replica that has just lost the
             # Lease (paused past its renew deadline) must create nothing.
-            return
-        rollout = self.store.get(rollout_id)
+            return None
+        known = beat.known(rollout_id) if beat is not None else None
+        rollout = known[0] if known is not None else self.store.get(rollout_id)
         if rollout is None or rollout.phase.is_terminal:
             self._last_tick.pop(rollout_id, None)
-            return
+            return None
         if rollout.phase == Phase.PENDING:
             rollout = self._start_on_cluster(rollout)
             if rollout.phase.is_terminal or machine.next_preflight(rollout) is not None:
-                return
-        now = at or self._clock.now()
+                return None
+        now = beat.at if beat is not None else self._clock.now()
         if rollout.gate is not None and rollout.gate.startswith("job:"):
             rollout = self._gates.check_job(rollout, now=now)
+        reads = beat.reads if beat is not None else None
+        history = beat.histories.take(rollout_id) if beat is not None else None
         with observing(reads):
-            observation, analysis = self.observer.observe(rollout, now=now)
+            observation, analysis = self.observer.observe(rollout, now=now, history=history)
 
         def decide(fresh: Rollout) -> Decision:
             decision = advance(fresh, observation, now=now)
@@ -269,21 +298,21 @@ class Engine:
                 return []
             return outbox.snapshots(before, decision, at=analysis.at, breach=observation.breach)
 
-        decision, mark = self._decide(rollout_id, decide, extra=snapshots, settle=True)
+        decision, mark = self._decide(rollout_id, decide, extra=snapshots, settle=True, known=known)
         actions = [a for a in decision.actions if isinstance(a, ClusterAction)]
         if not actions or not self._leading():
-            return  # nothing to do, or no longer the leader: the next leader does it
+            return decision.rollout  # nothing to do, or no longer the leader: the next does it
         with observing(reads):
             outcomes = tuple(self._cluster.execute(decision.rollout, a) for a in actions)
         ok = all(outcome.error is None for outcome in outcomes)
         later = self._clock.now()
-        self._decide(
+        return self._decide(
             rollout_id,
             lambda fresh: machine.after(fresh, outcomes, now=later),
             action=OUTCOME,
             release_upto=mark,
             released=ok,
-        )
+        )[0].rollout
 
     def _start_on_cluster(self, rollout: Rollout) -> Rollout:
         """Read the stable workload, then create the canary objects; what came of each is
@@ -345,3 +374,24 @@ class Engine:
         last = self._last_tick.get(rollout.id)
         slack = timedelta(milliseconds=250)
         return last is None or now - last >= rollout.plan.analysis_interval - slack
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What one beat reads once for all its ticks: its time, its cluster reads, every due
+    rollout's record as `Store.active` loaded it, the rollouts with held messages then, and
+    the measurements each is judged on (read a group of rollouts at a time)."""
+
+    at: datetime
+    reads: BeatReads
+    records: Mapping[str, Rollout]
+    held: frozenset[str]
+    histories: BeatHistories
+
+    def known(self, rollout_id: str) -> Known | None:
+        """The beat's record to decide on, or None where a tick must read it afresh: a start
+        and a gate act on the cluster from what the record says before any save."""
+        record = self.records.get(rollout_id)
+        if record is None or record.phase == Phase.PENDING or record.gate is not None:
+            return None
+        return record, rollout_id in self.held

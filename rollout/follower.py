@@ -19,21 +19,23 @@ AWAIT_POLL_S = 0.2  # how often a follower looks whether the leader has started 
 
 
 class Seen:
-    """Each active rollout as this engine's last tick left it."""
+    """Each active rollout's version as this engine's last tick left it. Every save raises
+    the version by one (rollout/stores/sql.py), so a record saved by anyone else since is at
+    another version; a tick knows the version it saved or decided on without reading again."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, Rollout] = {}
+        self._seen: dict[str, int] = {}
 
     def note(self, rollout_id: str, record: Rollout | None) -> None:
-        """After a tick: remember the record, or forget a rollout that has ended."""
+        """After a tick: remember the record's version, or forget a rollout that has ended."""
         if record is None or record.phase.is_terminal:
             self._seen.pop(rollout_id, None)
         else:
-            self._seen[rollout_id] = record
+            self._seen[rollout_id] = record.version
 
     def changed(self, active: Iterable[Rollout], *, running: set[str]) -> list[str]:
         """Rollouts saved by someone else since their last tick here, and not ticking now."""
-        return [r.id for r in active if r.id not in running and self._seen.get(r.id) != r]
+        return [r.id for r in active if r.id not in running and self._seen.get(r.id) != r.version]
 
 
 def await_leader(store: Store, rollout_id: str, *, wait: float) -> None:

@@ -8,6 +8,7 @@ series ends up.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -312,6 +313,23 @@ class TestAnalyzer:
         assert measured.values["queue"] == TrackValues(7.0, None)
         assert measured.values["request_rate"] == TrackValues(4.0, None)
         assert len(provider.queries) == len(BUILTIN_METRICS) - 1 + 4
+
+    def test_the_queries_after_the_first_run_side_by_side(self) -> None:
+        """Every query after the first waits at a barrier for a second one under way at the
+        same time: one after the other, each would wait out the barrier and fail."""
+        pair = threading.Barrier(2, timeout=30)
+        asked: list[str] = []
+
+        class Paired:
+            def query(self, promql: str) -> list[Series]:
+                asked.append(promql)
+                if len(asked) > 1:
+                    pair.wait()
+                return []
+
+        measured = Analyzer(Paired(), concurrency=2).measure([target("a")], now=NOW)
+        assert len(asked) == len(BUILTIN_METRICS)
+        assert set(measured["r-a"].values) == set(BUILTIN_METRICS)
 
     def test_a_custom_query_with_an_unknown_placeholder_is_no_data(self) -> None:
         provider = ScriptedProvider()

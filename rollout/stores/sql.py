@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 from rollout.audit_chain import EXPORT_FIELDS, GENESIS, row_hash
 from rollout.model import Rollout
 from rollout.serialize import rollout_from_dict, rollout_to_dict
+from rollout.stores.decoded import Decoded
 from rollout.stores.outbox import OutboxMethods, mark, queue
 from rollout.stores.protocol import (
     TS_FIELDS,
@@ -49,6 +50,7 @@ from rollout.stores.protocol import (
     Message,
     StaleRollout,
 )
+from rollout.stores.samples import SampleMethods
 from rollout.stores.tx import Tx
 
 # The pipeline API's Idempotency-Key: the request's fingerprint and the rollout it started,
@@ -58,7 +60,7 @@ IDEMPOTENCY_KEYS = """CREATE TABLE idempotency_keys (
     at TEXT NOT NULL)"""
 
 
-class SqlStore(OutboxMethods):
+class SqlStore(OutboxMethods, SampleMethods):
     """The shared methods; a subclass supplies transactions and a few dialect fragments."""
 
     # JSON object {key: ts} of a rollout's sent card and approval rows (correlated on r.id).
@@ -195,12 +197,18 @@ class SqlStore(OutboxMethods):
     def get(self, rollout_id: str) -> Rollout | None:
         with self._read() as tx:
             rows = tx.rows(f"{self._select} WHERE id = ?", [rollout_id])
-        return _load(rows[0]) if rows else None
+        return self._decoded.load(rows[0], _load) if rows else None
 
     def active(self) -> list[Rollout]:
         with self._read() as tx:
             rows = tx.rows(f"{self._select} WHERE active = 1 ORDER BY created_at, id")
-        return [_load(row) for row in rows]
+        return self._decoded.load_all(rows, _load)
+
+    @property
+    def _decoded(self) -> Decoded:
+        """Made on first use: the stores' own `__init__`s open the database."""
+        found: Decoded = self.__dict__.setdefault("_decoded_rollouts", Decoded())
+        return found
 
     def active_for(self, service: str) -> Rollout | None:
         with self._request_read() as tx:
@@ -220,7 +228,7 @@ class SqlStore(OutboxMethods):
     @property
     def _select(self) -> str:
         return (
-            f"SELECT data, version, (SELECT {self.SENT_AGG} FROM outbox o "
+            f"SELECT id, data, version, (SELECT {self.SENT_AGG} FROM outbox o "
             "WHERE o.rollout_id = r.id AND o.state = 'sent' AND o.key IN ('card', 'approval')) "
             "AS sent FROM rollouts r"
         )
@@ -320,28 +328,6 @@ class SqlStore(OutboxMethods):
                     [key, at.isoformat()],
                 )
             )
-
-    # ----------------------------------------------------------------- measurements
-
-    def add_measurement(self, rollout_id: str, *, at: datetime, data: dict[str, Any]) -> None:
-        with self._tx() as tx:
-            _insert(
-                tx,
-                "measurements",
-                {"rollout_id": rollout_id, "at": at.isoformat(), "data": json.dumps(data)},
-            )
-
-    def measurements(
-        self, rollout_id: str, *, since: datetime, until: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        upto = until.isoformat() if until is not None else "9999"
-        with self._read() as tx:
-            rows = tx.rows(
-                "SELECT data FROM measurements WHERE rollout_id = ? AND at >= ? AND at <= ? "
-                "ORDER BY at, id",
-                [rollout_id, since.isoformat(), upto],
-            )
-        return [json.loads(row["data"]) for row in rows]
 
     # ----------------------------------------------------------------- leadership
 

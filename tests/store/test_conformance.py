@@ -4,7 +4,7 @@ chain, the outbox, deliveries and measurements (concurrency and fencing: test_co
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -260,6 +260,18 @@ def test_release_frees_held_messages_up_to_the_mark_only(store: Store) -> None:
     assert {row.key: row.state for row in store.unsent()} == {"a": "queued", "b": "held"}
 
 
+def test_holding_names_every_rollout_with_a_held_message_and_no_other(store: Store) -> None:
+    started(store, "r-1", "checkout")
+    started(store, "r-2", "payments")
+    one, two = store.get("r-1"), store.get("r-2")
+    assert one is not None and two is not None
+    mark = store.save(one, one, actor="canary-bot", action="tick", messages=[("a", {})], hold=True)
+    store.save(two, two, actor="canary-bot", action="tick", messages=[("b", {})])
+    assert store.holding() == {"r-1"}
+    store.release("r-1", upto=mark)
+    assert store.holding() == set()
+
+
 # ----------------------------------------------------------------- deliveries, samples
 
 
@@ -277,6 +289,21 @@ def test_measurements_come_back_in_time_order_within_the_range(store: Store) -> 
     since, until = NOW + timedelta(seconds=15), NOW + timedelta(seconds=35)
     assert store.measurements("r-1", since=since, until=until) == [{"s": 20}, {"s": 30}]
     assert [m["s"] for m in store.measurements("r-1", since=NOW)] == [10, 20, 30, 40]
+
+
+def test_a_beats_measurements_go_in_at_once_and_come_back_per_rollout_from_its_own_start(
+    store: Store,
+) -> None:
+    def at(second: int) -> datetime:
+        return NOW + timedelta(seconds=second)
+
+    store.add_measurements(
+        [("r-1", at(30), {"s": 30}), ("r-1", at(10), {"s": 10}), ("r-2", at(0), {"s": 0})]
+    )
+    store.add_measurements([("r-1", at(20), {"s": 20}), ("r-3", at(20), {"s": 20})])
+    found = store.measurements_of({"r-1": at(15), "r-2": at(0), "r-4": at(0)}, until=at(25))
+    assert found == {"r-1": [{"s": 20}], "r-2": [{"s": 0}], "r-4": []}
+    assert store.measurements("r-1", since=NOW) == [{"s": 10}, {"s": 20}, {"s": 30}]
 
 
 def test_ping_answers_while_the_database_does_and_raises_once_it_is_gone(

@@ -71,7 +71,8 @@ class DirectMetrics:
                         points.popleft()
 
     def query(self, promql: str) -> list[Series]:
-        self.queries_issued += 1
+        with self._lock:  # the bot runs a tick's queries side by side
+            self.queries_issued += 1
         try:
             expr = promql_parser.parse(promql)
         except ValueError as error:

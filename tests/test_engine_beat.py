@@ -1,0 +1,191 @@
+"""A beat reads what its ticks need from the store once, not once per rollout.
+
+At 1,000 rollouts every per-rollout read is 1,000 queries a beat, queued on the store's one
+lock behind each other (bench/scale.py): the record was read four times per tick, the
+measurements and the held messages once each, and each measurement was its own transaction.
+Counted here on a real SqliteStore whose method look-ups are counted; the cluster and Slack
+are faked (tests/fakes.py) and time is moved by hand.
+
+A tick that decides on the beat's record must not act on it once it is out of date: a rollback
+recorded by another replica after the beat read the record, and before the tick, is what the
+tick carries out, not the step the old record still asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.config_loader import load_config_text
+from rollout.analysis import Analyzer, Series
+from rollout.commands import Rollback
+from rollout.engine import Engine
+from rollout.model import Phase, Rollout
+from rollout.observer import HISTORY_GROUP
+from rollout.outbox import CARD
+from rollout.start import StartRequest
+from rollout.store import SqliteStore
+from rollout.traffic.base import TrafficStatus
+from tests.builders import progressing_rollout, rollout_plan
+from tests.fakes import FakeClock, FakeRouter, World
+from tests.test_engine import CONFIG
+
+ROLLOUTS = 250
+COUNTED = frozenset(
+    {
+        "get",
+        "active",
+        "holding",
+        "release",
+        "outbox_mark",
+        "save",
+        "measurements",
+        "measurements_of",
+        "add_measurement",
+        "add_measurements",
+    }
+)
+
+
+class CountingStore(SqliteStore):
+    """A real SqliteStore that counts how often each store method is looked up (called)."""
+
+    calls: Counter[str]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in COUNTED:
+            object.__getattribute__(self, "calls")[name] += 1
+        return super().__getattribute__(name)
+
+
+class Healthy:
+    """Prometheus answering every query with a zero for both tracks of every service."""
+
+    def __init__(self, services: list[str]) -> None:
+        self._series = [
+            Series({"namespace": "shop", "service": service, "track": track}, 0.0)
+            for service in services
+            for track in ("canary", "stable")
+        ]
+
+    def query(self, promql: str) -> list[Series]:
+        return self._series
+
+
+def config(services: list[str]) -> str:
+    return yaml.safe_dump(
+        {
+            "slack": {"release_channels": ["C0RELEASES"]},
+            "defaults": {
+                "steps": [5, 25, 50],
+                "step_interval": "30m",
+                "analysis_interval": "30s",
+                "rules": [{"metric": "error_rate", "above": 0.05, "for": "1m"}],
+            },
+            "services": {
+                name: {"namespace": "shop", "deployment": name, "strategy": "replicas"}
+                for name in services
+            },
+        }
+    )
+
+
+def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) -> None:
+    services = [f"svc-{index:04d}" for index in range(ROLLOUTS)]
+    store, clock = CountingStore(tmp_path / "canary.db"), FakeClock()
+    store.calls = Counter()
+    plan = rollout_plan(analysis_interval=timedelta(seconds=30))
+    for name in services:  # at step 2 of 3, ready, the next step half an hour away
+        store.create(
+            progressing_rollout(
+                id=f"r-{name}", service=name, deployment=name, plan=plan, step_ready=True
+            ),
+            actor="U01ALICE",
+        )
+        store.queue(f"r-{name}", [CARD])
+    engine = Engine(
+        config=load_config_text(config(services)),
+        store=store,
+        routers={"replicas": FakeRouter(World(weight=25))},
+        clock=clock,
+        analyzer=Analyzer(Healthy(services)),
+    )
+    beats: list[Counter[str]] = []
+    try:
+        for _ in range(3):
+            clock.advance(30)
+            store.calls = Counter()
+            engine.tick_all(wait_for_ticks=True)
+            beats.append(Counter(store.calls))
+    finally:
+        engine.close()
+    assert all(r.verdict == "healthy" for r in store.active())
+    assert beats[0]["save"] == ROLLOUTS  # the first beat records each verdict
+    groups = math.ceil(ROLLOUTS / HISTORY_GROUP)
+    for calls in beats[1:]:  # then nothing changes: a quiet beat
+        assert calls == Counter(active=1, holding=1, add_measurements=1, measurements_of=groups), (
+            calls
+        )
+
+
+class NotReady(FakeRouter):
+    """The canary's pods never become ready: every tick asks for the step's weight again."""
+
+    def status(self, rollout: Rollout) -> TrafficStatus:
+        self.world.call("read status")
+        return TrafficStatus(weight=0.0, canary_ready=False, detail="pulling the image")
+
+
+class Interrupted(SqliteStore):
+    """A store that lets another replica act right after a beat has read the active rollouts."""
+
+    interloper: Any = None
+
+    def active(self) -> list[Rollout]:
+        records = super().active()
+        if self.interloper is not None:
+            act, self.interloper = self.interloper, None
+            act()
+        return records
+
+
+def test_a_tick_never_acts_on_a_beat_record_that_a_command_has_since_replaced(
+    tmp_path: Path,
+) -> None:
+    world, clock = World(), FakeClock()
+    config = load_config_text(CONFIG)
+    path = tmp_path / "shared.db"
+    store = Interrupted(path)
+    leader = Engine(config=config, store=store, routers={"replicas": NotReady(world)}, clock=clock)
+    follower = Engine(
+        config=config,
+        store=SqliteStore(path),
+        routers={"replicas": NotReady(world)},
+        clock=clock,
+        leading=lambda: False,
+    )
+    try:
+        accepted = leader.start(
+            StartRequest(service="checkout", image="v2", by="UALICE", channel="C0RELEASES")
+        )
+        clock.advance(1)
+        leader.tick_all(wait_for_ticks=True)  # not ready: the step's weight is asked again
+        assert world.log[-1] == "set weight 25"
+        rollback = Rollback(by="UBOB", reason="wrong tag")
+        store.interloper = lambda: follower.command(accepted.id, rollback, action="rollback")
+        world.log.clear()
+        clock.advance(1)
+        leader.tick_all(wait_for_ticks=True)
+        # The beat's record still asked for 25 %; the stored one is rolling back.
+        assert "set weight 25" not in world.log
+        assert "roll back" in world.log
+        final = store.get(accepted.id)
+        assert final is not None and final.phase == Phase.ROLLED_BACK
+    finally:
+        leader.close()
+        follower.close()
