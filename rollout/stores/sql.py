@@ -35,7 +35,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, ClassVar
 
 from rollout.audit_chain import EXPORT_FIELDS, GENESIS, row_hash
@@ -213,9 +212,9 @@ class SqlStore(OutboxMethods, SampleMethods):
     def active_for(self, service: str) -> Rollout | None:
         with self._request_read() as tx:
             rows = tx.rows(f"{self._select} WHERE service = ? AND active = 1", [service])
-        # A request path read (`/canary status`, clicks): the decoded record is kept per
-        # stored text (see `_load_kept`).
-        return _load_kept(rows[0]) if rows else None
+        # A request path read (`/canary status`, clicks): fifty people asking about a rollout
+        # ask about the same stored row, decoded once (rollout/stores/decoded.py).
+        return self._decoded.load(rows[0], _load) if rows else None
 
     def history(self, service: str, *, limit: int = 10) -> list[Rollout]:
         with self._request_read() as tx:
@@ -369,21 +368,6 @@ def _load(row: dict[str, Any]) -> Rollout:
     sent = json.loads(row["sent"] or "{}")
     found = {field: sent[key] for key, field in TS_FIELDS.items() if sent.get(key)}
     return replace(rollout, version=int(row["version"]), **found)
-
-
-def _load_kept(row: dict[str, Any]) -> Rollout:
-    """`_load`, but the same stored text (record, version, sent ts) decodes once.
-
-    Decoding the JSON record into its frozen value was most of a `/canary status` read's
-    cost (about 55 of 65 us; bench/ack.py), and fifty people asking about a rollout ask about
-    the same stored row. Keyed by the stored text itself, so any save is a new key; a
-    `Rollout` is immutable all the way down, so one value can be shared by every thread."""
-    return _decode(row["data"], int(row["version"]), row["sent"])
-
-
-@lru_cache(maxsize=256)
-def _decode(data: str, version: int, sent: str | None) -> Rollout:
-    return _load({"data": data, "version": version, "sent": sent})
 
 
 def _insert(tx: Tx, table: str, row: dict[str, Any]) -> None:
