@@ -50,6 +50,7 @@ DEPENDENCY_OF_MODULE: Mapping[str, str] = {
     "urllib3": "kubernetes",
     "slack_sdk": "slack",
     "slack_bolt": "slack",
+    "prometheus_api_client": "prometheus",
     "requests": "prometheus",
     "sqlite3": "store",
     "sqlite_utils": "store",

@@ -1,20 +1,23 @@
 """The metrics backend behind one small protocol: run an instant query, get labelled numbers.
 
 A provider knows nothing of rollouts, rules or templates (those live in `queries.py` and
-`judge.py`), so a test or another backend only has to answer PromQL. `PrometheusProvider` turns
-every way a query can go wrong into `MetricsUnavailable`, because for the bot an unreachable or
-failing Prometheus simply means "no data".
+`judge.py`), so a test or another backend only has to answer PromQL. `PrometheusProvider` wraps
+`prometheus_api_client` and turns every way a query can go wrong into `MetricsUnavailable`,
+because for the bot an unreachable or failing Prometheus simply means "no data".
 
-Queries are POSTed as a form (the Prometheus API takes `/api/v1/query` either way), not sent
-in the URL as `prometheus_api_client` does: a batched query names every rollout, about 50 KB
-of URL at 1,000 rollouts and 250 KB at 5,000. Proxies in front of Prometheus commonly refuse a
-request line over 8 KB (nginx's default `large_client_header_buffers`: 414), and encoding such
-a URL cost the bot about 0.1 s of CPU a tick at 1,000 rollouts (bench/scale.py).
+Queries are POSTed as a form, which the Prometheus API takes at `/api/v1/query` exactly like
+a GET. `prometheus_api_client` puts the query in the URL, and a batched query names every
+rollout: about 50 KB of URL at 1,000 rollouts, 250 KB at 5,000, where proxies in front of
+Prometheus commonly refuse a request line over 8 KB (nginx's default: 414). The client takes
+the `requests.Session` it sends through (its documented way to configure HTTP), so the session
+below turns its query GET into the same request as a form POST; the client still builds the
+request, checks the status and reads the answer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,12 +25,15 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import requests
-from requests.adapters import HTTPAdapter
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from rollout.analysis.types import finite
 
 log = logging.getLogger(__name__)
+
+QUERY_PATH = "/api/v1/query"
 
 
 @dataclass(frozen=True)
@@ -86,15 +92,23 @@ class PrometheusProvider:
         access: PrometheusAccess | None = None,
     ) -> None:
         access = access or PrometheusAccess()
-        self._session = requests.Session()
-        self._session.verify = access.verify
-        self._session.headers.update(access.headers())
-        if access.basic_auth is not None:
-            self._session.auth = access.basic_auth
         # No retries at all: the timeout is the query's one deadline (DESIGN.md "Bounded
         # calls"), and a query that failed is simply asked again at the next analysis tick.
-        self._session.mount(url, HTTPAdapter(max_retries=Retry(total=0, status_forcelist=())))
-        self._timeout = timeout.total_seconds()
+        retry = Retry(total=0, backoff_factor=0, status_forcelist=())
+        # The client only knows "verify or not"; a CA bundle goes in through its session.
+        session = FormQuerySession()
+        session.verify = access.verify
+        credentials: dict[str, Any] = {"headers": access.headers()}
+        if access.basic_auth is not None:
+            credentials["auth"] = access.basic_auth
+        self._client = PrometheusConnect(
+            url,
+            session=session,
+            **credentials,
+            retry=retry,
+            # The client types its timeout as whole seconds.
+            timeout=max(1, math.ceil(timeout.total_seconds())),
+        )
         self.url = url
         self.queries_issued = 0
         self._counting = threading.Lock()
@@ -103,27 +117,22 @@ class PrometheusProvider:
         with self._counting:  # a tick's queries run side by side (rollout/analysis/measure.py)
             self.queries_issued += 1
         try:
-            response = self._session.post(
-                f"{self.url.rstrip('/')}/api/v1/query",
-                data={"query": promql},
-                timeout=self._timeout,
-                # Per request: otherwise REQUESTS_CA_BUNDLE in the environment would win
-                # over the configured CA bundle or `insecure_skip_verify`.
-                verify=self._session.verify,
-            )
-        except requests.RequestException as error:
-            raise MetricsUnavailable(f"Prometheus at {self.url} unreachable: {error}") from error
-        if response.status_code != 200:
-            raise QueryFailed(
-                f"Prometheus refused the query: HTTP {response.status_code} "
-                f"({response.content[:300]!r})"
-            )
-        try:
-            result = response.json()["data"]["result"]
-        except (ValueError, KeyError, TypeError) as error:
-            # A body that is not Prometheus's JSON (a proxy's error page).
+            result = self._client.custom_query(promql)
+        except PrometheusApiClientException as error:
+            raise QueryFailed(f"Prometheus refused the query: {error}") from error
+        except (requests.RequestException, ValueError, KeyError) as error:
+            # ValueError/KeyError: a body that is not Prometheus's JSON (a proxy's error page).
             raise MetricsUnavailable(f"Prometheus at {self.url} unreachable: {error}") from error
         return parse_result(result)
+
+
+class FormQuerySession(requests.Session):
+    """A session that sends an instant query's parameters as a POSTed form, not in the URL."""
+
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
+        if isinstance(url, str) and url.endswith(QUERY_PATH):
+            return self.post(url, data=kwargs.pop("params", None), **kwargs)
+        return super().get(url, **kwargs)
 
 
 def parse_result(result: Any) -> list[Series]:
