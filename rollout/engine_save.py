@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
@@ -45,6 +45,22 @@ T = TypeVar("T")
 # A save refused as stale is retried on a fresh read this many times in all: each refusal means
 # another replica saved in between, which happens once in a while, not in a loop.
 STALE_ATTEMPTS = 5
+
+
+# What a no-data tick of a held rollout changes every time: how long the step has been held,
+# when data was last looked for, and so the record's time. The hold is audited when it begins
+# and ends (`no_data_since`), not at every tick of it: 1,000 rollouts held through a
+# Prometheus outage wrote 1,000 audit rows a tick (bench/scale.py).
+HOLD_BOOKKEEPING = ("step_held", "no_data_seen_at", "updated_at")
+
+
+def worth_auditing(before: Rollout, after: Rollout) -> bool:
+    """A change the audit log records: anything but the verdict shown on the card and, on a
+    tick that found no data, the hold's bookkeeping."""
+    unaudited: dict[str, Any] = {"verdict": before.verdict}
+    if after.no_data_seen_at is not None and after.no_data_seen_at != before.no_data_seen_at:
+        unaudited |= {name: getattr(before, name) for name in HOLD_BOOKKEEPING}
+    return replace(after, **unaudited) != before
 
 
 def again_if_stale(attempt: Callable[[], T]) -> T:
@@ -183,7 +199,7 @@ class Recorder:
                 # query for it on every quiet tick.
                 return Saved(ALL, saved=False)
             return Saved(self._store.outbox_mark(after.id), saved=False)
-        audited = replace(after, verdict=before.verdict) != before
+        audited = worth_auditing(before, after)
         mark = self._store.save(
             before,
             after,

@@ -88,6 +88,7 @@ def test_rollouts_held_for_missing_data_update_their_cards_once(tmp_path: Path) 
         clock=clock,
         analyzer=Analyzer(metrics),
     )
+    audited = len(store.audit_rows(f"r-{services[0]}"))
     updates = []
     try:
         for _ in range(4):
@@ -104,6 +105,9 @@ def test_rollouts_held_for_missing_data_update_their_cards_once(tmp_path: Path) 
     # The first no-data tick changes each card (the verdict, and the step shown as held);
     # the next ones move only the hidden next-step time: not one more chat.update.
     assert updates == [ROLLOUTS] * 4
+    # The audit records the hold once, when it began, not every tick of it.
+    for name in services:
+        assert len(store.audit_rows(f"r-{name}")) == audited + 1, name
 
 
 def test_a_next_step_time_that_moves_by_seconds_is_not_a_change() -> None:
