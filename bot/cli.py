@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
@@ -22,6 +23,7 @@ from bot.config_loader import ConfigError, load_config
 from bot.ha import exit_lost_lease
 from bot.kube import ClusterConfigError
 from bot.runtime import Runtime, Secrets, StartupError
+from bot.shutdown import STOP_DEADLINE_S
 from rollout.config import Config
 from rollout.stores import store_url
 from rollout.stores.lock import InstanceLock, StoreInUse
@@ -92,10 +94,12 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.socket_mode:
         port = _port(args.port, config.server.port)
         servers.append(HttpServer(runtime, host=args.host, port=port))
+    # Before anything runs beside this thread: what start-up built stays, and what the
+    # servers and the beat make later is collected as usual.
+    _freeze_start_up_objects()
     for server in servers:
         server.start()
     runtime.start()
-    _freeze_start_up_objects()
     log.info(
         "canary-bot listening on %s (cluster %s)",
         ", ".join(server.url for server in servers),
@@ -108,15 +112,20 @@ def _serve(args: argparse.Namespace) -> int:
         SocketModeHandler(runtime.app, secrets.app_token).start()  # type: ignore[no-untyped-call]
         return 0
 
+    signalled: list[float] = []
+
     def shutdown(signum: int, frame: FrameType | None) -> None:
         log.info("stopping on signal %s", signum)
+        signalled.append(time.monotonic())
         for server in servers:
             server.stop()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     servers[-1].wait()
-    unfinished = runtime.stop()
+    # The stop's deadline counts from the signal: stopping the servers came out of it.
+    spent = time.monotonic() - signalled[0] if signalled else 0.0
+    unfinished = runtime.stop(deadline=max(STOP_DEADLINE_S - spent, 1.0))
     if lock is not None:
         lock.release()
     if unfinished:

@@ -28,7 +28,12 @@ class Decoded:
 
     def load(self, row: Row, decode: Callable[[Row], Rollout]) -> Rollout:
         entry = self._entry(row, decode)
-        self._by_id[row["id"]] = entry
+        if entry[1].phase.is_terminal:
+            # Ended rollouts (a command's or an API client's read) are not kept: on a replica
+            # that does not lead, no beat's `load_all` would ever drop them.
+            self._by_id.pop(row["id"], None)
+        else:
+            self._by_id[row["id"]] = entry
         return entry[1]
 
     def load_all(self, rows: Sequence[Row], decode: Callable[[Row], Rollout]) -> list[Rollout]:

@@ -65,7 +65,7 @@ class SqliteStore(SqlStore):
         self._reader_dbs: list[sqlite_utils.Database] = []
         # What `active_for` found per service, and the file's count of writes then.
         self._writes = _writes_to(self.path)
-        self._active_kept: dict[str, tuple[int, Rollout | None]] = {}
+        self._active_kept: tuple[int, dict[str, Rollout | None]] = (-1, {})
         with self._begin() as tx:
             self.schema_version = migrate(tx, MIGRATIONS, where=str(self.path))
 
@@ -121,11 +121,16 @@ class SqliteStore(SqlStore):
         races a write keeps the count it saw before reading, so the next read after the
         write goes to the database again."""
         writes = self._writes.value
-        kept = self._active_kept.get(service)
-        if kept is not None and kept[0] == writes:
-            return kept[1]
+        kept_at, kept = self._active_kept
+        if kept_at != writes:
+            # Only what was read since the last write is kept: the names asked about come
+            # from whoever types `/canary status <name>`, so they must not pile up.
+            kept = {}
+            self._active_kept = (writes, kept)
+        elif service in kept:
+            return kept[service]
         found = super().active_for(service)
-        self._active_kept[service] = (writes, found)
+        kept[service] = found
         return found
 
     @property
