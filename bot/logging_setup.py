@@ -87,4 +87,12 @@ def _holds(text: str, secrets: frozenset[str]) -> bool:
 
 
 def _usable(secrets: Iterable[str]) -> frozenset[str]:
+    secrets = list(secrets)
+    if any(len(s) < MIN_SECRET_LENGTH for s in secrets):
+        # Said once per value's source, without the value: it cannot be kept out of logs.
+        logging.getLogger(__name__).warning(
+            "a configured secret is shorter than %d characters and is not redacted from "
+            "logs; use a longer token or password",
+            MIN_SECRET_LENGTH,
+        )
     return frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)

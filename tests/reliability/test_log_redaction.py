@@ -95,3 +95,12 @@ def test_the_database_password_is_redacted_wherever_a_driver_quotes_the_url(
     assert password.replace("-", "%2D") not in stream.getvalue()  # nor as the URL writes it
     assert url_passwords("sqlite:///canary.db") == ()
     assert url_passwords(None) == ()
+
+
+def test_a_secret_too_short_to_redact_is_warned_about_without_its_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bot.logging_setup"):
+        install_redaction("canary1")
+    assert "shorter than 8 characters and is not redacted" in caplog.text
+    assert "canary1" not in caplog.text
