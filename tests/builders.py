@@ -12,6 +12,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
+
 from canary_sandbox.sandbox import stable_deployment
 from rollout.model import Phase, Rollout, RolloutPlan
 
@@ -78,3 +80,23 @@ def deployment(
     """A Deployment for the emulator's own tests: small, and with no namespace in its metadata,
     so a test creates it through the API in a namespace of its own."""
     return stable_deployment(name, namespace=namespace, replicas=replicas, image=image, track=track)
+
+
+def many_services_config(services: list[str], **defaults: Any) -> str:
+    """A config for many services in one namespace, each its own Deployment on the replicas
+    strategy, 30 s analysis and 30 min steps; `defaults` adds to or overrides the defaults."""
+    return yaml.safe_dump(
+        {
+            "slack": {"release_channels": ["C0RELEASES"]},
+            "defaults": {
+                "steps": [5, 25, 50],
+                "step_interval": "30m",
+                "analysis_interval": "30s",
+                **defaults,
+            },
+            "services": {
+                name: {"namespace": "shop", "deployment": name, "strategy": "replicas"}
+                for name in services
+            },
+        }
+    )

@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import yaml
-
 from bot.config_loader import load_config_text
 from rollout.analysis import Analyzer, Series
 from rollout.engine import Engine
@@ -22,7 +20,7 @@ from rollout.model import Phase
 from rollout.outbox import CARD, card_view
 from rollout.sender import OutboxSender
 from rollout.store import SqliteStore
-from tests.builders import NOW, progressing_rollout, rollout_plan
+from tests.builders import NOW, many_services_config, progressing_rollout, rollout_plan
 from tests.fakes import FakeClock, FakeNotifier, FakeRouter, World
 
 ROLLOUTS = 1000
@@ -37,25 +35,6 @@ class NoMetrics:
     def query(self, promql: str) -> list[Series]:
         self.queries += 1
         return []
-
-
-def config(services: list[str]) -> str:
-    return yaml.safe_dump(
-        {
-            "slack": {"release_channels": ["C0RELEASES"]},
-            "defaults": {
-                "steps": [5, 25, 50],
-                "step_interval": "30m",
-                "analysis_interval": "30s",
-                "on_no_data": "hold",
-                "rules": [{"metric": "error_rate", "above": 0.05, "for": "0s"}],
-            },
-            "services": {
-                name: {"namespace": "shop", "deployment": name, "strategy": "replicas"}
-                for name in services
-            },
-        }
-    )
 
 
 def test_rollouts_held_for_missing_data_update_their_cards_once(tmp_path: Path) -> None:
@@ -82,7 +61,13 @@ def test_rollouts_held_for_missing_data_update_their_cards_once(tmp_path: Path) 
 
     metrics = NoMetrics()
     engine = Engine(
-        config=load_config_text(config(services)),
+        config=load_config_text(
+            many_services_config(
+                services,
+                on_no_data="hold",
+                rules=[{"metric": "error_rate", "above": 0.05, "for": "0s"}],
+            )
+        ),
         store=store,
         routers={"replicas": FakeRouter(world)},
         clock=clock,

@@ -19,8 +19,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.config_loader import load_config_text
 from rollout.analysis import Analyzer, Series
 from rollout.commands import Rollback
@@ -31,7 +29,7 @@ from rollout.outbox import CARD
 from rollout.start import StartRequest
 from rollout.store import SqliteStore
 from rollout.traffic.base import TrafficStatus
-from tests.builders import progressing_rollout, rollout_plan
+from tests.builders import many_services_config, progressing_rollout, rollout_plan
 from tests.fakes import FakeClock, FakeRouter, World
 from tests.test_engine import CONFIG
 
@@ -77,24 +75,6 @@ class Healthy:
         return self._series
 
 
-def config(services: list[str]) -> str:
-    return yaml.safe_dump(
-        {
-            "slack": {"release_channels": ["C0RELEASES"]},
-            "defaults": {
-                "steps": [5, 25, 50],
-                "step_interval": "30m",
-                "analysis_interval": "30s",
-                "rules": [{"metric": "error_rate", "above": 0.05, "for": "1m"}],
-            },
-            "services": {
-                name: {"namespace": "shop", "deployment": name, "strategy": "replicas"}
-                for name in services
-            },
-        }
-    )
-
-
 def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) -> None:
     services = [f"svc-{index:04d}" for index in range(ROLLOUTS)]
     store, clock = CountingStore(tmp_path / "canary.db"), FakeClock()
@@ -109,7 +89,11 @@ def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) 
         )
         store.queue(f"r-{name}", [CARD])
     engine = Engine(
-        config=load_config_text(config(services)),
+        config=load_config_text(
+            many_services_config(
+                services, rules=[{"metric": "error_rate", "above": 0.05, "for": "1m"}]
+            )
+        ),
         store=store,
         routers={"replicas": FakeRouter(World(weight=25))},
         clock=clock,
