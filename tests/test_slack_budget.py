@@ -158,6 +158,31 @@ def test_pages_go_first_and_no_message_is_lost_under_slacks_limits(
         assert slack.limits.refused > 0  # refused, waited for Retry-After, sent all the same
 
 
+def test_a_page_behind_its_own_unposted_card_overtakes_every_other_card(
+    tmp_path: Path, slack: SlackEmulator
+) -> None:
+    """A rollout breached before its card was posted, while 30 other cards wait their turn
+    at one message a second: its card goes first (the page's thread), then the page, then
+    the other cards; nothing is lost."""
+    clock = Monotonic()
+    slack.limits = SlackRateLimits(clock=clock)
+    store = SqliteStore(tmp_path / "canary.db")
+    others = with_cards(store, 30)
+    breached = progressing_rollout(id="r-breached", service="svc-breached")
+    store.create(breached, actor="U01ALICE")
+    store.queue(breached.id, [CARD])
+    paged(store, breached)
+    send_all(store, sender_for(store, slack, clock, BudgetLimits()), clock)
+
+    posted = posted_keys(slack)
+    assert [(rollout, key.split(":")[0]) for rollout, key in posted[:2]] == [
+        ("r-breached", "card"),
+        ("r-breached", "alert"),
+    ]
+    assert Counter(posted[2:]) == Counter((r.id, "card") for r in others)
+    assert slack.limits.refused == 0
+
+
 def test_pending_card_refreshes_coalesce_into_one_showing_the_latest_state(
     tmp_path: Path, slack: SlackEmulator
 ) -> None:
