@@ -46,7 +46,7 @@ from bot.parts import (
     url_passwords,
 )
 from bot.registry import RegistryLoginMissing, gateway_timeout, registry_settings
-from bot.shutdown import STOP_DEADLINE_S, Step, StopSteps
+from bot.shutdown import ACTING_RESERVE_S, STOP_DEADLINE_S, Step, StopSteps
 from bot.startup import RECONCILE_BACKOFF_MAX_S, STARTUP_JOIN_TIMEOUT_S, Startup
 from handlers import actions, commands
 from handlers.context import HandlerServices
@@ -387,20 +387,25 @@ class Runtime:
 
     def stop(self, deadline: float = STOP_DEADLINE_S) -> list[str]:
         """Stop every part, waiting for work in flight up to `deadline` seconds in all;
-        returns the parts that had not stopped by then (bot/shutdown.py)."""
-        steps: list[Step] = []
+        returns the parts that had not stopped by then (bot/shutdown.py).
+
+        With several replicas the Lease is handed back only once this replica no longer acts:
+        first it takes no new work (start-up, beat, pick-up, the work after requests), then
+        the ticks and gates in flight finish, or are abandoned when they would leave too
+        little of the deadline for the rest (`ACTING_RESERVE_S`), and the senders stop. A gate
+        ending after the Lease went would otherwise act beside the next leader."""
+        acting_until = time.monotonic() + deadline - ACTING_RESERVE_S
+        steps: list[Step] = [("start-up", self._startup.stop), ("beat", self.scheduler.stop)]
         if self.leadership is not None:
-            # Hands the Lease back: another replica leads at once.
-            steps.append(("leadership", self.leadership.stop))
+            steps.append(("pick-up", self.leadership.stop_picking_up))
         steps += [
-            ("start-up", self._startup.stop),
-            ("beat", self.scheduler.stop),
             ("directory", self.directory.stop),
             ("after-acknowledgement work", lambda: self._after_ack.shutdown(wait=True)),
-            ("ticks and gates", self.engine.close),
+            ("ticks and gates", lambda: self.engine.close(acting_until - time.monotonic())),
             ("outbox sender", self.sender.stop),
             ("chart worker", self.charts.stop),
-            ("chart render process", self._renderer.close),
-            ("store", self.store.close),
         ]
+        if self.leadership is not None:
+            steps.append(("leadership", self.leadership.stop))  # another replica leads at once
+        steps += [("chart render process", self._renderer.close), ("store", self.store.close)]
         return StopSteps(steps).run(deadline)

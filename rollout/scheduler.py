@@ -62,6 +62,10 @@ class BeatScheduler:
             replace_existing=True,
         )
 
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
     def stop(self) -> None:
         global _beat
         if self._scheduler.running:
