@@ -18,10 +18,7 @@ from handlers.blocks import (
     status_card,
     status_message,
 )
-from rollout.events import (
-    Alert,
-    Paused,
-)
+from rollout.events import Alert, Paused
 from rollout.model import Phase
 from tests.blocks_support import NOW, payload
 from tests.builders import progressing_rollout

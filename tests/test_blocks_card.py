@@ -9,14 +9,7 @@ from datetime import timedelta
 import pytest
 from slack_sdk.models.blocks import DividerBlock
 
-from handlers.blocks import (
-    Message,
-    mention,
-    progress_bar,
-    slack_date,
-    status_card,
-    status_message,
-)
+from handlers.blocks import Message, mention, progress_bar, slack_date, status_card, status_message
 from rollout.model import Phase
 from tests.blocks_support import HUGE, NASTY, NOW, all_text, buttons, payload
 from tests.builders import progressing_rollout

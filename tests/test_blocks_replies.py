@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handlers.blocks import (
-    error_message,
-    help_message,
-    history_message,
-    list_message,
-)
+from handlers.blocks import error_message, help_message, history_message, list_message
 from rollout.model import Phase
 from tests.blocks_support import HUGE, NOW, all_text, payload
 from tests.builders import progressing_rollout
