@@ -378,7 +378,10 @@ class Runtime:
         steps += [
             ("directory", self.directory.stop),
             ("after-acknowledgement work", lambda: self._after_ack.shutdown(wait=True)),
-            ("ticks and gates", lambda: self.engine.close(acting_until - time.monotonic())),
+            (
+                "ticks and gates",
+                lambda: self.engine.close(max(0.0, acting_until - time.monotonic())),
+            ),
             ("outbox sender", self.sender.stop),
             ("chart worker", self.charts.stop),
         ]
