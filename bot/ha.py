@@ -101,7 +101,13 @@ class Leadership:
     def start(self) -> None:
         self.elector.start()
 
+    def stop_picking_up(self) -> None:
+        """The first part of a stop: no more pick-ups (nor fencing retries); the Lease is
+        still renewed, so the work in flight can finish as the leader's."""
+        self._stopping.set()
+
     def stop(self) -> None:
+        """Hand the Lease back: another replica leads at once."""
         self._stopping.set()
         self.elector.stop()
 

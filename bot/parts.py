@@ -1,8 +1,9 @@
 """What the runtime builds from the configuration and the environment before wiring it.
 
 Split out of bot/runtime.py (which wires the parts together) because these are checks and
-small factories with no life of their own: Slack's secrets, the traffic routers, Prometheus
-access, group memberships, and whether this is a replicated (HA) deployment. Each refuses bad
+small factories with no life of their own: Slack's secrets and Web API client, the store, the
+Kubernetes client, the traffic routers, Prometheus access, group memberships, and whether this
+is a replicated (HA) deployment. Each refuses bad
 settings with a StartupError naming what is wrong, before anything starts.
 """
 
@@ -14,9 +15,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
+from kubernetes import client as k8s
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 
+from bot.ha import bounded_transactions
+from bot.kube import load_api_client, without_retries
 from bot.logging_setup import install_redaction
 from bot.prometheus import PrometheusSetupError, prometheus_access
 from handlers.auth import Directory
@@ -24,11 +28,15 @@ from rollout.analysis import PrometheusProvider
 from rollout.config import Config
 from rollout.kube import KubeGateway
 from rollout.ports import Clock
-from rollout.stores import store_url
+from rollout.stores import Store, open_store, store_url
 from rollout.traffic.base import TrafficRouter
 from rollout.traffic.registry import STRATEGIES
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# One deadline per Slack Web API call. The WebClient retries nothing and never sleeps on a
+# Retry-After: the outbox sender (rollout/outbox.py) retries on its own schedule, off every
+# tick and request thread.
+SLACK_TIMEOUT_SECONDS = 10
 
 
 class StartupError(Exception):
@@ -57,6 +65,44 @@ class Secrets:
             app_token=env.get("SLACK_APP_TOKEN"),
             slack_api_url=url if url.endswith("/") else url + "/",
         )
+
+
+def slack_client(secrets: Secrets) -> WebClient:
+    return WebClient(
+        token=secrets.bot_token,
+        base_url=secrets.slack_api_url,
+        timeout=SLACK_TIMEOUT_SECONDS,
+        retry_handlers=[],
+    )
+
+
+def open_bot_store(config: Config, env: Mapping[str, str]) -> Store:
+    """SQLite, or the database `store.url` (or `CANARY_STORE_URL`) names: its password never
+    reaches a log line, and its transactions never idle past the renew deadline (bot/ha.py)."""
+    url = store_url(config.store.url, env)
+    install_redaction(*url_passwords(url))
+    return open_store(
+        path=config.store.path,
+        url=bounded_transactions(url, config.ha.renew_deadline) if url else None,
+    )
+
+
+def kube_client(
+    api_client: k8s.ApiClient | None, config: Config, *, identity: str
+) -> k8s.ApiClient:
+    """The Kubernetes client without the library's retries (each call has one deadline),
+    naming this replica in its User-Agent (the API server's audit log)."""
+    client = without_retries(api_client or load_api_client(context=config.kubernetes.context))
+    client.user_agent = f"canary-bot ({identity})"
+    return client
+
+
+def shortest_interval(config: Config) -> timedelta:
+    """The beat's interval: the shortest analysis interval of any service."""
+    return min(
+        [config.defaults.analysis_interval]
+        + [s.policy.analysis_interval for s in config.services.values()]
+    )
 
 
 def build_routers(config: Config, gateway: KubeGateway) -> dict[str, TrafficRouter]:

@@ -4,9 +4,10 @@ Tests and the demo build exactly this runtime and point it at local emulators th
 settings production uses (`SLACK_API_URL`, `KUBECONFIG`, the Prometheus URL); nothing inside
 the bot knows whether it talks to the real thing.
 
-This module is the wiring only: what is built from settings before it (secrets, routers,
-Prometheus access, group memberships) is in bot/parts.py, and start-up with reconciliation in
-bot/startup.py; their public names stay importable from here.
+This module is the wiring only: what is built from settings before it (secrets, the Slack,
+Kubernetes and store clients, routers, Prometheus access, group memberships) is in
+bot/parts.py, start-up with reconciliation in bot/startup.py, and the order of a stop's steps
+is explained in bot/shutdown.py; their public names stay importable from here.
 """
 
 from __future__ import annotations
@@ -19,34 +20,35 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from datetime import timedelta
 from typing import Any
 
 from kubernetes import client as k8s
 from slack_bolt import App
-from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
 from bot.chart_renderer import ChartRenderer
 from bot.foreground import Foreground, after_acks
-from bot.ha import LeaderOnlyNotifier, Leadership, bounded_transactions
-from bot.kube import load_api_client, without_retries
+from bot.ha import LeaderOnlyNotifier, Leadership
 from bot.logging_setup import install_redaction
 from bot.metrics import BotMetrics, dependency_of
 from bot.notifier import SlackNotifier
 from bot.parts import (
     DEFAULT_SLACK_API_URL,
+    SLACK_TIMEOUT_SECONDS,
     Secrets,
     StartupError,
     build_routers,
     directory,
     environment,
     ha_enabled,
+    kube_client,
+    open_bot_store,
     prometheus,
-    url_passwords,
+    shortest_interval,
+    slack_client,
 )
 from bot.registry import RegistryLoginMissing, gateway_timeout, registry_settings
-from bot.shutdown import STOP_DEADLINE_S, Step, StopSteps
+from bot.shutdown import ACTING_RESERVE_S, STOP_DEADLINE_S, Step, StopSteps
 from bot.startup import RECONCILE_BACKOFF_MAX_S, STARTUP_JOIN_TIMEOUT_S, Startup
 from handlers import actions, commands
 from handlers.context import HandlerServices
@@ -61,7 +63,7 @@ from rollout.oci import HttpRegistry
 from rollout.ports import Clock, SystemClock
 from rollout.scheduler import BeatScheduler
 from rollout.sender import OutboxSender
-from rollout.stores import Store, open_store, store_url
+from rollout.stores import Store
 
 # Also importable from here, as they were before the split.
 __all__ = [
@@ -77,11 +79,6 @@ __all__ = [
     "ha_enabled",
 ]
 log = logging.getLogger(__name__)
-
-# One deadline per Slack Web API call. The WebClient retries nothing and never sleeps on a
-# Retry-After: the outbox sender (rollout/outbox.py) retries on its own schedule, off every
-# tick and request thread.
-SLACK_TIMEOUT_SECONDS = 10
 
 
 class Runtime:
@@ -102,7 +99,7 @@ class Runtime:
         self.env = env  # where the pipeline API's tokens are read (api.tokens[].token_env)
         if metrics_provider is None:
             # A measurement never outlasts the analysis interval it serves.
-            budget = min(config.prometheus.timeout, self._shortest_interval(config))
+            budget = min(config.prometheus.timeout, shortest_interval(config))
             metrics_provider = prometheus(config, env, timeout=budget)
         # This replica's name in the Lease, and in its User-Agent (the API server's audit log).
         self.identity = env.get("POD_NAME") or socket.gethostname()
@@ -111,25 +108,12 @@ class Runtime:
         self.clock = clock or SystemClock()
         # Requests Slack waits on, in flight: background work lets them finish first.
         self.foreground = Foreground()
-        url = store_url(config.store.url, env)
-        install_redaction(*url_passwords(url))
-        self.store: Store = open_store(
-            path=config.store.path,
-            url=bounded_transactions(url, config.ha.renew_deadline) if url else None,
-        )
+        self.store: Store = open_bot_store(config, env)
         self.metrics = BotMetrics(active_rollouts=lambda: len(self.store.active()))
-        self.web = WebClient(
-            token=secrets.bot_token,
-            base_url=secrets.slack_api_url,
-            timeout=SLACK_TIMEOUT_SECONDS,
-            retry_handlers=[],
-        )
+        self.web = slack_client(secrets)
         self.kube_calls = 0
-        kube_client = without_retries(
-            api_client or load_api_client(context=config.kubernetes.context)
-        )
-        kube_client.user_agent = f"canary-bot ({self.identity})"
-        self.engine = self._build_engine(kube_client, metrics_provider)
+        kube = kube_client(api_client, config, identity=self.identity)
+        self.engine = self._build_engine(kube, metrics_provider)
         self.sender, self.charts, self._renderer = self._build_senders(render_chart)
         # Listeners answer Slack when they return (process_before_response), on waitress's
         # threads; the work after each acknowledgement runs here. stop() waits for it before
@@ -148,19 +132,19 @@ class Runtime:
         )
         self.scheduler = BeatScheduler(
             url=self.store.scheduler_url,
-            interval=self._shortest_interval(config),
+            interval=shortest_interval(config),
             beat=after_acks(self.foreground, self.engine.tick_all),
         )
         if ha_enabled(config, env):
-            self.leadership = self._build_leadership(kube_client, on_lost_lease)
+            self.leadership = self._build_leadership(kube, on_lost_lease)
 
     def _build_leadership(
-        self, kube_client: k8s.ApiClient, on_lost: Callable[[], None] | None
+        self, kube: k8s.ApiClient, on_lost: Callable[[], None] | None
     ) -> Leadership:
         """With several replicas: the Lease, whose holder reconciles, ticks and sends."""
         return Leadership(
             config=self.config.ha,
-            api_client=kube_client,
+            api_client=kube,
             identity=self.identity,
             store=self.store,
             on_leading=self._startup.reconcile_then_tick,
@@ -211,7 +195,7 @@ class Runtime:
             on_call=self._count_kube_call,
             on_deadline=lambda what: self._deadline_passed("kubernetes", what),
         )
-        measure_budget = min(config.prometheus.timeout, self._shortest_interval(config))
+        measure_budget = min(config.prometheus.timeout, shortest_interval(config))
         try:
             registry = HttpRegistry(registry_settings(config, self.env))
         except RegistryLoginMissing as error:
@@ -244,13 +228,6 @@ class Runtime:
     def _leads(self) -> bool:
         """May this replica act on the cluster and post? Always, with one replica."""
         return self.leadership is None or self.leadership.leading
-
-    @staticmethod
-    def _shortest_interval(config: Config) -> timedelta:
-        return min(
-            [config.defaults.analysis_interval]
-            + [s.policy.analysis_interval for s in config.services.values()]
-        )
 
     def _deadline_passed(self, dependency: str, what: str) -> None:
         """A call ran past its one deadline: a fault like any other (the next tick or the
@@ -387,20 +364,28 @@ class Runtime:
 
     def stop(self, deadline: float = STOP_DEADLINE_S) -> list[str]:
         """Stop every part, waiting for work in flight up to `deadline` seconds in all;
-        returns the parts that had not stopped by then (bot/shutdown.py)."""
-        steps: list[Step] = []
+        returns the parts that had not stopped by then (bot/shutdown.py).
+
+        With several replicas the Lease is handed back only once this replica no longer acts:
+        first it takes no new work (start-up, beat, pick-up, the work after requests), then
+        the ticks and gates in flight finish, or are abandoned when they would leave too
+        little of the deadline for the rest (`ACTING_RESERVE_S`), and the senders stop. A gate
+        ending after the Lease went would otherwise act beside the next leader."""
+        acting_until = time.monotonic() + deadline - ACTING_RESERVE_S
+        steps: list[Step] = [("start-up", self._startup.stop), ("beat", self.scheduler.stop)]
         if self.leadership is not None:
-            # Hands the Lease back: another replica leads at once.
-            steps.append(("leadership", self.leadership.stop))
+            steps.append(("pick-up", self.leadership.stop_picking_up))
         steps += [
-            ("start-up", self._startup.stop),
-            ("beat", self.scheduler.stop),
             ("directory", self.directory.stop),
             ("after-acknowledgement work", lambda: self._after_ack.shutdown(wait=True)),
-            ("ticks and gates", self.engine.close),
+            (
+                "ticks and gates",
+                lambda: self.engine.close(max(0.0, acting_until - time.monotonic())),
+            ),
             ("outbox sender", self.sender.stop),
             ("chart worker", self.charts.stop),
-            ("chart render process", self._renderer.close),
-            ("store", self.store.close),
         ]
+        if self.leadership is not None:
+            steps.append(("leadership", self.leadership.stop))  # another replica leads at once
+        steps += [("chart render process", self._renderer.close), ("store", self.store.close)]
         return StopSteps(steps).run(deadline)

@@ -1,16 +1,20 @@
 """A graceful stop with a deadline.
 
-`serve` stops its parts one after another on SIGTERM: the Lease, start-up, the beat, the
-after-acknowledgement workers, the ticks and gates in flight, the sender, the chart worker,
-the render process and the store. Each waits for work in flight, and under load one of them
-can wait a long time (a command gate runs up to its timeout; a render process being spawned
-imports matplotlib). Kubernetes kills a pod `terminationGracePeriodSeconds` (30 s) after
-SIGTERM anyway, so a stop that waits longer only loses the log line saying what it waited on.
+`serve` stops its parts one after another on SIGTERM: start-up, the beat, the pick-up poll,
+the after-acknowledgement workers, the ticks and gates in flight, the sender, the chart worker,
+the Lease (only once nothing of this replica acts any more), the render process and the
+store. Each waits for work in flight, and under load one of them can wait a long time (a
+command gate runs up to its timeout; a render process being spawned imports matplotlib).
+Kubernetes kills a pod `terminationGracePeriodSeconds` (30 s) after SIGTERM anyway, so a stop
+that waits longer only loses the log line saying what it waited on.
 
 So the steps run in a worker thread, the caller waits for them up to a deadline, and what did
-not finish is named in the log. Nothing is lost by stopping early: every decision is already
-in the store (ticks save before they act, and the outbox keeps unsent messages), and a
-restarted bot reconciles the cluster with it.
+not finish is named in the log. The ticks and gates stop waiting early enough to leave the
+later steps `ACTING_RESERVE_S`: a gate still running then is abandoned (its result is not
+recorded), so that the Lease can be handed back with nothing of this replica acting after it.
+Nothing is lost by stopping early: every decision is already in the store (ticks save before
+they act, and the outbox keeps unsent messages), and a restarted bot, or the next leader,
+reconciles the cluster with it and runs an abandoned gate again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ log = logging.getLogger(__name__)
 # Below Kubernetes' default terminationGracePeriodSeconds (30 s), with room for the process to
 # flush its logs and exit before the kubelet's SIGKILL.
 STOP_DEADLINE_S = 20.0
+# What the ticks and gates in flight leave of the deadline for the steps after them: the senders
+# and, with several replicas, handing the Lease back (two API calls of at most 2 s each).
+ACTING_RESERVE_S = 5.0
 # A step slower than this is logged with its time, so a slow stop says where it went.
 SLOW_STEP_S = 1.0
 

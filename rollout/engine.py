@@ -106,6 +106,7 @@ class Engine:
             registry=registry,
             jobs=jobs(self._cluster) if jobs is not None else None,
             tick=self.tick,
+            leading=lambda: self._leading(),
         )
         self._work = Locks()
         self._pool = TickPool(workers=parallel)
@@ -366,9 +367,9 @@ class Engine:
         self._on_queued()
         return True
 
-    def close(self) -> None:
-        self._gates.close()
-        self._pool.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Start no more ticks or gates; wait up to `timeout` s in all for those running."""
+        self._pool.close(self._gates.close(timeout))
 
     def _is_due(self, rollout: Rollout, now: datetime) -> bool:
         last = self._last_tick.get(rollout.id)

@@ -4,11 +4,18 @@ Split out of rollout/engine.py because gates live on their own time: a pre-fligh
 for up to its timeout, so it runs on gate workers of its own, never inside a tick, and its end
 ticks the rollout again; a Job gate is looked at once per tick (the Job runs in the cluster).
 Either way the result is audited and fed to the machine through the engine's recorder.
+
+Only a replica that leads records a pre-flight gate's result and carries the rollout on: a gate
+that ends after its replica lost or handed back the Lease, or after the stop gave up waiting
+for it (`close`), is dropped. The record still names the gate as running, so the leader's next
+tick of the rollout runs it again (gates are checks, safe to repeat).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -41,6 +48,7 @@ class Gates:
         registry: ImageRegistry | None,
         jobs: JobGates | None,
         tick: Callable[[str], None],
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -49,6 +57,11 @@ class Gates:
         self._pool = TickPool(workers=4)
         self._jobs = jobs
         self._tick = tick
+        self._leading = leading
+        # Gate ends being recorded right now, and whether the stop has abandoned the rest.
+        self._acting = 0
+        self._abandoned = False
+        self._acted = threading.Condition()
 
     def preflight(self, rollout: Rollout, key: str) -> Rollout:
         """Record that gate `key` started (once), then launch it on a gate worker."""
@@ -71,8 +84,18 @@ class Gates:
         if rollout is None or rollout.gate != key:
             return
         result, image = self._runner.run(rollout, key)
-        self._record(rollout, result, image=image)
-        self._tick(rollout_id)
+        with self._acted:
+            if self._abandoned or not self._leading():
+                log.info("gate %s of %s ended on a replica that no longer acts", key, rollout_id)
+                return
+            self._acting += 1
+        try:
+            self._record(rollout, result, image=image)
+            self._tick(rollout_id)
+        finally:
+            with self._acted:
+                self._acting -= 1
+                self._acted.notify_all()
 
     def check_job(self, rollout: Rollout, *, now: datetime) -> Rollout:
         """Within a tick: has the rollout's Job gate finished? Record it if so."""
@@ -113,5 +136,20 @@ class Gates:
     def drain(self) -> None:
         self._pool.drain()
 
-    def close(self) -> None:
-        self._pool.close()
+    def close(self, timeout: float | None = None) -> float | None:
+        """Launch no more gates and wait up to `timeout` seconds for those running; then
+        abandon the rest (their results are dropped, see the module docstring), once the ends
+        being recorded at that moment are saved (within what is left of `timeout`). Returns
+        what is left of `timeout`."""
+        end = None if timeout is None else time.monotonic() + timeout
+        unfinished = self._pool.close(timeout)
+        with self._acted:
+            self._abandoned = True
+            left = None if end is None else max(0.0, end - time.monotonic())
+            self._acted.wait_for(lambda: self._acting == 0, timeout=left)
+        if unfinished:
+            log.warning(
+                "stopping with gates still running, abandoned (the leader runs them again): %s",
+                ", ".join(unfinished),
+            )
+        return None if end is None else max(0.0, end - time.monotonic())

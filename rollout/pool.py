@@ -32,6 +32,7 @@ class TickPool:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tick")
         self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def running(self) -> set[str]:
         with self._lock:
@@ -50,6 +51,9 @@ class TickPool:
                     self._running.pop(rollout_id, None)
 
         with self._lock:
+            if self._closed:  # stopping: whatever is left is done after the next start-up
+                log.info("not starting work on %s: stopping", rollout_id)
+                return
             if rollout_id not in self._running:
                 self._running[rollout_id] = self._pool.submit(run)
 
@@ -59,5 +63,15 @@ class TickPool:
             running = list(self._running.values())
         wait(running)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, timeout: float | None = None) -> list[str]:
+        """Take no more work, drop what has not begun, and wait up to `timeout` seconds (for
+        ever with None) for what runs; returns the rollouts whose work still runs then."""
+        with self._lock:
+            self._closed = True
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for rollout_id, future in list(self._running.items()):
+                if future.cancelled():
+                    del self._running[rollout_id]
+            running = {future: rollout_id for rollout_id, future in self._running.items()}
+        _, not_done = wait(running, timeout=timeout)
+        return sorted(running[f] for f in not_done)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -34,13 +35,39 @@ def run_beat() -> None:
     _beat()
 
 
+class _BeatExecutor(ThreadPoolExecutor):  # type: ignore[misc]  # untyped library
+    """APScheduler's thread pool executor, which lets a stop race its wake-up quietly.
+
+    `BackgroundScheduler.shutdown` marks the scheduler stopped, then shuts its executor down
+    under the job store's lock, waiting for a beat that is running. A wake-up of the scheduler's
+    thread in that time (its timer, the next beat due) is past the only check for a stopped
+    or paused scheduler and waits for that lock; once it has it, it submits the beat to the
+    shut-down pool, which raises, and APScheduler logs "Error submitting job" with a traceback
+    although nothing is wrong: the bot is stopping. Both happen under that lock, so a beat
+    submitted after the shutdown is simply not run."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self._shut_down = False
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._shut_down = True
+        super().shutdown(wait)
+
+    def _do_submit_job(self, job: Any, run_times: Any) -> None:
+        if self._shut_down:
+            log.debug("the beat was due as the scheduler stopped: not run")
+            return
+        super()._do_submit_job(job, run_times)
+
+
 class BeatScheduler:
     def __init__(self, *, url: str, interval: timedelta, beat: Callable[[], None]) -> None:
         self._interval = max(interval.total_seconds(), 1.0)
         self._beat = beat
         self._scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=url)},
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            executors={"default": _BeatExecutor()},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -62,10 +89,15 @@ class BeatScheduler:
             replace_existing=True,
         )
 
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
     def stop(self) -> None:
         global _beat
         if self._scheduler.running:
-            # Pause first so no beat is submitted to an executor that is shutting down.
+            # Pause first so that no new beat begins while a running one finishes; a wake-up
+            # already under way when it stops is `_BeatExecutor`'s.
             self._scheduler.pause()
             self._scheduler.shutdown(wait=True)
         _beat = None

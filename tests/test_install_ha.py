@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.test_install_artifacts import REPO, load_yaml
+from tests.install_support import REPO, load_yaml
 
 OVERLAY = REPO / "deploy-ha"
 LABELS = {"app.kubernetes.io/name": "canary-bot"}

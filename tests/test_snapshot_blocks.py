@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from handlers.blocks import Message, snapshot_message
 from rollout.analysis import Analysis, Measurement, RuleResult, TrackValues, Verdict
 from rollout.config import Rule
+from tests.blocks_support import payload
 from tests.builders import progressing_rollout
-from tests.test_blocks import payload
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ERROR_RULE = Rule.model_validate({"metric": "error_rate", "above": 0.01, "for": "2m"})

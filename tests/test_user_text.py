@@ -26,8 +26,8 @@ from handlers.blocks import (
 from rollout import commands
 from rollout.machine import Announce, Decision, apply_command
 from rollout.model import Phase
+from tests.blocks_support import NOW, all_text
 from tests.builders import progressing_rollout
-from tests.test_blocks import NOW, all_text
 
 ENTITY = re.compile(r"<[^<>]*>")
 FRAGMENTS = (

@@ -30,6 +30,7 @@ import requests
 
 from rollout.analysis.provider import MetricsProvider, MetricsUnavailable, QueryFailed, Series
 from rollout.analysis.queries import BatchQuery, CustomQuery, metric_names, plan
+from rollout.analysis.templates import prometheus_duration
 from rollout.analysis.types import AnalysisTarget, Measurement, Track, TrackValues
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,13 @@ class Analyzer:
         values: dict[tuple[str, str, Track], float | None] = {}  # (rollout, metric, track)
 
         def batched(batch: BatchQuery) -> None:
-            for (rollout_id, track), value in batch.split(run(batch.promql)).items():
+            for (rollout_id, track), value in batch.split(run(batch.promql, _about(batch))).items():
                 values[(rollout_id, batch.metric, track)] = value
 
         def custom(query: CustomQuery) -> None:
-            series = run(query.promql)
+            series = run(
+                query.promql, f"custom {query.metric} ({query.track}) of {query.rollout_id}"
+            )
             values[(query.rollout_id, query.metric, query.track)] = _single_value(query, series)
 
         first, rest = (
@@ -118,9 +121,10 @@ class _Round:
         self._reachable = True
         self._guard = threading.Lock()
 
-    def run(self, promql: str) -> list[Series]:
+    def run(self, promql: str, about: str) -> list[Series]:
         """The query's series; none once Prometheus looks unreachable this tick or the
-        measurement's deadline has passed (the queries not yet started are skipped)."""
+        measurement's deadline has passed (the queries not yet started are skipped). `about`
+        names the query in the log."""
         with self._guard:
             if not self._reachable:
                 return []
@@ -132,7 +136,15 @@ class _Round:
         try:
             return self._provider.query(promql)
         except QueryFailed as error:
-            log.warning("query failed: %s -- %s", error, promql)
+            # A batched query names every rollout it measures (~50 KB at 1,000): the log gets
+            # what it was for and its beginning, enough to find it in the code.
+            log.warning(
+                "query failed: %s: %.300s -- the query (%d characters) begins: %.200s",
+                about,
+                error,
+                len(promql),
+                promql,
+            )
             return []
         except MetricsUnavailable as error:
             with self._guard:
@@ -142,6 +154,13 @@ class _Round:
             if isinstance(error.__cause__, requests.Timeout):
                 self._on_deadline("query")
             return []
+
+
+def _about(batch: BatchQuery) -> str:
+    window = prometheus_duration(batch.window)
+    return (
+        f"{batch.metric} ({batch.family.name}, {window} window) for {len(batch.targets)} rollouts"
+    )
 
 
 def _single_value(custom: CustomQuery, series: Sequence[Series]) -> float | None:

@@ -1,13 +1,16 @@
-"""Sandboxes whose services have pre-flight gates, and a real OCI registry (Debian's
-`docker-registry`) on loopback. Without the binary these tests skip locally with the install
-command and FAIL under CI (`CI` set, where scripts/test installs it): a registry test must never
-silently not run."""
+"""Sandboxes whose services have pre-flight gates, a pipeline's webhook (`Hook`) and a real OCI
+registry (Debian's `docker-registry`) on loopback. Without the registry binary its tests skip
+locally with the install command and FAIL under CI (`CI` set, where scripts/test installs it):
+a registry test must never silently not run."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,46 @@ def container_image(box: Sandbox, name: str) -> str:
     deployment = box.kube.get("apps/v1", "Deployment", "shop", name)
     assert deployment is not None
     return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+class Hook:
+    """A pipeline's webhook on loopback: answers `status` with `body`, or hangs until the
+    test ends (`hang`), and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.status, self.body, self.hang = 200, b"{}", False
+        self.received: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                hook.received.append(json.loads(self.rfile.read(length)))
+                if hook.hang:
+                    hook.release.wait(timeout=30)
+                self.send_response(hook.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(hook.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pre-rollout"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    server = Hook()
+    try:
+        yield server
+    finally:
+        server.close()

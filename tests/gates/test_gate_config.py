@@ -13,7 +13,7 @@ from bot.registry import RegistryLoginMissing, registry_settings
 from rollout.gates.config import CommandGate, JobGate, WebhookGate
 from rollout.oci import Credentials
 from rollout.start import StartRequest, draft
-from tests.test_install_artifacts import role_grants
+from tests.install_support import role_grants
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = """\

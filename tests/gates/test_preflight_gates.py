@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from canary_sandbox.sandbox import BOB, RELEASE_CHANNEL, Sandbox
 from rollout.model import Phase
 from tests.gates.conftest import (
+    Hook,
     MakeSandbox,
     canary_exists,
     gate_config,
@@ -23,49 +20,6 @@ from tests.gates.conftest import (
     wait_for_reply,
     wait_until,
 )
-
-
-class Hook:
-    """A pipeline's webhook on loopback: answers `status` with `body`, or hangs until the
-    test ends (`hang`), and keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.status, self.body, self.hang = 200, b"{}", False
-        self.received: list[dict[str, Any]] = []
-        self.release = threading.Event()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                hook.received.append(json.loads(self.rfile.read(length)))
-                if hook.hang:
-                    hook.release.wait(timeout=30)
-                self.send_response(hook.status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(hook.body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pre-rollout"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    server = Hook()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def start(box: Sandbox) -> None:

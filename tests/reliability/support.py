@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -34,6 +35,9 @@ from rollout.model import Rollout
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 FORM = "application/x-www-form-urlencoded"
+# The start of a log record in the bot's log (`bot/cli.py`'s format), as opposed to a
+# traceback's line.
+_LOG_RECORD = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [A-Z]+ ")
 
 # Imports the bot once, then forks a `canary-bot serve` per line read:
 # "<port> <admin port> <log path>".
@@ -180,7 +184,17 @@ def _alive(pid: int) -> bool:
 
 
 def logged_errors(text: str) -> list[str]:
-    return [line for line in text.splitlines() if " ERROR " in line or "Traceback" in line]
+    """The log's error lines, each with the traceback logged with it (the lines up to the next
+    record), so that a test failing on one shows its cause."""
+    found: list[str] = []
+    in_error = False
+    for line in text.splitlines():
+        record = _LOG_RECORD.match(line) is not None or line.startswith("=====")
+        if record:
+            in_error = " ERROR " in line
+        if in_error or "Traceback" in line:
+            found.append(line)
+    return found
 
 
 # --------------------------------------------------------------------------- the store

@@ -32,13 +32,7 @@ from canary_sandbox.sandbox import BOB, CAROL, MALLORY, RELEASE_CHANNEL, Sandbox
 from emulators.slack import DriverResponse, payloads
 from emulators.slack.blocks import find_button
 from rollout.config import Config
-from tests.reliability.support import (
-    FORM,
-    active_rollout,
-    open_approval,
-    sandbox_config,
-    wait_for,
-)
+from tests.reliability.support import FORM, active_rollout, open_approval, sandbox_config, wait_for
 
 TRIED: Counter[str] = Counter()
 LEAKS = re.compile(

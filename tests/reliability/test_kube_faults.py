@@ -33,13 +33,7 @@ from emulators.slack import SlackDriver
 from rollout.kube import KubeGateway
 from rollout.model import Phase, Rollout
 from rollout.traffic.replicas import split_replicas
-from tests.reliability.support import (
-    card_of,
-    open_approval,
-    replicas,
-    sandbox_config,
-    wait_for,
-)
+from tests.reliability.support import card_of, open_approval, replicas, sandbox_config, wait_for
 
 SERVICES = ("checkout", "cart", "search")
 REPLICAS = 10

@@ -26,9 +26,7 @@ from rollout.model import Phase
 from rollout.traffic.gateway import HTTP_ROUTE
 from rollout.traffic.istio import DESTINATION_RULE, VIRTUAL_SERVICE
 from rollout.traffic.nginx import WEIGHT
-from rollout.traffic.pinning import (
-    POD_TEMPLATE_HASH,
-)
+from rollout.traffic.pinning import POD_TEMPLATE_HASH
 from tests.conformance.cases import gateway as gateway_case
 from tests.conformance.cases import istio as istio_case
 from tests.conformance.cases import nginx as nginx_case

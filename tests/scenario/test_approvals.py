@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from canary_sandbox.sandbox import (
-    ALICE,
-    BOB,
-    CAROL,
-    RELEASE_CHANNEL,
-    SANDBOX_CONFIG,
-    Sandbox,
-)
+from canary_sandbox.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL, SANDBOX_CONFIG, Sandbox
 from rollout.model import Phase
 from tests.scenario.test_rollout_flow import approval_message, deployment, only_rollout, wait_until
 

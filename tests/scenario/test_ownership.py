@@ -19,12 +19,7 @@ from canary_sandbox.sandbox import BOB, RELEASE_CHANNEL, Sandbox, stable_deploym
 from emulators.kube import KubeEmulator
 from rollout.kube import KubeGateway
 from rollout.traffic.replicas import ReplicasRouter
-from rollout.traffic.workloads import (
-    ForeignObject,
-    RouterError,
-    canary_name,
-    deployment_rolled_out,
-)
+from rollout.traffic.workloads import ForeignObject, RouterError, canary_name, deployment_rolled_out
 from tests.conformance.cases import nginx as nginx_case
 from tests.conformance.cases import replicas as replicas_case
 from tests.conformance.cases.base import rollout_for

@@ -22,9 +22,7 @@ from canary_sandbox.sandbox import BOB, CAROL, RELEASE_CHANNEL, Sandbox, stable_
 from emulators.kube import BUNDLED_CRDS, KubeEmulator
 from rollout.model import Phase
 from rollout.traffic.alb import canary_weight
-from rollout.traffic.pinning import (
-    POD_TEMPLATE_HASH,
-)
+from rollout.traffic.pinning import POD_TEMPLATE_HASH
 from tests.conformance.cases import alb as alb_case
 from tests.scenario.test_app_labels_only import (
     INGRESS,

@@ -26,15 +26,8 @@ from rollout.traffic.istio import DESTINATION_RULE, VIRTUAL_SERVICE, IstioRouter
 from tests.conformance.cases.argo import argo_rollout, seed_argo
 from tests.conformance.cases.base import NAMESPACE, rollout_for, tracked_deployment
 from tests.conformance.cases.gateway import http_route, stable_service
-from tests.conformance.cases.istio import (
-    CASE as ISTIO_CASE,
-)
-from tests.conformance.cases.istio import (
-    destination_rule,
-    seed_istio,
-    service,
-    virtual_service,
-)
+from tests.conformance.cases.istio import CASE as ISTIO_CASE
+from tests.conformance.cases.istio import destination_rule, seed_istio, service, virtual_service
 from tests.scenario.test_rollout_flow import wait_until
 
 NEW_IMAGE = "registry.example.com/shop/checkout:v2.3.5"
