@@ -274,8 +274,10 @@ def _phase(
     rounds: int,
     text: str,
 ) -> dict[str, Any]:
-    """`rounds` rounds of N requests per server, in turn (bot, bare, bot, ...), so both see
-    the same machine load; a short pause between rounds lets the bot's after-ack work run."""
+    """`rounds` rounds of N requests per server, in turn, the order swapped every round (bot
+    then bare, bare then bot, ...): the round after a bot round meets whatever the bot left
+    for after its answers, so neither server always goes first; a short pause between rounds
+    lets the bot's after-ack work run."""
     latencies: dict[str, list[float]] = {"bot": [], "bare": []}
     statuses: dict[str, dict[int, int]] = {"bot": {}, "bare": {}}
     # Each server's CPU while its rounds are answered (not in the pauses): per request, what
@@ -283,17 +285,23 @@ def _phase(
     round_cpu: dict[str, float] = {"bot": 0.0, "bare": 0.0}
     # The slowest request of each round: one slow round of 50 sets the p99 of 1,000 alone.
     round_max: dict[str, list[float]] = {"bot": [], "bare": []}
+    # Per round, what else the bot did meanwhile (rounds.py): what sets the slow rounds.
+    records: list[dict[str, Any]] = []
     cpu_before, wall_before = common.cpu_seconds(bot.pid), time.monotonic()
-    for _ in range(rounds):
-        for name, port in ports.items():
+    for index in range(rounds):
+        order = list(ports.items()) if index % 2 == 0 else list(reversed(ports.items()))
+        for name, port in order:
             batch = [signed_command(box, f"status {text}") for _ in range(N)]
-            before = common.cpu_seconds(pids[name])
+            before = activity(box, pids)
             answers = pool.submit(fire, port, batch).result()
+            after = activity(box, pids)
+            record = activity_during(box, pids, before, after, server=name)
             for status, seconds in answers:
                 latencies[name].append(seconds * 1000)
                 statuses[name][status] = statuses[name].get(status, 0) + 1
             round_max[name].append(round(max(s for _, s in answers) * 1000, 1))
-            round_cpu[name] += common.cpu_seconds(pids[name]) - before
+            round_cpu[name] += after["cpu"][name] - before["cpu"][name]
+            records.append({"round": index, "max_ms": round_max[name][-1], **record})
             time.sleep(0.3)
     figures: dict[str, Any] = {"command": f"/canary status {text}"}
     for name, values in latencies.items():
@@ -309,7 +317,58 @@ def _phase(
     figures["ratio_p99"] = round(figures["bot"]["p99_ms"] / figures["bare"]["p99_ms"], 2)
     figures["bot_cpu_seconds"] = round(common.cpu_seconds(bot.pid) - cpu_before, 2)
     figures["wall_seconds"] = round(time.monotonic() - wall_before, 1)
+    figures["rounds"] = records
     return figures
+
+
+def activity(box: Sandbox, pids: dict[str, int]) -> dict[str, Any]:
+    """What the servers and the bot's chart process have done so far, and the clocks now."""
+    return {
+        "at": time.monotonic(),
+        "wall": time.time(),
+        "cpu": {name: common.cpu_seconds(pid) for name, pid in pids.items()},
+        "charts_cpu": sum(common.cpu_seconds(child) for child in _children(pids["bot"])),
+        "slack_calls": len(box.slack.calls),
+        "kube_writes": len(box.kube.writes_snapshot()),
+        "kube_requests": sum(box.kube.requests().values()),
+    }
+
+
+def activity_during(
+    box: Sandbox,
+    pids: dict[str, int],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    *,
+    server: str,
+) -> dict[str, Any]:
+    """One round's record: the CPU each process used meanwhile and the bot's Slack calls
+    (by method) and Kubernetes requests, whichever server the round was for (the bot's
+    background work competes with both for the 2 cores)."""
+    calls = box.slack.calls[before["slack_calls"] : after["slack_calls"]]
+    methods: dict[str, int] = {}
+    for call in calls:
+        methods[call.method] = methods.get(call.method, 0) + 1
+    return {
+        "server": server,
+        "wall_ms": round((after["at"] - before["at"]) * 1000, 1),
+        "cpu_ms": {name: round((after["cpu"][name] - before["cpu"][name]) * 1000) for name in pids},
+        "chart_process_cpu_ms": round((after["charts_cpu"] - before["charts_cpu"]) * 1000),
+        "slack_calls": methods,
+        "kube_writes": after["kube_writes"] - before["kube_writes"],
+        "kube_requests": after["kube_requests"] - before["kube_requests"],
+    }
+
+
+def _children(pid: int) -> list[int]:
+    """The bot's child processes (the chart renderer), from /proc."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return [child for child in children if Path(f"/proc/{child}").exists()]
 
 
 def _thread_of(box: Sandbox, service: str) -> bool:
@@ -348,6 +407,10 @@ def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
     print()
     headings = ["phase", "server", "requests", "p50 ms", "p99 ms", "max ms", "CPU ms/request"]
     print(common.table(headings, rows))
+    for phase, data in figures["phases"].items():
+        print(f"  {phase}: the slowest rounds and what the bot did meanwhile")
+        for line in slowest_rounds(data["rounds"]):
+            print(f"    {line}")
     busy = figures["phases"]["rollout"]
     print(
         f"  during the rollout phase: {busy['steps_during']} steps reached, "
@@ -366,6 +429,38 @@ def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
         ],
     )
     return 0
+
+
+def slowest_rounds(records: list[dict[str, Any]], count: int = 4) -> list[str]:
+    """The slowest rounds of each server, each with the bot's work beside it: the p99 of
+    1,000 answers is set by the slowest of the 20 rounds of 50."""
+    lines = []
+    for server in ("bot", "bare"):
+        mine = [r for r in records if r["server"] == server]
+        for r in sorted(mine, key=lambda r: -r["max_ms"])[:count]:
+            slack = ", ".join(f"{m} {n}" for m, n in sorted(r["slack_calls"].items())) or "none"
+            lines.append(
+                f"{server} round {r['round']:2d}: slowest {r['max_ms']:6.1f} ms; CPU bot "
+                f"{r['cpu_ms']['bot']} ms, bare {r['cpu_ms']['bare']} ms, chart process "
+                f"{r['chart_process_cpu_ms']} ms; Slack calls: {slack}; Kubernetes requests "
+                f"{r['kube_requests']} ({r['kube_writes']} writes)"
+            )
+        quiet = [r["max_ms"] for r in mine if not _busy(r)]
+        busy = [r["max_ms"] for r in mine if _busy(r)]
+        lines.append(
+            f"{server}: {len(busy)} rounds met bot background work (Slack calls, Kubernetes "
+            f"requests or a chart), slowest answer median {_median(busy)} ms; "
+            f"{len(quiet)} did not, median {_median(quiet)} ms"
+        )
+    return lines
+
+
+def _busy(record: dict[str, Any]) -> bool:
+    return bool(record["slack_calls"] or record["kube_requests"] or record["chart_process_cpu_ms"])
+
+
+def _median(values: list[float]) -> str:
+    return f"{common.percentile(values, 50):.1f}" if values else "-"
 
 
 def main() -> int:

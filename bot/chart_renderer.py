@@ -6,6 +6,12 @@ the interpreter only in turns: the acknowledgements of a burst of commands waite
 (bench/ack.py). One worker process renders them instead, one at a time; the bot's thread only
 reads the history and step marks from the store (milliseconds) and waits for the PNG.
 
+The worker runs at a lower CPU priority (`RENDER_NICENESS`): the machine's cores are shared
+with the bot's own process, and a chart rendered while a burst of commands is being answered
+took the core the answers needed (bench/ack.py recorded the chart process's CPU in each round:
+the slowest rounds during a rollout were the ones beside a chart). A chart may arrive a little
+later; an acknowledgement may not.
+
 The worker is started with `spawn` (never `fork` from a process full of threads) on the first
 chart and again after it died; `close()` stops it. A bot killed outright (SIGKILL, the OOM
 killer) never calls `close()`, and the pool's worker would wait on its queue for ever: so the
@@ -31,6 +37,14 @@ from rollout.stores import Store
 RENDER_TIMEOUT_S = 60.0
 # How often the worker looks whether the bot that started it is still there.
 PARENT_CHECK_S = 1.0
+# Added to the worker's niceness: when the cores are busy, the bot's threads run first.
+RENDER_NICENESS = 10
+
+
+def start_worker(parent: int) -> None:
+    """The worker's start: behind the bot for the CPU, and gone when the bot is."""
+    os.nice(RENDER_NICENESS)
+    exit_with_parent(parent)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -75,7 +89,7 @@ class ChartRenderer:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=exit_with_parent,
+                    initializer=start_worker,
                     initargs=(os.getpid(),),
                 )
             return self._pool
