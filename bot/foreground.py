@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import ParamSpec, TypeVar
 
 # Longer than a burst of 50 acknowledgements on 2 cores (~50 ms), short beside a 5 s beat.
@@ -32,24 +32,28 @@ class Foreground:
     def __init__(
         self, *, max_wait: float = MAX_WAIT_S, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self._quiet = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._quiet = threading.Condition(self._lock)
         self._in_flight = 0
         self._waiting = 0
         self._max_wait = max_wait
         self._monotonic = monotonic
+        self._serving = _Serving(self)
 
-    @contextmanager
-    def serving(self) -> Iterator[None]:
-        """Around the part of a request Slack waits for."""
-        with self._quiet:
+    def serving(self) -> AbstractContextManager[None]:
+        """Around the part of a request Slack waits for (one shared object: entering it costs
+        two lock turns and no generator, on the path of every acknowledgement)."""
+        return self._serving
+
+    def _enter(self) -> None:
+        with self._lock:
             self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._quiet:
-                self._in_flight -= 1
-                if not self._in_flight and self._waiting:
-                    self._quiet.notify_all()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if not self._in_flight and self._waiting:
+                self._quiet.notify_all()
 
     @property
     def in_flight(self) -> int:
@@ -72,6 +76,17 @@ class Foreground:
             finally:
                 self._waiting -= 1
         return self._monotonic() - started
+
+
+class _Serving(AbstractContextManager[None]):
+    def __init__(self, foreground: Foreground) -> None:
+        self._foreground = foreground
+
+    def __enter__(self) -> None:
+        self._foreground._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._foreground._leave()
 
 
 def after_acks(foreground: Foreground, work: Callable[P, T]) -> Callable[P, T]:
