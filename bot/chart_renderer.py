@@ -6,11 +6,12 @@ the interpreter only in turns: the acknowledgements of a burst of commands waite
 (bench/ack.py). One worker process renders them instead, one at a time; the bot's thread only
 reads the history and step marks from the store (milliseconds) and waits for the PNG.
 
-The worker runs at a lower CPU priority (`RENDER_NICENESS`): the machine's cores are shared
-with the bot's own process, and a chart rendered while a burst of commands is being answered
-took the core the answers needed (bench/ack.py recorded the chart process's CPU in each round:
-the slowest rounds during a rollout were the ones beside a chart). A chart may arrive a little
-later; an acknowledgement may not.
+The worker runs only on CPU time nothing else wants (Linux's SCHED_IDLE; elsewhere a niceness
+of +10): the cores are shared with the bot's own process, and a chart rendered while a burst of
+commands was being answered took the core the answers needed (bench/ack.py records the chart
+process's CPU in each round: during a rollout the slowest rounds were the ones beside a chart,
+also with the worker at niceness +10). A chart may arrive a little later; an acknowledgement
+may not.
 
 The worker is started with `spawn` (never `fork` from a process full of threads) on the first
 chart and again after it died; `close()` stops it. A bot killed outright (SIGKILL, the OOM
@@ -44,6 +45,11 @@ RENDER_NICENESS = 10
 def start_worker(parent: int) -> None:
     """The worker's start: behind the bot for the CPU, and gone when the bot is."""
     os.nice(RENDER_NICENESS)
+    try:
+        # Linux: run only on CPU time nothing else in the container wants.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or refused: the niceness alone, then
+        pass
     exit_with_parent(parent)
 
 

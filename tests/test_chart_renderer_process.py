@@ -60,8 +60,13 @@ def test_the_render_worker_runs_behind_the_bot_for_the_cpu() -> None:
     # worker yields to the bot's own process whenever both want a core.
     renderer = ChartRenderer(store=None, observer=None)  # type: ignore[arg-type]
     try:
-        worker_niceness = renderer._executor().submit(os.nice, 0).result(timeout=60)
+        worker = renderer._executor()
+        worker_niceness = worker.submit(os.nice, 0).result(timeout=60)
+        worker_policy = worker.submit(os.sched_getscheduler, 0).result(timeout=60)
     finally:
         renderer.close()
     assert worker_niceness == min(os.nice(0) + RENDER_NICENESS, 19)
     assert worker_niceness > os.nice(0)
+    # Linux: it runs only when nothing else in the container wants the CPU.
+    assert worker_policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the bot itself is not affected
