@@ -21,6 +21,7 @@ worker watches its parent and exits once the parent is gone.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -45,11 +46,10 @@ RENDER_NICENESS = 10
 def start_worker(parent: int) -> None:
     """The worker's start: behind the bot for the CPU, and gone when the bot is."""
     os.nice(RENDER_NICENESS)
-    try:
-        # Linux: run only on CPU time nothing else in the container wants.
+    # Linux: run only on CPU time nothing else in the container wants. Elsewhere, or when
+    # refused, the niceness alone.
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or refused: the niceness alone, then
-        pass
     exit_with_parent(parent)
 
 
