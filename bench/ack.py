@@ -7,8 +7,13 @@ the script measures two servers side by side, round by round in turn:
   server (Flask + waitress, same threads; `bench/ack_bare.py`), as a separate process;
 - the bot: `canary-bot serve` as in production (waitress, Bolt, SQLite), pointed at the cluster
   and Slack emulators of a sandbox and at a real Prometheus scraping a synthetic exporter.
+- for comparison (no target), the same bare app acknowledging with the bot's own status answer:
+  what answering with a message at all costs a plain Bolt app.
 A separate load process fires each round's N requests at once (a barrier releases N threads on
-open connections), so the client's own Python never shares a GIL with the servers.
+open connections), so the client's own Python never shares a GIL with the servers. The servers
+take their rounds in turn, the order turned by one every round, and each round's record keeps
+what the bot did meanwhile (its CPU, its chart process's CPU, its Slack calls and Kubernetes
+requests), so the slowest rounds, which set the p99, can be explained.
 
 Two phases: idle (one rollout sits at its first step: `status checkout`), and during a rollout
 (`busy` moves a step every second: weight writes, step messages, snapshots with charts, card
@@ -38,6 +43,7 @@ from urllib.parse import urlencode
 import common  # first: puts this clone on sys.path
 import requests
 import yaml
+from ack_rounds import ANSWER, activity, activity_during, slowest_rounds
 
 from canary_sandbox.sandbox import (
     ALICE,
@@ -191,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                     name="busy", replicas=4, image="registry.example.com/shop/busy:v1.0.0"
                 )
             )
-            ports = {"bot": free_port(), "bare": free_port()}
+            ports = {"bot": free_port(), "bare": free_port(), ANSWER: free_port()}
             env = box.process_env()
             processes.append(
                 _spawn(box.serve_command(port=ports["bot"]), env=env, log=Path(tmp) / "bot.log")
@@ -204,11 +210,26 @@ def run(args: argparse.Namespace) -> int:
                     log=Path(tmp) / "bare.log",
                 )
             )
-            for name, port in ports.items():
+            for name in ("bot", "bare"):
+                port = ports[name]
                 common.wait_until(
                     lambda port=port: _healthy(port), timeout=30, what=f"{name} /healthz"
                 )
-            pids = {"bot": processes[0].pid, "bare": processes[1].pid}
+            # Warm-up (not timed): the checkout rollout that sits at its first step; the
+            # bot's answer to `status checkout` is what the third server answers with.
+            answer = Path(tmp) / "answer.json"
+            answer.write_text(start_checkout(box, port=ports["bot"], pool=pool))
+            processes.append(
+                _spawn(
+                    [*bare, str(ports[ANSWER]), box.slack.api_url, str(answer)],
+                    env=env,
+                    log=Path(tmp) / "answer.log",
+                )
+            )
+            common.wait_until(
+                lambda: _healthy(ports[ANSWER]), timeout=30, what=f"{ANSWER} /healthz"
+            )
+            pids = {name: process.pid for name, process in zip(ports, processes, strict=True)}
             figures = measure(
                 box, ports=ports, bot=processes[0], pids=pids, pool=pool, rounds=args.rounds
             )
@@ -220,6 +241,20 @@ def run(args: argparse.Namespace) -> int:
             prometheus.stop()
             exporter.stop()
     return report(figures, started=started)
+
+
+def start_checkout(box: Sandbox, *, port: int, pool: ProcessPoolExecutor) -> str:
+    """Start the rollout that sits at its first step; the bot's `status checkout` answer
+    (the JSON body Slack would receive), once its card is up."""
+    pool.submit(fire, port, [signed_command(box, f"start checkout {NEW_TAG}")]).result()
+    common.wait_until(lambda: _thread_of(box, "checkout"), timeout=30, what="the checkout card")
+    for _ in range(2):  # the second, as in the rounds: with the "no new snapshot" note
+        body, headers = signed_command(box, "status checkout")
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/slack/events", data=body, headers=headers, timeout=10
+        )
+        answer.raise_for_status()
+    return answer.text
 
 
 def measure(
@@ -239,9 +274,7 @@ def measure(
             what="the bot's work after the acknowledgements",
         )
 
-    # Warm-up (not timed): the checkout rollout that sits at its first step, one round each.
-    pool.submit(fire, ports["bot"], [signed_command(box, f"start checkout {NEW_TAG}")]).result()
-    common.wait_until(lambda: _thread_of(box, "checkout"), timeout=30, what="the checkout card")
+    # Warm-up (not timed): one round each.
     settle()
     for port in ports.values():
         pool.submit(fire, port, [signed_command(box, "status checkout") for _ in range(N)]).result()
@@ -274,26 +307,35 @@ def _phase(
     rounds: int,
     text: str,
 ) -> dict[str, Any]:
-    """`rounds` rounds of N requests per server, in turn (bot, bare, bot, ...), so both see
-    the same machine load; a short pause between rounds lets the bot's after-ack work run."""
-    latencies: dict[str, list[float]] = {"bot": [], "bare": []}
-    statuses: dict[str, dict[int, int]] = {"bot": {}, "bare": {}}
+    """`rounds` rounds of N requests per server, in turn, the order turned by one every round
+    (bot, bare, answer; bare, answer, bot; ...): the round after a bot round meets whatever
+    the bot left for after its answers, so no server always follows the bot; a short pause
+    between rounds lets the bot's after-ack work run."""
+    latencies: dict[str, list[float]] = {name: [] for name in ports}
+    statuses: dict[str, dict[int, int]] = {name: {} for name in ports}
     # Each server's CPU while its rounds are answered (not in the pauses): per request, what
     # the 50 requests of a round queue behind on the server's one GIL.
-    round_cpu: dict[str, float] = {"bot": 0.0, "bare": 0.0}
+    round_cpu: dict[str, float] = {name: 0.0 for name in ports}
     # The slowest request of each round: one slow round of 50 sets the p99 of 1,000 alone.
-    round_max: dict[str, list[float]] = {"bot": [], "bare": []}
+    round_max: dict[str, list[float]] = {name: [] for name in ports}
+    # Per round, what else the bot did meanwhile (ack_rounds.py): what sets the slow rounds.
+    records: list[dict[str, Any]] = []
     cpu_before, wall_before = common.cpu_seconds(bot.pid), time.monotonic()
-    for _ in range(rounds):
-        for name, port in ports.items():
+    for index in range(rounds):
+        servers = list(ports.items())
+        shift = index % len(servers)
+        for name, port in servers[shift:] + servers[:shift]:
             batch = [signed_command(box, f"status {text}") for _ in range(N)]
-            before = common.cpu_seconds(pids[name])
+            before = activity(box, pids)
             answers = pool.submit(fire, port, batch).result()
+            after = activity(box, pids)
+            record = activity_during(box, pids, before, after, server=name)
             for status, seconds in answers:
                 latencies[name].append(seconds * 1000)
                 statuses[name][status] = statuses[name].get(status, 0) + 1
             round_max[name].append(round(max(s for _, s in answers) * 1000, 1))
-            round_cpu[name] += common.cpu_seconds(pids[name]) - before
+            round_cpu[name] += after["cpu"][name] - before["cpu"][name]
+            records.append({"round": index, "max_ms": round_max[name][-1], **record})
             time.sleep(0.3)
     figures: dict[str, Any] = {"command": f"/canary status {text}"}
     for name, values in latencies.items():
@@ -307,8 +349,12 @@ def _phase(
             "round_max_ms": round_max[name],
         }
     figures["ratio_p99"] = round(figures["bot"]["p99_ms"] / figures["bare"]["p99_ms"], 2)
+    figures["ratio_p99_same_answer"] = round(
+        figures["bot"]["p99_ms"] / figures[ANSWER]["p99_ms"], 2
+    )
     figures["bot_cpu_seconds"] = round(common.cpu_seconds(bot.pid) - cpu_before, 2)
     figures["wall_seconds"] = round(time.monotonic() - wall_before, 1)
+    figures["rounds"] = records
     return figures
 
 
@@ -327,7 +373,7 @@ def _steps_posted(box: Sandbox) -> int:
 def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
     rows, targets = [], []
     for phase, data in figures["phases"].items():
-        for name in ("bare", "bot"):
+        for name in ("bare", ANSWER, "bot"):
             side = data[name]
             rows.append(
                 [
@@ -341,6 +387,7 @@ def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
                 ]
             )
         rows.append([phase, "bot / bare (p99)", "", "", data["ratio_p99"], "", ""])
+        rows.append([phase, f"bot / {ANSWER} (p99)", "", "", data["ratio_p99_same_answer"], "", ""])
         targets.append(
             common.Target(f"bot p99 {phase}", data["bot"]["p99_ms"], P99_TARGET_MS, "ms")
         )
@@ -348,6 +395,10 @@ def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
     print()
     headings = ["phase", "server", "requests", "p50 ms", "p99 ms", "max ms", "CPU ms/request"]
     print(common.table(headings, rows))
+    for phase, data in figures["phases"].items():
+        print(f"  {phase}: the slowest rounds and what the bot did meanwhile")
+        for line in slowest_rounds(data["rounds"]):
+            print(f"    {line}")
     busy = figures["phases"]["rollout"]
     print(
         f"  during the rollout phase: {busy['steps_during']} steps reached, "
@@ -362,6 +413,9 @@ def report(figures: dict[str, Any], *, started: dict[str, Any]) -> int:
             f"N = {N} concurrent signed `/canary status <service>` per round, rounds in turn "
             "to the bare Bolt app (one listener that only acks, same Flask + waitress server) "
             "and to `canary-bot serve`",
+            f"{ANSWER}: the same bare Bolt app acknowledging with the bot's own status answer "
+            "(ack(**answer): Bolt builds and serialises it per request, as a plain Bolt app "
+            "would); shown for comparison, no target",
             "time measured by the client from sending the request to the complete HTTP 200",
         ],
     )

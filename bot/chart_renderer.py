@@ -6,6 +6,13 @@ the interpreter only in turns: the acknowledgements of a burst of commands waite
 (bench/ack.py). One worker process renders them instead, one at a time; the bot's thread only
 reads the history and step marks from the store (milliseconds) and waits for the PNG.
 
+The worker runs only on CPU time nothing else wants (Linux's SCHED_IDLE; elsewhere a niceness
+of +10): the cores are shared with the bot's own process, and a chart rendered while a burst of
+commands was being answered took the core the answers needed (bench/ack.py records the chart
+process's CPU in each round: during a rollout the slowest rounds were the ones beside a chart,
+also with the worker at niceness +10). A chart may arrive a little later; an acknowledgement
+may not.
+
 The worker is started with `spawn` (never `fork` from a process full of threads) on the first
 chart and again after it died; `close()` stops it. A bot killed outright (SIGKILL, the OOM
 killer) never calls `close()`, and the pool's worker would wait on its queue for ever: so the
@@ -14,6 +21,7 @@ worker watches its parent and exits once the parent is gone.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -31,6 +39,18 @@ from rollout.stores import Store
 RENDER_TIMEOUT_S = 60.0
 # How often the worker looks whether the bot that started it is still there.
 PARENT_CHECK_S = 1.0
+# Added to the worker's niceness: when the cores are busy, the bot's threads run first.
+RENDER_NICENESS = 10
+
+
+def start_worker(parent: int) -> None:
+    """The worker's start: behind the bot for the CPU, and gone when the bot is."""
+    os.nice(RENDER_NICENESS)
+    # Linux: run only on CPU time nothing else in the container wants. Elsewhere, or when
+    # refused, the niceness alone.
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    exit_with_parent(parent)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -75,7 +95,7 @@ class ChartRenderer:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=exit_with_parent,
+                    initializer=start_worker,
                     initargs=(os.getpid(),),
                 )
             return self._pool

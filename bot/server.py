@@ -127,6 +127,9 @@ def create_web_app(runtime: Runtime) -> Flask:
     _mount_pipeline_api(web, runtime)
     metrics = runtime.metrics
     _answer_http_errors_plainly(web)
+    # The request counter of each HTTP status, looked up once (`labels` takes a lock and
+    # builds its key on every call, on the path of every acknowledgement).
+    counted: dict[int, Any] = {}
 
     @web.post("/slack/events")
     def slack_events() -> Response:
@@ -137,7 +140,11 @@ def create_web_app(runtime: Runtime) -> Flask:
         # has been sent: nothing Slack waits for calls Slack.
         response.call_on_close(runtime.directory.wake)
         metrics.ack_seconds.observe(time.perf_counter() - started)
-        metrics.requests.labels(status=str(response.status_code)).inc()
+        code = response.status_code
+        counter = counted.get(code)
+        if counter is None:
+            counter = counted[code] = metrics.requests.labels(status=str(code))
+        counter.inc()
         return response
 
     @web.get("/healthz")

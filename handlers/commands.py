@@ -8,12 +8,14 @@ the acknowledgement, and its failures come back through `respond` (the response_
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltResponse, Respond
 
 from handlers import parse
 from handlers.auth import channel_allowed, describe_principals
@@ -27,7 +29,7 @@ from handlers.blocks import (
 )
 from handlers.blocks.common import human_duration
 from handlers.context import HandlerServices
-from handlers.replies import Payload, StatusReplies, with_note
+from handlers.replies import StatusReplies, with_note
 from rollout import commands
 from rollout.config import Override
 from rollout.engine import StartRefused, StartRequest
@@ -38,31 +40,35 @@ from rollout.overrides import Roles, override_problem, used_at_start
 log = logging.getLogger(__name__)
 # Rendered status answers, kept per state of the rollout (handlers/replies.py).
 _STATUS = StatusReplies()
+# What `/canary` text means, kept per text: fifty people asking `/canary status checkout` send
+# the same words. Bounded, as the words are whoever's typing.
+_parse = lru_cache(maxsize=256)(parse.parse_command)
+_JSON: dict[str, str | Sequence[str]] = {"content-type": "application/json;charset=utf-8"}
 
 
 def register(app: App, *, services: HandlerServices) -> None:
     @app.command("/canary")
-    def canary(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+    def canary(ack: Ack, command: dict[str, Any], respond: Respond) -> BoltResponse | None:
         user, channel = command["user_id"], command["channel_id"]
         trigger = command.get("trigger_id")
         delivery = f"command:{trigger}" if trigger else None
-        parsed = parse.parse_command(command.get("text") or "")
-        if not isinstance(parsed, parse.UsageError) and _answer_read_only(
-            parsed, services, ack=ack, user=user, channel=channel
-        ):
-            return
+        parsed = _parse(command.get("text") or "")
+        if not isinstance(parsed, parse.UsageError):
+            answer = _answer_read_only(parsed, services, user=user, channel=channel)
+            if answer is not None:
+                return answer  # Bolt sends a listener's returned response as the ack
         if services.already_handled(delivery):
             ack()
-            return
+            return None
         if isinstance(parsed, parse.UsageError):
             _refuse(ack, services, user=user, action="command", why=parsed.message)
-            return
+            return None
         problem = _permission_problem(parsed, services, user=user, channel=channel)
         if problem:
             why, then = problem
             verb = type(parsed).__name__.lower()
             _refuse(ack, services, user=user, action=verb, why=why, then=then)
-            return
+            return None
         if isinstance(parsed, parse.Start):
             _start(
                 parsed,
@@ -75,44 +81,43 @@ def register(app: App, *, services: HandlerServices) -> None:
             )
         else:
             _change(parsed, services, ack=ack, respond=respond, user=user, delivery=delivery)
+        return None
 
 
 def _answer_read_only(
-    parsed: parse.Command, services: HandlerServices, *, ack: Ack, user: str, channel: str
-) -> bool:
-    """Answer a command that changes nothing; False when `parsed` is not one. A retried
-    delivery is simply answered again, without looking the delivery up (a second snapshot is
-    kept off by `snapshot_min_interval`)."""
+    parsed: parse.Command, services: HandlerServices, *, user: str, channel: str
+) -> BoltResponse | None:
+    """The acknowledgement of a command that changes nothing; None when `parsed` is not one.
+    A retried delivery is simply answered again, without looking the delivery up (a second
+    snapshot is kept off by `snapshot_min_interval`)."""
     # `/canary status <service>`: its active rollout, read once for the reply and the
     # snapshot (each read is a query and a decode, before the acknowledgement).
     active = _active(parsed, services)
-    reply = _read_only(parsed, services, active=active)
-    if reply is None:
-        return False
+    message = _read_only_message(parsed, services, active=active)
+    if message is None:
+        return None
     snapshot = _snapshot_wanted(parsed, services, channel=channel, active=active)
-    if snapshot is not None and not isinstance(snapshot, str):
-        reply = with_note(reply, _snapshot_limited(snapshot, services, parsed))
-    ack(response_type="ephemeral", **reply)
+    note = None
+    if isinstance(snapshot, timedelta):
+        note = _snapshot_limited(snapshot, services, parsed)
+    if isinstance(message, Rollout):
+        # The status answer as JSON text, kept per state and note (handlers/replies.py).
+        body = _STATUS.answer(message, cluster_name=services.engine.config.cluster_name, note=note)
+    else:
+        payload = message.payload()
+        body = json.dumps(
+            {"response_type": "ephemeral", **(with_note(payload, note) if note else payload)}
+        )
     if isinstance(snapshot, str):
         service = snapshot
         services.later(lambda: _snapshot_on_demand(service, services, user=user))
-    return True
+    return BoltResponse(status=200, body=body, headers=_JSON)
 
 
 def _active(parsed: parse.Command, services: HandlerServices) -> Rollout | None:
     if isinstance(parsed, parse.Status) and parsed.service is not None:
         return services.engine.store.active_for(parsed.service)
     return None
-
-
-def _read_only(
-    parsed: parse.Command, services: HandlerServices, *, active: Rollout | None
-) -> Payload | None:
-    """Answers that change nothing; any channel and any user may ask."""
-    message = _read_only_message(parsed, services, active=active)
-    if isinstance(message, Rollout):
-        return _STATUS.payload(message, cluster_name=services.engine.config.cluster_name)
-    return None if message is None else message.payload()
 
 
 def _read_only_message(
@@ -167,10 +172,17 @@ def _snapshot_wanted(
 def _snapshot_limited(ago: timedelta, services: HandlerServices, parsed: parse.Command) -> str:
     name = getattr(parsed, "service", "")
     every = services.engine.config.services[name].policy.snapshot_min_interval
+    # In whole seconds, as shown: the same text for every request within a second.
+    return _snapshot_note(int(ago.total_seconds()), int((every - ago).total_seconds()), every)
+
+
+@lru_cache(maxsize=64)
+def _snapshot_note(ago_s: int, left_s: int, every: timedelta) -> str:
+    ago, left = timedelta(seconds=ago_s), timedelta(seconds=left_s)
     return (
         f":hourglass: No new snapshot: the latest is in the rollout's thread, taken "
         f"{human_duration(ago)} ago. `snapshot_min_interval` allows one per "
-        f"{human_duration(every)} per service; ask again in {human_duration(every - ago)}."
+        f"{human_duration(every)} per service; ask again in {human_duration(left)}."
     )
 
 

@@ -5,10 +5,16 @@ largest single cost of acknowledging a status request (bench/ack.py's profile: a
 of the bot's own time per request), and fifty people asking about one rollout ask about the
 same state. So the rendered answer is kept, keyed by everything the status shows; any change
 of the rollout is a new key. Bounded, least recently used first out.
+
+The acknowledgement itself is kept too, as the JSON text Slack receives (`answer`): Bolt's
+`ack(...)` turns the same blocks into dicts again and then into JSON on every request, which
+was the largest part of what the bot's status answer cost beyond a bare Bolt app's empty
+acknowledgement (bench/ack_profile.py).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -53,11 +59,42 @@ def shown(rollout: Rollout) -> tuple[Hashable, ...]:
 class StatusReplies:
     def __init__(self, *, max_kept: int = MAX_KEPT) -> None:
         self._kept: OrderedDict[tuple[Hashable, ...], Payload] = OrderedDict()
+        self._answers: OrderedDict[tuple[Hashable, ...], str] = OrderedDict()
         self._max = max_kept
         self._lock = threading.Lock()
+        # The last rollout asked about and its key. The store hands out the same immutable
+        # Rollout while its row is unchanged, so the same object is the same state, and its
+        # key need not be built (and hashed) again for each of fifty requests.
+        self._last: tuple[Rollout, str, tuple[Hashable, ...]] | None = None
+
+    def answer(self, rollout: Rollout, *, cluster_name: str, note: str | None = None) -> str:
+        """The whole ephemeral acknowledgement, as JSON text, with `note` as a context line."""
+        key = (*self._key(rollout, cluster_name), note)
+        with self._lock:
+            found = self._answers.get(key)
+            if found is not None:
+                self._answers.move_to_end(key)
+                return found
+        payload = self.payload(rollout, cluster_name=cluster_name)
+        text = json.dumps(
+            {"response_type": "ephemeral", **(with_note(payload, note) if note else payload)}
+        )
+        with self._lock:
+            self._answers[key] = text
+            while len(self._answers) > self._max:
+                self._answers.popitem(last=False)
+        return text
+
+    def _key(self, rollout: Rollout, cluster_name: str) -> tuple[Hashable, ...]:
+        last = self._last
+        if last is not None and last[0] is rollout and last[1] == cluster_name:
+            return last[2]
+        key = (cluster_name, *shown(rollout))
+        self._last = (rollout, cluster_name, key)  # one assignment: read whole or not at all
+        return key
 
     def payload(self, rollout: Rollout, *, cluster_name: str) -> Payload:
-        key = (cluster_name, *shown(rollout))
+        key = self._key(rollout, cluster_name)
         with self._lock:
             found = self._kept.get(key)
             if found is not None:

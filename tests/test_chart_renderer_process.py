@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from bot.chart_renderer import RENDER_NICENESS, ChartRenderer
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A bot-like parent: starts the renderer's worker process, says its pid, then waits.
@@ -51,3 +53,20 @@ def test_the_render_worker_exits_when_the_bot_is_killed() -> None:
         parent.wait(timeout=10)
         if worker and _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_the_render_worker_runs_behind_the_bot_for_the_cpu() -> None:
+    # A chart competes for the cores with the bot's answers to Slack (bench/ack.py): the
+    # worker yields to the bot's own process whenever both want a core.
+    renderer = ChartRenderer(store=None, observer=None)  # type: ignore[arg-type]
+    try:
+        worker = renderer._executor()
+        worker_niceness = worker.submit(os.nice, 0).result(timeout=60)
+        worker_policy = worker.submit(os.sched_getscheduler, 0).result(timeout=60)
+    finally:
+        renderer.close()
+    assert worker_niceness == min(os.nice(0) + RENDER_NICENESS, 19)
+    assert worker_niceness > os.nice(0)
+    # Linux: it runs only when nothing else in the container wants the CPU.
+    assert worker_policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the bot itself is not affected

@@ -9,15 +9,16 @@ import time
 from bot.foreground import Foreground, after_acks
 
 
+def _until(condition: object, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
 def test_background_work_starts_once_the_answer_in_flight_is_out() -> None:
-    polling = threading.Event()
-
-    def sleep(seconds: float) -> None:
-        polling.set()  # the work is held, waiting for the answer
-        time.sleep(seconds)
-
     # A bound far beyond the test: only the answer going out may release the work.
-    foreground = Foreground(max_wait=60.0, poll=0.001, sleep=sleep)
+    foreground = Foreground(max_wait=60.0)
     order: list[str] = []
     in_flight, answer = threading.Event(), threading.Event()
 
@@ -32,25 +33,57 @@ def test_background_work_starts_once_the_answer_in_flight_is_out() -> None:
     assert in_flight.wait(10)
     tick = threading.Thread(target=after_acks(foreground, lambda: order.append("tick")))
     tick.start()
-    assert polling.wait(10) and order == []  # asked for while the request was in flight
+    _until(lambda: foreground.waiting == 1, "the tick to wait")
+    assert order == []  # asked for while the request was in flight, and held
     answer.set()
     requester.join(10)
     tick.join(10)
     assert order == ["answered", "tick"]
-    assert foreground.in_flight == 0
+    assert foreground.in_flight == 0 and foreground.waiting == 0
+
+
+def test_the_last_answer_of_a_burst_releases_every_waiting_unit_at_once() -> None:
+    # Woken by the answers going out, not found by looking: nothing is released while one
+    # request of the burst is still in flight, and all are released when the last one is.
+    foreground = Foreground(max_wait=60.0)
+    started: list[str] = []
+    leaving = [threading.Event() for _ in range(3)]
+    inside = threading.Semaphore(0)
+
+    def request(index: int) -> None:
+        with foreground.serving():
+            inside.release()
+            assert leaving[index].wait(10)
+
+    requests = [threading.Thread(target=request, args=(i,)) for i in range(3)]
+    for thread in requests:
+        thread.start()
+    for _ in requests:
+        assert inside.acquire(timeout=10)
+    units = [
+        threading.Thread(target=after_acks(foreground, lambda n=n: started.append(n)))
+        for n in ("tick", "message", "chart")
+    ]
+    for thread in units:
+        thread.start()
+    _until(lambda: foreground.waiting == 3, "three units to wait")
+    leaving[0].set()
+    leaving[1].set()
+    requests[0].join(10)
+    requests[1].join(10)
+    assert foreground.in_flight == 1 and started == [] and foreground.waiting == 3
+    leaving[2].set()
+    for thread in [*requests, *units]:
+        thread.join(10)
+    assert sorted(started) == ["chart", "message", "tick"]
 
 
 def test_nothing_in_flight_means_no_wait_and_a_busy_server_waits_only_the_bound() -> None:
-    now = [0.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    foreground = Foreground(max_wait=0.2, poll=0.005, monotonic=lambda: now[0], sleep=sleep)
-    assert foreground.wait_quiet() == 0.0 and now[0] == 0.0
+    foreground = Foreground(max_wait=0.05)
+    assert foreground.wait_quiet() == 0.0
     with foreground.serving(), foreground.serving():
-        waited = foreground.wait_quiet()
-        assert 0.2 <= waited < 0.21 and foreground.in_flight == 2
+        waited = foreground.wait_quiet()  # returns although both are still in flight
+        assert waited >= 0.05 and foreground.in_flight == 2 and foreground.waiting == 0
     assert foreground.in_flight == 0
 
 

@@ -3,6 +3,7 @@ rendered once, and any change the status shows is a new rendering, never the old
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
@@ -45,3 +46,30 @@ def test_a_note_is_added_to_a_copy_never_to_the_kept_answer() -> None:
     later = with_note(kept, "ask again in 5s")
     assert later["blocks"][-1] != noted["blocks"][-1] and "ask again in 5s" in str(later)
     assert with_note(kept, "No new snapshot") == noted
+
+
+def test_the_acknowledgement_is_kept_as_json_per_state_and_note() -> None:
+    # What Slack receives for `/canary status`: the ephemeral answer as JSON text, built once
+    # per state and note, not turned into JSON again for each of fifty requests.
+    replies = StatusReplies()
+    rollout = progressing_rollout()
+    text = replies.answer(rollout, cluster_name="prod")
+    assert json.loads(text) == {
+        "response_type": "ephemeral",
+        **replies.payload(rollout, cluster_name="prod"),
+    }
+    assert replies.answer(rollout, cluster_name="prod") is text
+
+    noted = replies.answer(rollout, cluster_name="prod", note="No new snapshot")
+    kept = replies.payload(rollout, cluster_name="prod")
+    assert json.loads(noted) == {"response_type": "ephemeral", **with_note(kept, "No new snapshot")}
+    assert replies.answer(rollout, cluster_name="prod", note="No new snapshot") is noted
+
+    # A new state (a new Rollout, as the store hands out after a write) is a new answer.
+    moved = rollout.evolve(now=NOW + timedelta(seconds=1), weight=50.0, step_index=2)
+    fresh = status_message(moved, cluster_name="prod", next_step_at=moved.next_step_at)
+    assert (
+        json.loads(replies.answer(moved, cluster_name="prod"))["blocks"]
+        == (fresh.payload()["blocks"])
+    )
+    assert replies.answer(rollout, cluster_name="staging") != text

@@ -66,6 +66,8 @@ class SqliteStore(SqlStore):
         # What `active_for` found per service, and the file's count of writes then.
         self._writes = _writes_to(self.path)
         self._active_kept: tuple[int, dict[str, Rollout | None]] = (-1, {})
+        # One database read per service and write: the others asking meanwhile wait for it.
+        self._active_reading = threading.Lock()
         with self._begin() as tx:
             self.schema_version = migrate(tx, MIGRATIONS, where=str(self.path))
 
@@ -120,18 +122,26 @@ class SqliteStore(SqlStore):
         thread and back, about 18 context switches a request (bench/ack.py). A read that
         races a write keeps the count it saw before reading, so the next read after the
         write goes to the database again."""
-        writes = self._writes.value
         kept_at, kept = self._active_kept
-        if kept_at != writes:
-            # Only what was read since the last write is kept: the names asked about come
-            # from whoever types `/canary status <name>`, so they must not pile up.
-            kept = {}
-            self._active_kept = (writes, kept)
-        elif service in kept:
+        if kept_at == self._writes.value and service in kept:
             return kept[service]
-        found = super().active_for(service)
-        kept[service] = found
-        return found
+        # After a write, the first of a burst reads; the other requests of the burst wait
+        # for it here rather than each reading too: SQLite releases the GIL at every step of
+        # a read, so the fifty reads of a burst that met a write (bench/ack.py found up to a
+        # dozen a round during a rollout) handed the interpreter around hundreds of times.
+        with self._active_reading:
+            writes = self._writes.value
+            kept_at, kept = self._active_kept
+            if kept_at != writes:
+                # Only what was read since the last write is kept: the names asked about come
+                # from whoever types `/canary status <name>`, so they must not pile up.
+                kept = {}
+                self._active_kept = (writes, kept)
+            elif service in kept:
+                return kept[service]
+            found = super().active_for(service)
+            kept[service] = found
+            return found
 
     @property
     def scheduler_url(self) -> str:
