@@ -14,9 +14,9 @@ rollout to step 1; their 1,000 step snapshots get a placeholder chart, because a
 costs about 0.2 s of CPU (the figure is printed) and no rollout changes step in the measured
 ticks.
 
-In the same run the naive way is measured on the same rollouts: one query per metric, rollout
-and track, built from the same query templates (`rollout.analysis.queries`) and sent through
-the same `PrometheusProvider`; the ratio of queries and wall time is printed.
+In the same run the naive way is measured on the same rollouts: one query per built-in query,
+rollout and track, built from the same query templates (`rollout.analysis.queries`) and sent
+through the same `PrometheusProvider`; the ratio of queries and wall time is printed.
 
 Before measuring, the script asks Prometheus how many of the services it holds data for and
 waits (with a deadline) until it holds all of them; when it does not, it says so plainly and

@@ -4,9 +4,10 @@ Also: asking Prometheus for how many services it holds data, and profiling a tic
 pool's threads.
 
 `CountingProvider` and `KubeTimer` add up the time the bot waits for Prometheus and for the
-Kubernetes API. `naive_measure` asks one query per metric, rollout and track, built from the
-bot's own query templates (`rollout.analysis.queries`) and sent through the same provider, so
-the comparison with the bot's batched `Analyzer.measure` differs only in the batching.
+Kubernetes API. `naive_measure` asks one query per built-in query, rollout and track, built
+from the bot's own query templates (`rollout.analysis.queries`), sent through the same provider
+and split the same way, so the comparison with the bot's batched `Analyzer.measure` differs
+only in the batching.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import requests
 from scale_world import NAMESPACE
 
 from rollout.analysis import AnalysisTarget, Analyzer, Measurement, PrometheusProvider, Series
+from rollout.analysis.batch import BatchQuery
 from rollout.analysis.queries import FAMILIES, Family, flavour_of
 from rollout.analysis.templates import prometheus_duration
 from rollout.analysis.types import TRACKS, Track, TrackValues
@@ -102,20 +104,22 @@ def naive_selector(family: Family, target: AnalysisTarget, track: Track) -> str:
 def naive_measure(
     provider: PrometheusProvider, targets: Sequence[AnalysisTarget]
 ) -> dict[Slot, float | None]:
-    """One query per metric, rollout and track, with the same templates and provider."""
+    """One query per built-in query, rollout and track, with the same templates, provider
+    and split."""
     values: dict[Slot, float | None] = {}
     for target in targets:
         window = prometheus_duration(target.window)
         for family in FAMILIES[flavour_of(target.strategy)]:
-            for metric in family.metrics:
+            for query in family.queries:
+                one = BatchQuery(family, query, target.window, (target,))
                 for track in TRACKS:
-                    promql = family.build(
-                        family, metric, naive_selector(family, target, track), window
-                    )
-                    series = provider.query(promql)
-                    values[(target.rollout_id, metric, track)] = (
-                        series[0].value if len(series) == 1 else None
-                    )
+                    selector = naive_selector(family, target, track)
+                    answer = provider.query(family.build(family, query, selector, window))
+                    measured = one.split(answer)
+                    for metric in one.metrics:
+                        values[(target.rollout_id, metric, track)] = measured.get(
+                            (target.rollout_id, metric, track)
+                        )
     return values
 
 

@@ -28,8 +28,8 @@ from functools import partial
 
 import requests
 
+from rollout.analysis.batch import BatchQuery, CustomQuery, metric_names, plan
 from rollout.analysis.provider import MetricsProvider, MetricsUnavailable, QueryFailed, Series
-from rollout.analysis.queries import BatchQuery, CustomQuery, metric_names, plan
 from rollout.analysis.types import AnalysisTarget, Measurement, Track, TrackValues
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,7 @@ class Analyzer:
         values: dict[tuple[str, str, Track], float | None] = {}  # (rollout, metric, track)
 
         def batched(batch: BatchQuery) -> None:
-            for (rollout_id, track), value in batch.split(run(batch.promql)).items():
-                values[(rollout_id, batch.metric, track)] = value
+            values.update(batch.split(run(batch.promql)))
 
         def custom(query: CustomQuery) -> None:
             series = run(query.promql)
@@ -76,7 +75,7 @@ class Analyzer:
 
         first, rest = (
             batches[:1],
-            sorted(batches[1:], key=lambda b: b.metric not in _HEAVIEST_FIRST),
+            sorted(batches[1:], key=lambda b: b.query not in _HEAVIEST_FIRST),
         )
         ordered = first + rest
         work = [partial(batched, b) for b in ordered] + [partial(custom, c) for c in customs]
