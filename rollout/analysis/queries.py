@@ -65,7 +65,9 @@ SATURATION_QUERIES: Mapping[str, tuple[str, ...]] = {
     "memory_saturation": ("memory_saturation",),
 }
 
-_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+# Each character RE2 gives a meaning, escaped with a backslash (one translate per name: the
+# selector of a tick names every rollout's workloads, 2,000 at 1,000 rollouts).
+_RE2_ESCAPES = str.maketrans({c: "\\" + c for c in "\\.+*?()|[]{}^$"})
 
 SeriesKey = tuple[str, ...]
 
@@ -80,7 +82,7 @@ def flavour_of(strategy: str) -> Flavour:
 
 def _any_of(label: str, values: Sequence[str], *, then: str = "") -> str:
     """A matcher for any of `values` (followed by the regex `then`), escaped for RE2 and PromQL."""
-    escaped = sorted({"".join("\\" + c if c in _RE2_SPECIAL else c for c in v) for v in values})
+    escaped = sorted({value.translate(_RE2_ESCAPES) for value in values})
     regex = f"({'|'.join(escaped)}){then}" if then else "|".join(escaped)
     return f'{label}=~"{_promql_string(regex)}"'
 
