@@ -44,6 +44,7 @@ COUNTED = frozenset(
         "save",
         "measurements",
         "measurements_of",
+        "stored_measurements_of",
         "add_measurement",
         "add_measurements",
     }
@@ -113,9 +114,9 @@ def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) 
     assert beats[0]["save"] == ROLLOUTS  # the first beat records each verdict
     groups = math.ceil(ROLLOUTS / HISTORY_GROUP)
     for calls in beats[1:]:  # then nothing changes: a quiet beat
-        assert calls == Counter(active=1, holding=1, add_measurements=1, measurements_of=groups), (
-            calls
-        )
+        assert calls == Counter(
+            active=1, holding=1, add_measurements=1, stored_measurements_of=groups
+        ), calls
 
 
 class Gone:
