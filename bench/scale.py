@@ -13,7 +13,9 @@ Rollouts are started through `Engine.start` directly (1,000 slash commands would
 the acknowledgement path again, which `bench/ack.py` does). Setup ticks then bring every
 rollout to step 1; their 1,000 step snapshots get a placeholder chart, because a real chart
 costs about 0.2 s of CPU (the figure is printed) and no rollout changes step in the measured
-ticks.
+ticks. Warm-up ticks follow until every rule has its window of samples to judge on (its `for`
+and 3 intervals: 27 ticks with DESIGN.md's example rules), so the measured ticks are those of a
+bot that has run for a while, not its first few.
 
 In the same run the naive way is measured on the same rollouts: one query per built-in query,
 rollout and track, built from the same query templates (`rollout.analysis.queries`) and sent
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import math
 import resource
 import tempfile
 import time
@@ -325,6 +328,9 @@ def exercise(
             break
     print(f"setup: {len(setup)} tick(s) until every rollout was at step 1, no cluster writes")
 
+    warm_up = [ticker.tick() for _ in range(warm_up_ticks(runtime, args, done=len(setup)))]
+    if warm_up:
+        print(f"warm-up: {len(warm_up)} tick(s), until every rule has its window of samples")
     data_before_ticks = with_data()  # again: a loaded machine may have lost scrapes since
     ticks = [ticker.tick() for _ in range(args.ticks)]
     rss_peak = rss_after_ticks = peak_rss_mib()
@@ -347,6 +353,7 @@ def exercise(
         "rollouts": n,
         "start_seconds": round(start_seconds, 1),
         "setup_ticks": setup,
+        "warm_up_ticks": warm_up,
         "ticks": ticks,
         "rollouts_with_fresh_data": with_data,
         "no_data": no_data,
@@ -361,6 +368,19 @@ def exercise(
         "profile_of_one_tick": profile_lines,
         **compare_with_naive(ticker_provider_url(runtime), targets, sample=args.naive_rollouts),
     }
+
+
+def warm_up_ticks(runtime: Runtime, args: argparse.Namespace, *, done: int) -> int:
+    """Ticks until each rollout judges on as many samples as a bot that has run for a while:
+    its rules' longest `for` and 3 intervals (`Observer._since`), 27 with DESIGN.md's example
+    rules every 5 s. The ticks measured before this was added were the first few of a run,
+    judging on 2-6 samples: each later one cost more CPU, up to 0.8 s more a tick."""
+    if args.warm_up >= 0:
+        return int(args.warm_up)
+    policy = next(iter(runtime.config.services.values())).policy
+    longest = max((rule.for_ for rule in policy.rules), default=timedelta(0))
+    samples = math.ceil(longest / policy.analysis_interval) + 3
+    return max(0, samples - done)
 
 
 def ticker_provider_url(runtime: Runtime) -> str:
@@ -406,6 +426,12 @@ def main() -> int:
         help="ticks measured after Prometheus lost all data (default: 8 at 1,000 rollouts)",
     )
     parser.add_argument("--ticks", type=int, default=5, help="measured analysis ticks")
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=-1,
+        help="ticks before the measured ones (default: until the rules' window of samples is full)",
+    )
     parser.add_argument(
         "--naive-rollouts",
         type=int,
