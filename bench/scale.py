@@ -39,14 +39,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import math
 import resource
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -58,11 +57,14 @@ from kubernetes import config as k8s_config
 from scale_measuring import (
     CountingProvider,
     KubeTimer,
+    chart_cost,
     compare_with_naive,
     profile_summary,
     profiling_ticks,
     target_of,
     wait_for_data,
+    warm_up_ticks,
+    with_fresh_data,
 )
 from scale_world import NAMESPACE, ready, start_child, stop_child, traffic, world
 
@@ -70,11 +72,7 @@ from bot.config_loader import load_config_text
 from bot.runtime import Runtime, Secrets
 from canary_sandbox.sandbox import ALICE, BOT_TOKEN, RELEASE_CHANNEL, SANDBOX_CONFIG, SIGNING_SECRET
 from emulators.prometheus import PrometheusServer
-from handlers.charts import rollout_chart
-from rollout.analysis import Measurement
-from rollout.analysis.types import TRACKS
 from rollout.engine import StartRequest
-from rollout.model import Rollout
 
 ANALYSIS_INTERVAL = 5.0
 # (scrape interval, analysis window): 5,000 services are 600,000 series, which the exporter
@@ -328,7 +326,8 @@ def exercise(
             break
     print(f"setup: {len(setup)} tick(s) until every rollout was at step 1, no cluster writes")
 
-    warm_up = [ticker.tick() for _ in range(warm_up_ticks(runtime, args, done=len(setup)))]
+    warm_up_count = warm_up_ticks(runtime.config, given=args.warm_up, done=len(setup))
+    warm_up = [ticker.tick() for _ in range(warm_up_count)]
     if warm_up:
         print(f"warm-up: {len(warm_up)} tick(s), until every rule has its window of samples")
     data_before_ticks = with_data()  # again: a loaded machine may have lost scrapes since
@@ -370,48 +369,8 @@ def exercise(
     }
 
 
-def warm_up_ticks(runtime: Runtime, args: argparse.Namespace, *, done: int) -> int:
-    """Ticks until each rollout judges on as many samples as a bot that has run for a while:
-    its rules' longest `for` and 3 intervals (`Observer._since`), 27 with DESIGN.md's example
-    rules every 5 s. The ticks measured before this was added were the first few of a run,
-    judging on 2-6 samples: each later one cost more CPU, up to 0.8 s more a tick."""
-    if args.warm_up >= 0:
-        return int(args.warm_up)
-    policy = next(iter(runtime.config.services.values())).policy
-    longest = max((rule.for_ for rule in policy.rules), default=timedelta(0))
-    samples = math.ceil(longest / policy.analysis_interval) + 3
-    return max(0, samples - done)
-
-
 def ticker_provider_url(runtime: Runtime) -> str:
     return runtime.config.prometheus.url
-
-
-def with_fresh_data(runtime: Runtime, active: Sequence[Rollout]) -> int:
-    """Rollouts whose latest measurement has both tracks of the rules' metrics."""
-    since = datetime.now(UTC) - timedelta(seconds=4 * ANALYSIS_INTERVAL)
-    count = 0
-    for rollout in active:
-        rows = runtime.engine.store.measurements(rollout.id, since=since)
-        latest = Measurement.from_json(rows[-1]) if rows else None
-        if latest is not None and all(
-            latest.get(metric).of(track) is not None
-            for metric in ("error_rate", "success_rate", "latency_avg_ms")
-            for track in TRACKS
-        ):
-            count += 1
-    return count
-
-
-def chart_cost(runtime: Runtime, rollout: Rollout) -> float:
-    """CPU seconds of one real step chart over this rollout's measurements so far."""
-    history = [
-        Measurement.from_json(row)
-        for row in runtime.engine.store.measurements(rollout.id, since=rollout.created_at)
-    ]
-    cpu = time.process_time()
-    rollout_chart(measurements=history, steps=[], title="one chart", now=datetime.now(UTC))
-    return round(time.process_time() - cpu, 3)
 
 
 def main() -> int:
