@@ -60,7 +60,8 @@ from canary_sandbox.traffic_weights import canary_weight_from_cluster
 from emulators.prometheus import PrometheusServer, free_port
 from emulators.traffic import TrafficExporter
 from rollout.analysis import AnalysisTarget, PrometheusProvider
-from rollout.analysis.queries import GENERIC, BatchQuery
+from rollout.analysis.batch import BatchQuery
+from rollout.analysis.queries import GENERIC, REQUESTS
 from rollout.analysis.types import Track
 
 NAMESPACE = "shop"
@@ -109,15 +110,19 @@ class CanaryErrorRate:
             ingress=None,
             window=timedelta(seconds=WINDOW_S),
         )
-        self._errors = BatchQuery(GENERIC, "error_rate", target.window, (target,))
-        self._requests = BatchQuery(GENERIC, "request_rate", target.window, (target,))
-        self._slot: tuple[str, Track] = (service, "canary")
+        self._requests = BatchQuery(GENERIC, REQUESTS, target.window, (target,))
+        self._service = service
+
+    def _canary(self, metric: str) -> float | None:
+        measured = self._requests.split(self._provider.query(self._requests.promql))
+        canary: tuple[str, str, Track] = (self._service, metric, "canary")
+        return measured.get(canary)
 
     def error_rate(self) -> float | None:
-        return self._errors.split(self._provider.query(self._errors.promql)).get(self._slot)
+        return self._canary("error_rate")
 
     def request_rate(self) -> float | None:
-        return self._requests.split(self._provider.query(self._requests.promql)).get(self._slot)
+        return self._canary("request_rate")
 
 
 def on_stable(box: Sandbox, service: str) -> bool:

@@ -1,12 +1,14 @@
 """Measuring instruments of `bench/scale.py`, and the naive way to compare the bot with.
 
-Also: asking Prometheus for how many services it holds data, and profiling a tick with the
-pool's threads.
+Also: asking Prometheus for how many services it holds data, how many warm-up ticks fill the
+rules' window of samples, which rollouts had fresh data, what one real chart costs, and
+profiling a tick with the pool's threads.
 
 `CountingProvider` and `KubeTimer` add up the time the bot waits for Prometheus and for the
-Kubernetes API. `naive_measure` asks one query per metric, rollout and track, built from the
-bot's own query templates (`rollout.analysis.queries`) and sent through the same provider, so
-the comparison with the bot's batched `Analyzer.measure` differs only in the batching.
+Kubernetes API. `naive_measure` asks one query per built-in query, rollout and track, built
+from the bot's own query templates (`rollout.analysis.queries`), sent through the same provider
+and split the same way, so the comparison with the bot's batched `Analyzer.measure` differs
+only in the batching.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
+import math
 import pstats
 import statistics
 import threading
@@ -26,10 +29,14 @@ import common  # noqa: F401  (first: puts this clone on sys.path)
 import requests
 from scale_world import NAMESPACE
 
+from bot.runtime import Runtime
+from handlers.charts import rollout_chart
 from rollout.analysis import AnalysisTarget, Analyzer, Measurement, PrometheusProvider, Series
+from rollout.analysis.batch import BatchQuery
 from rollout.analysis.queries import FAMILIES, Family, flavour_of
 from rollout.analysis.templates import prometheus_duration
 from rollout.analysis.types import TRACKS, Track, TrackValues
+from rollout.config import Config
 from rollout.model import Rollout
 
 
@@ -102,20 +109,22 @@ def naive_selector(family: Family, target: AnalysisTarget, track: Track) -> str:
 def naive_measure(
     provider: PrometheusProvider, targets: Sequence[AnalysisTarget]
 ) -> dict[Slot, float | None]:
-    """One query per metric, rollout and track, with the same templates and provider."""
+    """One query per built-in query, rollout and track, with the same templates, provider
+    and split."""
     values: dict[Slot, float | None] = {}
     for target in targets:
         window = prometheus_duration(target.window)
         for family in FAMILIES[flavour_of(target.strategy)]:
-            for metric in family.metrics:
+            for query in family.queries:
+                one = BatchQuery(family, query, target.window, (target,))
                 for track in TRACKS:
-                    promql = family.build(
-                        family, metric, naive_selector(family, target, track), window
-                    )
-                    series = provider.query(promql)
-                    values[(target.rollout_id, metric, track)] = (
-                        series[0].value if len(series) == 1 else None
-                    )
+                    selector = naive_selector(family, target, track)
+                    answer = provider.query(family.build(family, query, selector, window))
+                    measured = one.split(answer)
+                    for metric in one.metrics:
+                        values[(target.rollout_id, metric, track)] = measured.get(
+                            (target.rollout_id, metric, track)
+                        )
     return values
 
 
@@ -199,6 +208,47 @@ def services_with_data(url: str) -> int:
         print(f"  (asking Prometheus failed: {error})")
         return -1  # unknown: never taken for "none" or "all"
     return int(float(result[0]["value"][1])) if result else 0
+
+
+def warm_up_ticks(config: Config, *, given: int, done: int) -> int:
+    """Ticks until each rollout judges on as many samples as a bot that has run for a while:
+    its rules' longest `for` and 3 intervals (`Observer._since`), 27 with DESIGN.md's example
+    rules every 5 s. The ticks measured before this was added were the first few of a run,
+    judging on 2-6 samples: each later one cost more CPU, up to 0.8 s more a tick."""
+    if given >= 0:
+        return given
+    policy = next(iter(config.services.values())).policy
+    longest = max((rule.for_ for rule in policy.rules), default=timedelta(0))
+    samples = math.ceil(longest / policy.analysis_interval) + 3
+    return max(0, samples - done)
+
+
+def with_fresh_data(runtime: Runtime, active: Sequence[Rollout]) -> int:
+    """Rollouts whose latest measurement has both tracks of the rules' metrics."""
+    interval = next(iter(runtime.config.services.values())).policy.analysis_interval
+    since = datetime.now(UTC) - 4 * interval
+    count = 0
+    for rollout in active:
+        rows = runtime.engine.store.measurements(rollout.id, since=since)
+        latest = Measurement.from_json(rows[-1]) if rows else None
+        if latest is not None and all(
+            latest.get(metric).of(track) is not None
+            for metric in ("error_rate", "success_rate", "latency_avg_ms")
+            for track in TRACKS
+        ):
+            count += 1
+    return count
+
+
+def chart_cost(runtime: Runtime, rollout: Rollout) -> float:
+    """CPU seconds of one real step chart over this rollout's measurements so far."""
+    history = [
+        Measurement.from_json(row)
+        for row in runtime.engine.store.measurements(rollout.id, since=rollout.created_at)
+    ]
+    cpu = time.process_time()
+    rollout_chart(measurements=history, steps=[], title="one chart", now=datetime.now(UTC))
+    return round(time.process_time() - cpu, 3)
 
 
 @contextlib.contextmanager

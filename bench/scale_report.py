@@ -68,7 +68,9 @@ def print_slack(title: str, per_minute: dict[str, float]) -> None:
 
 def report(*, started: dict[str, Any], figures: dict[str, Any]) -> int:
     ticks, no_data = figures["ticks"], figures["no_data"]
-    rows = tick_rows("setup", figures["setup_ticks"]) + tick_rows("tick", ticks)
+    rows = tick_rows("setup", figures["setup_ticks"])
+    rows += tick_rows("warm-up", figures.get("warm_up_ticks", []))
+    rows += tick_rows("tick", ticks)
     rows += tick_rows("no data", no_data.get("ticks", []))
     headers = ["beat", "PromQL", "tick wall s", "Slack round s", "CPU s", "in PromQL s"]
     headers += ["in kube s"]

@@ -28,6 +28,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 from rollout import outbox
 from rollout.cluster import OUTCOME, outcome_name
 from rollout.machine import ClusterAction, Decision
+from rollout.machine.ticks import HOLD_BOOKKEEPING
 from rollout.model import Phase, Rollout
 from rollout.pool import Locks
 from rollout.stores import Message, StaleRollout, Store
@@ -47,11 +48,9 @@ T = TypeVar("T")
 STALE_ATTEMPTS = 5
 
 
-# What a no-data tick of a held rollout changes every time: how long the step has been held,
-# when data was last looked for, and so the record's time. The hold is audited when it begins
-# and ends (`no_data_since`), not at every tick of it: 1,000 rollouts held through a
-# Prometheus outage wrote 1,000 audit rows a tick (bench/scale.py).
-HOLD_BOOKKEEPING = ("step_held", "no_data_seen_at", "updated_at")
+# The hold's bookkeeping (rollout/machine/ticks.py) is audited when the hold begins and ends
+# (`no_data_since`), not at a tick that saves it with another change: 1,000 rollouts held
+# through a Prometheus outage wrote 1,000 audit rows a tick (bench/scale.py).
 
 
 def worth_auditing(before: Rollout, after: Rollout) -> bool:

@@ -192,7 +192,7 @@ class Rollout:
     @property
     def held_for_data(self) -> bool:
         """The step is held because metrics are missing (`on_no_data: hold`): its next-step
-        time moves with every tick until they are back, so it is not shown meanwhile."""
+        time is later by the time held, known once they are back, so it is not shown meanwhile."""
         return (
             self.next_step_at is not None
             and self.no_data_since is not None

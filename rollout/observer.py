@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
 from rollout.config import Config, Rule
@@ -156,7 +155,7 @@ class BeatHistories:
             for first in range(0, len(ids), HISTORY_GROUP)
         ]
         self._group_of = {rollout_id: n // HISTORY_GROUP for n, rollout_id in enumerate(ids)}
-        self._read: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        self._read: dict[int, dict[str, list[tuple[str, str]]]] = {}
         self._locks = [threading.Lock() for _ in self._groups]
 
     def take(self, rollout_id: str) -> list[Measurement] | None:
@@ -166,8 +165,13 @@ class BeatHistories:
             return None
         with self._locks[group]:  # the first tick of a group reads it; the others wait
             if group not in self._read:
-                self._read[group] = self._store.measurements_of(
+                self._read[group] = self._store.stored_measurements_of(
                     self._groups[group], until=self._until
                 )
             rows = self._read[group].pop(rollout_id, None)
-        return None if rows is None else [Measurement.from_json(row) for row in rows]
+        # Decoded when read: judging reads the latest sample only, unless a rule is beyond.
+        return (
+            None
+            if rows is None
+            else [Measurement.stored(datetime.fromisoformat(at), text) for at, text in rows]
+        )

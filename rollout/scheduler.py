@@ -1,7 +1,7 @@
 """The analysis beat: one persistent APScheduler job that ticks every active rollout.
 
 Why one job and not one timer per rollout: analysis queries are batched across all rollouts
-(one PromQL query per metric per tick, however many rollouts run), which needs every due
+(the same few PromQL queries per tick, however many rollouts run), which needs every due
 rollout in hand at once. Step deadlines, readiness deadlines and approval timeouts are stored
 with each rollout in the store, and each beat compares them with the clock, so nothing about a
 rollout's progress lives in the scheduler's memory. The job itself lives in APScheduler's

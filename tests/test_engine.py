@@ -206,12 +206,22 @@ def test_one_tick_saves_the_rollout_at_most_twice(tmp_path: Path) -> None:
 
 
 class BrokenCanary:
-    """A `MetricsProvider` whose every answer says both tracks fail half their requests
-    (series labelled as the built-in queries group them: namespace, service, track)."""
+    """A `MetricsProvider` whose answers say both tracks fail half their requests: as the
+    built-in request query groups them (namespace, service, track, code), one request a second
+    answered 500 and one 200; any other query reads 0.5."""
 
     def query(self, promql: str) -> list[Series]:
         labels = {"namespace": "shop", "service": "checkout"}
-        return [Series({**labels, "track": track}, 0.5) for track in ("canary", "stable")]
+        codes = (
+            ("500", "200")
+            if promql.startswith("sum by (namespace, service, track, code)")
+            else ("",)
+        )
+        return [
+            Series({**labels, "track": track, "code": code}, 1.0 if code else 0.5)
+            for track in ("canary", "stable")
+            for code in codes
+        ]
 
 
 def test_a_rollback_that_fails_for_good_pages_the_failure_not_traffic_on_stable(

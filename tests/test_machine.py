@@ -192,10 +192,44 @@ def test_missing_data_holds_the_step_and_lengthens_it() -> None:
     for minute in range(8, 13):  # five minutes without data, spanning the step's due time
         r = advance(r, no_data, now=T0 + minute * 60 * SEC).rollout
         assert r.step_index == 0
-    assert r.step_held == timedelta(minutes=4)
-    healthy_early = advance(r, ready(10), now=T0 + 13 * 60 * SEC)
-    assert healthy_early.rollout.step_index == 0  # 10 min + 4 min held not yet over
-    assert advance(r, ready(10), now=T0 + 14 * 60 * SEC).rollout.step_index == 1
+    # Data is back at 13 min: held from the first tick without data (8 min) until then.
+    r = advance(r, ready(10), now=T0 + 13 * 60 * SEC).rollout
+    assert (r.step_index, r.step_held, r.no_data_since) == (0, timedelta(minutes=5), None)
+    r = advance(r, ready(10), now=T0 + 14 * 60 * SEC).rollout
+    assert r.step_index == 0  # 10 min + 5 min held not yet over
+    assert advance(r, ready(10), now=T0 + 15 * 60 * SEC).rollout.step_index == 1
+
+
+def test_a_hold_that_goes_on_leaves_the_record_as_it_was() -> None:
+    """Only the hold's bookkeeping would change at each tick without data, and nobody sees it:
+    the engine then has nothing to save. The held time is counted when the hold ends."""
+    quiet = new_rollout(no_data_alert_after=timedelta(hours=1))  # the page is a change
+    r = advance(advance(quiet, NOT_READY, now=T0).rollout, ready(10), now=T0).rollout
+    no_data = Observation(traffic=ready(10).traffic, verdict=Verdict.NO_DATA)
+    held = advance(r, no_data, now=T0 + 60 * SEC).rollout
+    assert held.no_data_since == T0 + 60 * SEC
+    for minute in range(2, 30):
+        decision = advance(held, no_data, now=T0 + minute * 60 * SEC)
+        assert decision.rollout == held and decision.rollout.updated_at == held.updated_at
+        assert decision.actions == ()
+    back = advance(held, ready(10), now=T0 + 30 * 60 * SEC).rollout
+    assert back.step_held == timedelta(minutes=29)
+    assert back.next_step_at == T0 + (10 + 29) * 60 * SEC
+
+
+def test_a_hold_across_a_pause_counts_again_from_the_resume() -> None:
+    r = advance(advance(new_rollout(), NOT_READY, now=T0).rollout, ready(10), now=T0).rollout
+    no_data = Observation(traffic=ready(10).traffic, verdict=Verdict.NO_DATA)
+    r = advance(r, no_data, now=T0 + 60 * SEC).rollout
+    paused = apply_command(r, Pause(by="UBOB", reason=None), now=T0 + 5 * 60 * SEC)
+    assert isinstance(paused, Decision)
+    resumed = apply_command(paused.rollout, Resume(by="UBOB"), now=T0 + 20 * 60 * SEC)
+    assert isinstance(resumed, Decision)
+    r = advance(resumed.rollout, no_data, now=T0 + 21 * 60 * SEC).rollout
+    back = advance(r, ready(10), now=T0 + 25 * 60 * SEC).rollout
+    # The step's clock restarted at the resume; only the 5 minutes held since count.
+    assert back.step_held == timedelta(minutes=5)
+    assert back.next_step_at == T0 + (20 + 10 + 5) * 60 * SEC
 
 
 def test_missing_data_never_requests_approval_and_pages_once() -> None:

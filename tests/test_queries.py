@@ -29,11 +29,14 @@ from rollout.analysis import (
     check_template,
     flavour_of,
 )
-from rollout.analysis.queries import BatchQuery, plan
+from rollout.analysis.batch import BatchQuery, plan
+from rollout.analysis.queries import TRAFFIC_QUERIES
 from rollout.analysis.templates import prometheus_duration, render
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+# One generic rollout's built-in queries: requests by code, mean latency, p99, CPU, memory.
+QUERIES_PER_TICK = 5
 
 
 def target(
@@ -111,11 +114,12 @@ class TestTemplates:
 
 
 class TestBatching:
-    def test_one_query_per_builtin_metric_however_many_rollouts(self) -> None:
+    def test_five_queries_give_the_seven_builtin_metrics_however_many_rollouts(self) -> None:
         two, _ = plan([target(f"s{i}") for i in range(2)])
         twenty, _ = plan([target(f"s{i}") for i in range(20)])
-        assert len(two) == len(twenty) == len(BUILTIN_METRICS)
+        assert len(two) == len(twenty) == QUERIES_PER_TICK
         assert all(len(batch.targets) == 20 for batch in twenty)
+        assert sorted(m for batch in twenty for m in batch.metrics) == sorted(BUILTIN_METRICS)
 
     def test_windows_and_flavours_batch_apart_saturation_is_shared(self) -> None:
         batches, _ = plan(
@@ -127,18 +131,38 @@ class TestBatching:
                 target("e", strategy="gateway"),
             ]
         )
-        keys = {(b.family.name, b.metric, b.window) for b in batches}
-        # Traffic: 4 (family, window) pairs of 5 metrics; saturation: 2 windows of 2 metrics.
-        assert len(batches) == len(keys) == 5 * 4 + 2 * 2
-        cpu = [b for b in batches if b.metric == "cpu_saturation" and b.window == MINUTE]
+        keys = {(b.family.name, b.query, b.window) for b in batches}
+        # Traffic: 4 (family, window) pairs of 3 queries; saturation: 2 windows of 2 queries.
+        assert len(batches) == len(keys) == 3 * 4 + 2 * 2
+        cpu = [b for b in batches if b.query == "cpu_saturation" and b.window == MINUTE]
         assert [t.service for t in cpu[0].targets] == ["a", "c", "d", "e"]
 
     def test_generic_queries_group_by_namespace_service_and_track(self) -> None:
-        batch = self.batch([target("a"), target("b", namespace="pay")], "error_rate")
-        assert batch.count("sum by (namespace, service, track) (") == 3
+        batch = self.batch([target("a"), target("b", namespace="pay")], "latency_avg_ms")
+        assert batch.count("sum by (namespace, service, track) (") == 2
         assert 'namespace=~"pay|shop",service=~"a|b"' in batch
-        assert 'code=~"5.."' in batch
         assert "[1m]" in batch
+
+    def test_the_request_metrics_are_one_rate_by_status_code(self) -> None:
+        """request_rate, error_rate and success_rate come from one query: each request
+        series' rate is evaluated once, not five times (three ratios over the total)."""
+        queries = {
+            "replicas": ("namespace, service, track, code", "http_requests_total"),
+            "istio": (
+                "destination_workload_namespace, destination_workload, response_code",
+                "istio_requests_total",
+            ),
+            "nginx": ("namespace, ingress, track, status", "nginx_ingress_controller_requests"),
+        }
+        for strategy, (by, series) in queries.items():
+            batches, _ = plan([target("a", strategy=strategy)])
+            asked = [b for b in batches if set(b.metrics) & set(TRAFFIC_QUERIES["requests"])]
+            assert len(asked) == 1, strategy
+            (requests,) = asked
+            assert set(requests.metrics) == {"request_rate", "error_rate", "success_rate"}
+            assert requests.promql.startswith(f"sum by ({by}) ("), strategy
+            assert requests.promql.count(f"rate({series}{{") == 1, strategy
+            assert "5.." not in requests.promql
 
     def test_p99_keeps_the_bucket_label(self) -> None:
         batch = self.batch([target("a")], "latency_p99_ms")
@@ -149,7 +173,7 @@ class TestBatching:
         # Stable pods as teams label them (`app` only) report no `track`; only canary pods do.
         batch = self.batch([target("a")], "request_rate")
         assert batch == (
-            "sum by (namespace, service, track) (label_replace("
+            "sum by (namespace, service, track, code) (label_replace("
             'rate(http_requests_total{namespace=~"shop",service=~"a"}[1m]), '
             '"track", "stable", "track", ""))'
         )
@@ -157,7 +181,7 @@ class TestBatching:
     def test_istio_groups_by_destination_workload_of_both_tracks(self) -> None:
         batch = self.batch([target("a", strategy="istio")], "request_rate")
         assert batch == (
-            "sum by (destination_workload_namespace, destination_workload) "
+            "sum by (destination_workload_namespace, destination_workload, response_code) "
             '(rate(istio_requests_total{reporter="destination",'
             'destination_workload_namespace=~"shop",'
             'destination_workload=~"a-deploy|a-deploy-canary"}[1m]))'
@@ -165,7 +189,7 @@ class TestBatching:
 
     def test_nginx_tells_tracks_apart_by_the_canary_label_or_ingress(self) -> None:
         batch = self.batch([target("a", strategy="nginx", ingress="web")], "request_rate")
-        assert batch.startswith("sum by (namespace, ingress, track) (label_replace(")
+        assert batch.startswith("sum by (namespace, ingress, track, status) (label_replace(")
         assert 'ingress=~"web|web-canary"' in batch
         assert '"track", "canary", "canary", ".+"' in batch
         assert '"ingress", "$1", "ingress", "(.+)-canary"' in batch
@@ -187,8 +211,13 @@ class TestBatching:
             "queue_depth": 'max(queue{ns="{{ namespace }}",svc="{{ service }}"})',
         }
         batches, customs = plan([target("a", custom=custom), target("b")])
-        error_batch = next(b for b in batches if b.metric == "error_rate")
-        assert [t.service for t in error_batch.targets] == ["b"]
+        # `a` still needs the request query for its request and success rates.
+        requests = next(b for b in batches if "error_rate" in b.metrics)
+        assert [t.service for t in requests.targets] == ["a", "b"]
+        labels = {"namespace": "shop", "service": "a", "track": "canary", "code": "500"}
+        split = requests.split([Series(labels, 1.0)])
+        assert ("r-a", "error_rate", "canary") not in split
+        assert split[("r-a", "request_rate", "canary")] == 1.0
         assert [(c.metric, c.track, c.promql) for c in customs] == [
             ("error_rate", "canary", 'sum(rate(errs{d="a-deploy-canary",t="canary"}[1m]))'),
             ("error_rate", "stable", 'sum(rate(errs{d="a-deploy",t="stable"}[1m]))'),
@@ -204,14 +233,20 @@ class TestBatching:
         with pytest.raises(ValueError, match="linkerd"):
             flavour_of("linkerd")
 
+    def test_a_target_whose_own_queries_replace_a_whole_query_is_left_out_of_it(self) -> None:
+        own = dict.fromkeys(TRAFFIC_QUERIES["requests"], "sum(up)")
+        batches, _ = plan([target("a", custom=own), target("b")])
+        requests = next(b for b in batches if b.query == "requests")
+        assert [t.service for t in requests.targets] == ["b"]
+
     @staticmethod
     def batch(targets: list[AnalysisTarget], metric: str) -> str:
-        return next(b for b in plan(targets)[0] if b.metric == metric).promql
+        return next(b for b in plan(targets)[0] if metric in b.metrics).promql
 
 
 class TestSplit:
-    def batch(self, *targets: AnalysisTarget, metric: str = "request_rate") -> BatchQuery:
-        return next(b for b in plan(targets)[0] if b.metric == metric)
+    def batch(self, *targets: AnalysisTarget, metric: str = "latency_avg_ms") -> BatchQuery:
+        return next(b for b in plan(targets)[0] if metric in b.metrics)
 
     def test_each_series_goes_to_its_rollout_and_track(self) -> None:
         batch = self.batch(target("a"), target("b", namespace="pay"))
@@ -224,9 +259,9 @@ class TestSplit:
             Series({"namespace": "shop", "service": "a", "track": "blue"}, 99.0),
         ]
         assert batch.split(series) == {
-            ("r-a", "canary"): 5.0,
-            ("r-a", "stable"): 15.0,
-            ("r-b", "stable"): 20.0,
+            ("r-a", "latency_avg_ms", "canary"): 5.0,
+            ("r-a", "latency_avg_ms", "stable"): 15.0,
+            ("r-b", "latency_avg_ms", "stable"): 20.0,
         }
 
     def test_istio_and_nginx_series_are_keyed_by_their_own_labels(self) -> None:
@@ -236,55 +271,138 @@ class TestSplit:
                 Series({"destination_workload_namespace": "shop", "destination_workload": w}, v)
                 for w, v in (("a-deploy", 1.0), ("a-deploy-canary", 2.0))
             ]
-        ) == {("r-a", "stable"): 1.0, ("r-a", "canary"): 2.0}
+        ) == {("r-a", "latency_avg_ms", "stable"): 1.0, ("r-a", "latency_avg_ms", "canary"): 2.0}
         nginx = self.batch(target("a", strategy="nginx", ingress="web"))
         assert nginx.split(
             [
                 Series({"namespace": "shop", "ingress": "web"}, 1.0),
                 Series({"namespace": "shop", "ingress": "web", "track": "canary"}, 2.0),
             ]
-        ) == {("r-a", "stable"): 1.0, ("r-a", "canary"): 2.0}
+        ) == {("r-a", "latency_avg_ms", "stable"): 1.0, ("r-a", "latency_avg_ms", "canary"): 2.0}
 
     def test_two_series_for_one_track_are_ambiguous_not_added(self) -> None:
-        batch = self.batch(target("a"), metric="error_rate")
+        batch = self.batch(target("a"), metric="latency_p99_ms")
         labels = {"namespace": "shop", "service": "a", "track": "canary"}
         split = batch.split([Series(labels, 0.1), Series(labels, 0.2)])
-        assert split == {("r-a", "canary"): None}
+        assert split == {("r-a", "latency_p99_ms", "canary"): None}
 
     def test_targets_of_the_same_workload_each_get_the_value(self) -> None:
         twin = replace(target("a"), rollout_id="r-a-twin")
         batch = self.batch(target("a"), twin)
         labels = {"namespace": "shop", "service": "a", "track": "canary"}
         assert batch.split([Series(labels, 2.0)]) == {
-            ("r-a", "canary"): 2.0,
-            ("r-a-twin", "canary"): 2.0,
+            ("r-a", "latency_avg_ms", "canary"): 2.0,
+            ("r-a-twin", "latency_avg_ms", "canary"): 2.0,
         }
+
+
+def requests_of(canary: dict[str, float], *, strategy: str = "replicas") -> dict[str, object]:
+    """The three request metrics of one canary whose request rate per status code is given."""
+    batch = next(b for b in plan([target("a", strategy=strategy)])[0] if b.query == "requests")
+    keys = {
+        "replicas": {"namespace": "shop", "service": "a", "track": "canary"},
+        "istio": {
+            "destination_workload_namespace": "shop",
+            "destination_workload": "a-deploy-canary",
+        },
+        "nginx": {"namespace": "shop", "ingress": "a", "track": "canary"},
+    }[strategy]
+    series = [Series({**keys, batch.family.code: code}, rate) for code, rate in canary.items()]
+    split = batch.split(series)
+    assert not {track for _, _, track in split} - {"canary"}
+    return {metric: value for (_, metric, _), value in split.items()}
+
+
+class TestRequestMetrics:
+    """The request metrics derived from one rate per status code say what PromQL's
+    `sum(rate(...))` and `(errors or total * 0) / total` said (checked against a real
+    Prometheus in tests/integration/test_prometheus_analysis.py)."""
+
+    def test_rates_and_ratios_by_status_code(self) -> None:
+        measured = requests_of({"200": 6.0, "404": 1.0, "500": 2.0, "503": 1.0})
+        assert measured == {
+            "request_rate": 10.0,
+            "error_rate": pytest.approx(0.3),
+            "success_rate": pytest.approx(0.7),
+        }
+
+    @pytest.mark.parametrize("strategy", ["istio", "nginx"])
+    def test_every_family_reads_its_own_code_label(self, strategy: str) -> None:
+        measured = requests_of({"200": 3.0, "502": 1.0}, strategy=strategy)
+        assert measured == {"request_rate": 4.0, "error_rate": 0.25, "success_rate": 0.75}
+
+    def test_traffic_without_errors_is_an_error_rate_of_zero(self) -> None:
+        assert requests_of({"200": 4.0}) == {
+            "request_rate": 4.0,
+            "error_rate": 0.0,
+            "success_rate": 1.0,
+        }
+
+    def test_no_traffic_is_no_data_for_the_ratios(self) -> None:
+        # Series still there, rate 0: PromQL's 0/0 is NaN, which is no data.
+        assert requests_of({"200": 0.0, "500": 0.0}) == {
+            "request_rate": 0.0,
+            "error_rate": None,
+            "success_rate": None,
+        }
+        assert requests_of({}) == {}  # no series: no value at all, no data
+
+    @pytest.mark.parametrize("code", ["5", "50", "5000", "600", "", "x500", "500 "])
+    def test_a_code_is_an_error_only_if_it_is_three_characters_from_5(self, code: str) -> None:
+        # What `code=~"5.."` matches: anchored at both ends; a missing label is "".
+        measured = requests_of({"200": 1.0, code: 1.0})
+        assert measured["error_rate"] == 0.0
+
+    @pytest.mark.parametrize("code", ["500", "599", "5xx", "5.."])
+    def test_every_code_matching_5_dot_dot_is_an_error(self, code: str) -> None:
+        assert requests_of({"200": 3.0, code: 1.0})["error_rate"] == 0.25
+
+    def test_a_rate_that_is_not_a_number_makes_all_three_no_data(self) -> None:
+        for code in ("200", "500"):
+            measured = requests_of({"200": 1.0, "500": 1.0} | {code: math.nan})
+            assert measured == dict.fromkeys(("request_rate", "error_rate", "success_rate"))
+
+    def test_two_series_for_one_status_code_are_ambiguous(self) -> None:
+        batch = next(b for b in plan([target("a")])[0] if b.query == "requests")
+        labels = {"namespace": "shop", "service": "a", "track": "canary", "code": "200"}
+        split = batch.split([Series(labels, 1.0), Series(labels, 2.0)])
+        assert set(split.values()) == {None}
+        assert len(split) == 3
 
 
 class TestAnalyzer:
     def test_batched_results_become_one_measurement_per_rollout(self) -> None:
-        def rate(service: str, track: str, value: float) -> Series:
-            return Series({"namespace": "shop", "service": service, "track": track}, value)
+        def rate(service: str, track: str, value: float, code: str = "200") -> Series:
+            labels = {"namespace": "shop", "service": service, "track": track, "code": code}
+            return Series(labels, value)
 
         provider = ScriptedProvider(
             (
                 lambda q: q.startswith(
-                    "sum by (namespace, service, track) (label_replace(rate(http_requests"
+                    "sum by (namespace, service, track, code) (label_replace(rate(http_requests"
                 ),
-                [rate("a", "canary", 1.0), rate("a", "stable", 9.0), rate("b", "canary", 3.0)],
+                [
+                    rate("a", "canary", 1.0),
+                    rate("a", "canary", math.nan, "500"),
+                    rate("a", "stable", 9.0),
+                    rate("b", "canary", 1.5),
+                    rate("b", "canary", 1.5, "500"),
+                ],
             ),
-            (lambda q: "5.." in q, [rate("a", "canary", math.nan), rate("b", "canary", 0.5)]),
+            (lambda q: "_sum" in q, [rate("b", "stable", 120.0)]),
         )
         measured = Analyzer(provider).measure([target("a"), target("b")], now=NOW)
         assert set(measured) == {"r-a", "r-b"}
         a, b = measured["r-a"], measured["r-b"]
         assert a.at == NOW
         assert set(a.values) == set(BUILTIN_METRICS)
-        assert a.values["request_rate"] == TrackValues(1.0, 9.0)
+        assert a.values["request_rate"] == TrackValues(None, 9.0)  # NaN is no data
         assert b.values["request_rate"] == TrackValues(3.0, None)
-        assert a.values["error_rate"] == TrackValues(None, None)  # NaN is no data
+        assert a.values["error_rate"] == TrackValues(None, 0.0)
         assert b.values["error_rate"] == TrackValues(0.5, None)
-        assert len(provider.queries) == len(BUILTIN_METRICS)
+        assert b.values["success_rate"] == TrackValues(0.5, None)
+        assert b.values["latency_avg_ms"] == TrackValues(None, 120.0)
+        assert len(provider.queries) == QUERIES_PER_TICK
 
     def test_unreachable_prometheus_gives_no_data_and_stops_querying(self) -> None:
         provider = ScriptedProvider((lambda q: True, MetricsUnavailable("connection refused")))
@@ -312,7 +430,8 @@ class TestAnalyzer:
         # Several series for one track cannot be merged safely: no data, not a guess.
         assert measured.values["queue"] == TrackValues(7.0, None)
         assert measured.values["request_rate"] == TrackValues(4.0, None)
-        assert len(provider.queries) == len(BUILTIN_METRICS) - 1 + 4
+        # error_rate is replaced, but request_rate and success_rate need the request query.
+        assert len(provider.queries) == QUERIES_PER_TICK + 4
 
     def test_the_queries_after_the_first_run_side_by_side(self) -> None:
         """Every query after the first waits at a barrier for a second one under way at the
@@ -328,14 +447,14 @@ class TestAnalyzer:
                 return []
 
         measured = Analyzer(Paired(), concurrency=2).measure([target("a")], now=NOW)
-        assert len(asked) == len(BUILTIN_METRICS)
+        assert len(asked) == QUERIES_PER_TICK
         assert set(measured["r-a"].values) == set(BUILTIN_METRICS)
 
     def test_a_custom_query_with_an_unknown_placeholder_is_no_data(self) -> None:
         provider = ScriptedProvider()
         measured = Analyzer(provider).measure([target("a", custom={"x": "up{{{ pod }}}"})], now=NOW)
         assert measured["r-a"].values["x"] == TrackValues(None, None)
-        assert len(provider.queries) == len(BUILTIN_METRICS)  # the built-ins only
+        assert len(provider.queries) == QUERIES_PER_TICK  # the built-ins only
 
 
 def test_prometheus_provider_maps_a_refused_connection_to_metrics_unavailable() -> None:

@@ -10,10 +10,11 @@ passed, the queries not yet run count as no data, so a slow Prometheus never str
 
 The queries of a tick are independent, so after the first (which also tells whether Prometheus
 can be reached at all) they run side by side, `concurrency` at a time: a tick then waits about
-as long as its slowest queries, not the sum of all of them (bench/scale.py: 7 batched queries
-over 1,000 rollouts, each 0.03-0.6 s in Prometheus), and the bot decodes one answer while
-Prometheus evaluates the next. A tick issues 7 to 10 built-in queries however many rollouts it
-measures, so a few at a time never floods Prometheus.
+as long as its slowest queries, not the sum of all of them (bench/scale.py: 5 batched queries
+over 1,000 rollouts, each 0.02-0.5 s in Prometheus, the p99 quantile the slowest), and the bot
+decodes one answer while Prometheus evaluates the next. A tick issues 5 built-in queries per
+flavour and window in use (3 of traffic, 2 of saturation shared by the flavours) however many
+rollouts it measures, so a few at a time never floods Prometheus.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from functools import partial
 
 import requests
 
+from rollout.analysis.batch import BatchQuery, CustomQuery, metric_names, plan
 from rollout.analysis.provider import MetricsProvider, MetricsUnavailable, QueryFailed, Series
-from rollout.analysis.queries import BatchQuery, CustomQuery, metric_names, plan
 from rollout.analysis.templates import prometheus_duration
 from rollout.analysis.types import AnalysisTarget, Measurement, Track, TrackValues
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 # (bench/scale.py on 2 cores: 2 and 4 side by side took the same time).
 CONCURRENT_QUERIES = 2
 # Started first among the rest: the heaviest query (a quantile over every bucket series) takes
-# about half of Prometheus's time for a tick's queries, so it must not wait for the others.
+# about two thirds of Prometheus's time for a tick's queries, so it must not wait for the others.
 _HEAVIEST_FIRST = ("latency_p99_ms",)
 
 
@@ -68,8 +69,7 @@ class Analyzer:
         values: dict[tuple[str, str, Track], float | None] = {}  # (rollout, metric, track)
 
         def batched(batch: BatchQuery) -> None:
-            for (rollout_id, track), value in batch.split(run(batch.promql, _about(batch))).items():
-                values[(rollout_id, batch.metric, track)] = value
+            values.update(batch.split(run(batch.promql, _about(batch))))
 
         def custom(query: CustomQuery) -> None:
             series = run(
@@ -79,7 +79,7 @@ class Analyzer:
 
         first, rest = (
             batches[:1],
-            sorted(batches[1:], key=lambda b: b.metric not in _HEAVIEST_FIRST),
+            sorted(batches[1:], key=lambda b: b.query not in _HEAVIEST_FIRST),
         )
         ordered = first + rest
         work = [partial(batched, b) for b in ordered] + [partial(custom, c) for c in customs]
@@ -159,7 +159,8 @@ class _Round:
 def _about(batch: BatchQuery) -> str:
     window = prometheus_duration(batch.window)
     return (
-        f"{batch.metric} ({batch.family.name}, {window} window) for {len(batch.targets)} rollouts"
+        f"{', '.join(batch.metrics)} ({batch.family.name}, {window} window)"
+        f" for {len(batch.targets)} rollouts"
     )
 
 

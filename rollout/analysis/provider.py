@@ -142,11 +142,10 @@ def parse_result(result: Any) -> list[Series]:
     if len(result) == 2 and not isinstance(result[0], dict):
         # A scalar result (`scalar(...)`, `vector` arithmetic on numbers): [time, "value"].
         return [Series({}, _number(result[1]))]
+    # A JSON object's keys are strings already, and so are Prometheus's label values: the
+    # labels are kept as decoded (a tick decodes 12,000 series at 1,000 rollouts).
     return [
-        Series(
-            labels={str(k): str(v) for k, v in item.get("metric", {}).items()},
-            value=_number(item.get("value", [None, None])[1]),
-        )
+        Series(labels=item.get("metric") or {}, value=_number(item.get("value", (None, None))[1]))
         for item in result
     ]
 

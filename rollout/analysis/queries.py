@@ -1,12 +1,24 @@
-"""Built-in PromQL per traffic flavour, batched across rollouts, and split back per rollout.
+"""Built-in PromQL per traffic flavour: the queries of a family, batched across rollouts.
 
 One analysis tick measures every active rollout. Instead of one query per rollout, metric and
-track, each built-in metric is fetched with ONE query per (family, metric, window) covering
-every rollout of that family, grouped by the labels that tell rollouts and tracks apart; the
-result is split back in Python. A tick therefore issues 5 queries per (flavour, window) in use
-plus 2 per window for saturation (shared by all flavours), however many rollouts are active.
-Custom per-service queries (a service's `metrics:`) cannot be batched: they cost one query per
-rollout, metric and track.
+track, each built-in query is asked ONCE per (family, query, window) for every rollout of that
+family, grouped by the labels that tell rollouts and tracks apart; rollout/analysis/batch.py
+splits the answer back per rollout and track and derives the metrics from it. A traffic family
+has 3 queries, the shared saturation family 2, so a tick issues 3 per (flavour, window) in use
+plus 2 per window for saturation, however many rollouts are active. Custom per-service queries
+(a service's `metrics:`) cannot be batched: they cost one query per rollout, metric and track.
+
+A traffic family's queries and the metrics each gives:
+- `requests`: the request rate by status code, `sum by (<group>, <code>) (rate(<requests>[w]))`.
+  `request_rate` is the sum over codes, `error_rate` the 5xx codes' share (codes matching
+  `5..`, as a `=~"5.."` matcher does) and `success_rate` the others' share; computed in Python
+  (batch.py) from this one answer, with what PromQL's `(errors or total * 0) / total` gives:
+  a track with traffic but no 5xx reads 0, a track without traffic has no data (no series, or
+  0/0). Asked as three ratios, Prometheus evaluated the total rate over every request series
+  five times a tick (bench/scale.py measured each query with Prometheus's own `stats`).
+- `latency_avg_ms`: `sum(rate(<duration>_sum)) / sum(rate(<duration>_count))`, in ms.
+- `latency_p99_ms`: `histogram_quantile(0.99, sum by (<group>, le) (rate(<duration>_bucket)))`,
+  in ms: the quantile stays Prometheus's own (interpolation, +Inf bucket).
 
 Which family measures a strategy is its registry entry's `flavour` (rollout/traffic/registry.py).
 Families and what tells the tracks apart:
@@ -16,44 +28,48 @@ Families and what tells the tracks apart:
   (only the canary pods get `track: canary`), so a series without one counts as stable.
 - istio: `istio_requests_total` / `istio_request_duration_milliseconds` as reported by the
   destination, by `destination_workload_namespace` and `destination_workload` (the Deployment:
-  `<deployment>` or `<deployment>-canary`), errors by `response_code`.
+  `<deployment>` or `<deployment>-canary`), status code `response_code`.
 - nginx: `nginx_ingress_controller_requests` / `..._request_duration_seconds` by `namespace`
-  and `ingress`, errors by `status`. Canary requests are told apart in PromQL (label_replace):
-  a non-empty `canary` label, or an `ingress` named `<ingress>-canary`, whichever the
-  controller version reports.
+  and `ingress`, status code `status`. Canary requests are told apart in PromQL
+  (label_replace): a non-empty `canary` label, or an `ingress` named `<ingress>-canary`,
+  whichever the controller version reports.
 - cadvisor (saturation, every flavour): cAdvisor usage over kube-state-metrics limits, summed
   over the track's pods. Pods are matched to their Deployment by name
   (`<deployment>-<replicaset hash>-<suffix>`), as Flagger does, because cAdvisor series carry
   no Deployment or track label and a join through `kube_pod_labels` would be far costlier.
-
-Error and success rates use `(errors or total * 0) / total` so that a track with traffic but no
-5xx series yet reads 0, not "no data"; a track without traffic reads 0/0 = no data.
 """
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from rollout.analysis.provider import Series
-from rollout.analysis.templates import TemplateError, prometheus_duration, render
+from rollout.analysis.templates import prometheus_duration
 from rollout.analysis.types import TRACKS, AnalysisTarget, Track
 from rollout.traffic import registry
 from rollout.traffic.registry import Flavour
 
-log = logging.getLogger(__name__)
-
 TRAFFIC_METRICS = ("request_rate", "error_rate", "success_rate", "latency_avg_ms", "latency_p99_ms")
 SATURATION_METRICS = ("cpu_saturation", "memory_saturation")
 BUILTIN_METRICS = TRAFFIC_METRICS + SATURATION_METRICS
+# The query whose answer, by status code, gives the three request metrics (see above).
+REQUESTS = "requests"
+TRAFFIC_QUERIES: Mapping[str, tuple[str, ...]] = {
+    REQUESTS: ("request_rate", "error_rate", "success_rate"),
+    "latency_avg_ms": ("latency_avg_ms",),
+    "latency_p99_ms": ("latency_p99_ms",),
+}
+SATURATION_QUERIES: Mapping[str, tuple[str, ...]] = {
+    "cpu_saturation": ("cpu_saturation",),
+    "memory_saturation": ("memory_saturation",),
+}
 
-_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+# Each character RE2 gives a meaning, escaped with a backslash (one translate per name: the
+# selector of a tick names every rollout's workloads, 2,000 at 1,000 rollouts).
+_RE2_ESCAPES = str.maketrans({c: "\\" + c for c in "\\.+*?()|[]{}^$"})
 
 SeriesKey = tuple[str, ...]
-Slot = tuple[str, Track]  # (rollout_id, track)
 
 
 def flavour_of(strategy: str) -> Flavour:
@@ -66,7 +82,7 @@ def flavour_of(strategy: str) -> Flavour:
 
 def _any_of(label: str, values: Sequence[str], *, then: str = "") -> str:
     """A matcher for any of `values` (followed by the regex `then`), escaped for RE2 and PromQL."""
-    escaped = sorted({"".join("\\" + c if c in _RE2_SPECIAL else c for c in v) for v in values})
+    escaped = sorted({value.translate(_RE2_ESCAPES) for value in values})
     regex = f"({'|'.join(escaped)}){then}" if then else "|".join(escaped)
     return f'{label}=~"{_promql_string(regex)}"'
 
@@ -93,17 +109,29 @@ def _ingress(target: AnalysisTarget) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Family:
-    """How one source of metrics is queried for many rollouts and split back per track."""
+    """How one source of metrics is queried for many rollouts and split back per track.
+
+    `queries` maps each of the family's queries to the metrics its answer gives; `code` is the
+    status-code label the `requests` query also groups by (traffic families only)."""
 
     name: str
-    metrics: tuple[str, ...]
+    queries: Mapping[str, tuple[str, ...]]
     group_by: tuple[str, ...]
     selector: Callable[[Sequence[AnalysisTarget]], str]
     key: Callable[[AnalysisTarget, Track], SeriesKey]
-    build: Callable[[Family, str, str, str], str]  # (family, metric, selector, window) -> PromQL
+    build: Callable[[Family, str, str, str], str]  # (family, query, selector, window) -> PromQL
+    code: str = ""
 
-    def promql(self, metric: str, targets: Sequence[AnalysisTarget], window: timedelta) -> str:
-        return self.build(self, metric, self.selector(targets), prometheus_duration(window))
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(metric for metrics in self.queries.values() for metric in metrics)
+
+    def query_of(self, metric: str) -> str:
+        """The query whose answer gives `metric`."""
+        return next(name for name, metrics in self.queries.items() if metric in metrics)
+
+    def promql(self, query: str, targets: Sequence[AnalysisTarget], window: timedelta) -> str:
+        return self.build(self, query, self.selector(targets), prometheus_duration(window))
 
     def series_key(self, labels: Mapping[str, str]) -> SeriesKey:
         return tuple(labels.get(label, "") for label in self.group_by)
@@ -114,33 +142,24 @@ class _TrafficNames:
     requests: str
     duration: str
     to_ms: float
-    code: str
     normalise: Callable[[str], str] = lambda expr: expr
 
 
 def _traffic(names: _TrafficNames) -> Callable[[Family, str, str, str], str]:
-    def build(family: Family, metric: str, selector: str, window: str) -> str:
+    def build(family: Family, query: str, selector: str, window: str) -> str:
         by = ", ".join(family.group_by)
 
-        def summed(series: str, extra: str = "", *, by_extra: str = "") -> str:
-            matchers = ",".join(part for part in (selector, extra) if part)
-            rate = names.normalise(f"rate({series}{{{matchers}}}[{window}])")
+        def summed(series: str, *, by_extra: str = "") -> str:
+            rate = names.normalise(f"rate({series}{{{selector}}}[{window}])")
             return f"sum by ({by}{by_extra}) ({rate})"
 
-        total = summed(names.requests)
-        errors = summed(names.requests, f'{names.code}=~"5.."')
-        successes = summed(names.requests, f'{names.code}!~"5.."')
+        if query == REQUESTS:
+            return summed(names.requests, by_extra=f", {family.code}")
         to_ms = f"{names.to_ms:g} * " if names.to_ms != 1 else ""
+        if query == "latency_avg_ms":
+            return f"{to_ms}{summed(names.duration + '_sum')} / {summed(names.duration + '_count')}"
         buckets = summed(f"{names.duration}_bucket", by_extra=", le")
-        queries = {
-            "request_rate": total,
-            "error_rate": f"({errors} or {total} * 0) / {total}",
-            "success_rate": f"({successes} or {total} * 0) / {total}",
-            "latency_avg_ms": f"{to_ms}{summed(names.duration + '_sum')}"
-            f" / {summed(names.duration + '_count')}",
-            "latency_p99_ms": f"{to_ms}histogram_quantile(0.99, {buckets})",
-        }
-        return queries[metric]
+        return f"{to_ms}histogram_quantile(0.99, {buckets})"
 
     return build
 
@@ -148,7 +167,7 @@ def _traffic(names: _TrafficNames) -> Callable[[Family, str, str, str], str]:
 _POD_OF_DEPLOYMENT = "-[a-z0-9]+-[a-z0-9]+"
 
 
-def _saturation(family: Family, metric: str, selector: str, window: str) -> str:
+def _saturation(family: Family, query: str, selector: str, window: str) -> str:
     by = ", ".join(family.group_by)
 
     def per_workload(expr: str) -> str:
@@ -156,7 +175,7 @@ def _saturation(family: Family, metric: str, selector: str, window: str) -> str:
         return f"sum by ({by}) ({named})"
 
     containers = f'{selector},container!="",container!="POD"'
-    if metric == "cpu_saturation":
+    if query == "cpu_saturation":
         used = f"rate(container_cpu_usage_seconds_total{{{containers}}}[{window}])"
         resource = "cpu"
     else:
@@ -172,7 +191,7 @@ def _workloads(targets: Sequence[AnalysisTarget]) -> list[str]:
 
 GENERIC = Family(
     name="generic",
-    metrics=TRAFFIC_METRICS,
+    queries=TRAFFIC_QUERIES,
     group_by=("namespace", "service", "track"),
     selector=lambda ts: ",".join(
         (
@@ -186,14 +205,14 @@ GENERIC = Family(
             requests="http_requests_total",
             duration="http_request_duration_seconds",
             to_ms=1000,
-            code="code",
             normalise=_generic_tracks,
         )
     ),
+    code="code",
 )
 ISTIO = Family(
     name="istio",
-    metrics=TRAFFIC_METRICS,
+    queries=TRAFFIC_QUERIES,
     group_by=("destination_workload_namespace", "destination_workload"),
     selector=lambda ts: ",".join(
         (
@@ -208,13 +227,13 @@ ISTIO = Family(
             requests="istio_requests_total",
             duration="istio_request_duration_milliseconds",
             to_ms=1,
-            code="response_code",
         )
     ),
+    code="response_code",
 )
 NGINX = Family(
     name="nginx",
-    metrics=TRAFFIC_METRICS,
+    queries=TRAFFIC_QUERIES,
     group_by=("namespace", "ingress", "track"),
     selector=lambda ts: ",".join(
         (
@@ -228,14 +247,14 @@ NGINX = Family(
             requests="nginx_ingress_controller_requests",
             duration="nginx_ingress_controller_request_duration_seconds",
             to_ms=1000,
-            code="status",
             normalise=_nginx_tracks,
         )
     ),
+    code="status",
 )
 CADVISOR = Family(
     name="cadvisor",
-    metrics=SATURATION_METRICS,
+    queries=SATURATION_QUERIES,
     group_by=("namespace", "workload"),
     selector=lambda ts: ",".join(
         (
@@ -252,93 +271,3 @@ FAMILIES: Mapping[Flavour, tuple[Family, ...]] = {
     "istio": (ISTIO, CADVISOR),
     "nginx": (NGINX, CADVISOR),
 }
-
-
-@dataclass(frozen=True)
-class BatchQuery:
-    """One built-in metric for many rollouts and both tracks, in one PromQL query."""
-
-    family: Family
-    metric: str
-    window: timedelta
-    targets: tuple[AnalysisTarget, ...]
-
-    @property
-    def promql(self) -> str:
-        return self.family.promql(self.metric, self.targets, self.window)
-
-    def split(self, series: Sequence[Series]) -> dict[Slot, float | None]:
-        """Each series to its rollout and track; unrelated series are ignored.
-
-        A slot that two series claim is ambiguous (None, logged): the query grouped by too few
-        labels, and adding up ratios would be wrong. Targets measuring the same workload
-        (not expected: one active rollout per service) each get its value.
-        """
-        slots: dict[SeriesKey, list[Slot]] = defaultdict(list)
-        for target in self.targets:
-            for track in TRACKS:
-                slots[self.family.key(target, track)].append((target.rollout_id, track))
-        values: dict[Slot, float | None] = {}
-        for one in series:
-            for slot in slots.get(self.family.series_key(one.labels), ()):
-                if slot in values:
-                    log.warning("%s: several series for %s %s", self.metric, *slot)
-                    values[slot] = None
-                else:
-                    values[slot] = one.value
-        return values
-
-
-@dataclass(frozen=True)
-class CustomQuery:
-    """A service's own PromQL for one metric and track of one rollout."""
-
-    rollout_id: str
-    metric: str
-    track: Track
-    promql: str
-
-
-def metric_names(target: AnalysisTarget) -> tuple[str, ...]:
-    """Every metric measured for `target`: the built-ins, then its custom-only metrics."""
-    extra = sorted(set(target.custom_metrics) - set(BUILTIN_METRICS))
-    return BUILTIN_METRICS + tuple(extra)
-
-
-def plan(targets: Sequence[AnalysisTarget]) -> tuple[list[BatchQuery], list[CustomQuery]]:
-    """The queries of one tick: batched built-ins, then custom queries one by one."""
-    groups: dict[tuple[str, str, timedelta], list[AnalysisTarget]] = defaultdict(list)
-    families: dict[str, Family] = {}
-    customs: list[CustomQuery] = []
-    for target in targets:
-        for family in FAMILIES[flavour_of(target.strategy)]:
-            families[family.name] = family
-            for metric in family.metrics:
-                if metric not in target.custom_metrics:
-                    groups[(family.name, metric, target.window)].append(target)
-        customs.extend(custom_queries(target))
-    batches = [
-        BatchQuery(families[name], metric, window, tuple(members))
-        for (name, metric, window), members in groups.items()
-    ]
-    return batches, customs
-
-
-def custom_queries(target: AnalysisTarget) -> list[CustomQuery]:
-    queries = []
-    for metric, template in sorted(target.custom_metrics.items()):
-        for track in TRACKS:
-            try:
-                promql = render(
-                    template,
-                    namespace=target.namespace,
-                    service=target.service,
-                    deployment=target.deployment_of(track),
-                    track=track,
-                    window=target.window,
-                )
-            except TemplateError as error:
-                log.warning("%s: custom metric %s: %s", target.service, metric, error)
-                continue
-            queries.append(CustomQuery(target.rollout_id, metric, track, promql))
-    return queries

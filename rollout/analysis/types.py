@@ -7,8 +7,9 @@ a restarted bot still knows how long a rule has been beyond its threshold.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -65,7 +66,8 @@ class Measurement:
             raise ValueError("Measurement.at must be timezone-aware (UTC)")
         # A private copy: the caller's dict may change after the tick; typed as Mapping so
         # mypy refuses writes (a MappingProxyType would break copy/pickle for the engine).
-        object.__setattr__(self, "values", dict(self.values))
+        if not isinstance(self.values, _Stored):
+            object.__setattr__(self, "values", dict(self.values))
 
     def get(self, metric: str) -> TrackValues:
         return self.values.get(metric, NO_VALUES)
@@ -81,13 +83,45 @@ class Measurement:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Measurement:
-        return cls(
-            at=datetime.fromisoformat(data["at"]),
-            values={
-                name: TrackValues(canary=raw.get("canary"), stable=raw.get("stable"))
-                for name, raw in data.get("values", {}).items()
-            },
-        )
+        return cls(at=datetime.fromisoformat(data["at"]), values=_values_of(data))
+
+    @classmethod
+    def stored(cls, at: datetime, text: str) -> Measurement:
+        """A measurement as the store keeps it (`to_json` as JSON text), its values decoded
+        when first read. A tick judges a rollout on the samples of its rules' longest `for`
+        (27 at 1,000 rollouts with `for: 2m` every 5 s: 27,000 a tick), but reads the latest
+        one only, unless a rule is beyond its threshold: decoding every one cost more CPU than
+        the rest of the tick (about 0.8 s a tick)."""
+        return cls(at=at, values=_Stored(text))
+
+
+def _values_of(data: Mapping[str, Any]) -> dict[str, TrackValues]:
+    return {
+        name: TrackValues(canary=raw.get("canary"), stable=raw.get("stable"))
+        for name, raw in data.get("values", {}).items()
+    }
+
+
+class _Stored(Mapping[str, TrackValues]):
+    """A stored measurement's values, decoded on first use (see `Measurement.stored`)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._values: dict[str, TrackValues] | None = None
+
+    def _decoded(self) -> dict[str, TrackValues]:
+        if self._values is None:
+            self._values = _values_of(json.loads(self._text))
+        return self._values
+
+    def __getitem__(self, name: str) -> TrackValues:
+        return self._decoded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
 
 
 @dataclass(frozen=True)

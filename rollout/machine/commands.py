@@ -115,6 +115,8 @@ def _resume(rollout: Rollout, *, by: str, now: datetime) -> Decision | Refusal:
         step_started_at=now if rollout.step_ready else rollout.step_started_at,
         step_applied_at=now if not rollout.step_ready else rollout.step_applied_at,
         step_held=timedelta(0),
+        # A hold for missing data that goes on counts from now, like the step.
+        no_data_seen_at=now if rollout.no_data_seen_at is not None else None,
     )
     return Decision(resumed, (Announce(Resumed(by=by)),))
 

@@ -157,6 +157,9 @@ class Store(Protocol):
     def measurements_of(
         self, since: Mapping[str, datetime], *, until: datetime
     ) -> dict[str, list[dict[str, Any]]]: ...
+    def stored_measurements_of(
+        self, since: Mapping[str, datetime], *, until: datetime
+    ) -> dict[str, list[tuple[str, str]]]: ...
 
     # ----------------------------------------------------------------- leadership
     def take_leadership(self, holder: str, *, at: datetime | None = None) -> int: ...

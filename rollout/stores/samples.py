@@ -2,8 +2,8 @@
 
 A mixin of the stores (rollout/stores/sql.py), kept apart so each file stays one idea. A beat
 stores every rollout's measurement in one transaction (`add_measurements`) and reads what its
-ticks judge a group of rollouts per query (`measurements_of`); the chart and a snapshot read
-one rollout's (`measurements`).
+ticks judge a group of rollouts per query (`stored_measurements_of`, left undecoded); the
+chart and a snapshot read one rollout's (`measurements`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,16 @@ class SampleMethods:
     ) -> dict[str, list[dict[str, Any]]]:
         """Each rollout's measurements from its own `since` (rollout id -> since) up to
         `until`, in time order: one query for a group of rollouts instead of one each."""
+        return {
+            rollout_id: [json.loads(text) for _, text in rows]
+            for rollout_id, rows in self.stored_measurements_of(since, until=until).items()
+        }
+
+    def stored_measurements_of(
+        self, since: Mapping[str, datetime], *, until: datetime
+    ) -> dict[str, list[tuple[str, str]]]:
+        """`measurements_of` as stored, (at, JSON text) per row, for a reader that decodes
+        only the rows it reads (a beat's ticks: `Measurement.stored`)."""
         if not since:
             return {}
         marks = ", ".join("?" for _ in since)
@@ -67,9 +77,9 @@ class SampleMethods:
                 f"WHERE rollout_id IN ({marks}) AND at >= ? AND at <= ? ORDER BY at, id",
                 [*since, min(since.values()).isoformat(), until.isoformat()],
             )
-        found: dict[str, list[dict[str, Any]]] = {rollout_id: [] for rollout_id in since}
+        found: dict[str, list[tuple[str, str]]] = {rollout_id: [] for rollout_id in since}
         starts = {rollout_id: at.isoformat() for rollout_id, at in since.items()}
         for row in rows:
             if row["at"] >= starts[row["rollout_id"]]:
-                found[row["rollout_id"]].append(json.loads(row["data"]))
+                found[row["rollout_id"]].append((row["at"], row["data"]))
         return found

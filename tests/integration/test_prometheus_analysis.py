@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from emulators.prometheus import PrometheusServer
 from emulators.traffic import TrafficExporter
@@ -23,9 +24,14 @@ from rollout.analysis import (
     Measurement,
     PrometheusProvider,
     QueryFailed,
+    Series,
     Verdict,
+    flavour_of,
     judge,
 )
+from rollout.analysis.provider import parse_result
+from rollout.analysis.queries import FAMILIES, REQUESTS, Family
+from rollout.analysis.templates import prometheus_duration
 from rollout.config import Rule
 
 pytestmark = pytest.mark.prometheus
@@ -61,6 +67,7 @@ SERVICES = (
     Svc("payments", "gateway", 30, 0.15, 250, 70, unlabelled_stable=True),
 )
 FILLER = [f"svc-{i:02d}" for i in range(18)]  # more rollouts for the batching test
+IDLE = Svc("idle", "replicas", 0, 0.0, 50, 50)  # weight 0: the canary serves no request
 
 
 def target(svc: Svc, *, custom: dict[str, str] | None = None, suffix: str = "") -> AnalysisTarget:
@@ -95,6 +102,7 @@ def traffic(
             NS, svc.name, "canary", error_rate=svc.canary_errors, latency_ms=svc.canary_ms
         )
         traffic_exporter.set_track(NS, svc.name, "stable", latency_ms=svc.stable_ms)
+    traffic_exporter.add_service(NS, IDLE.name, deployment=f"{IDLE.name}-app", rps=RPS)
     for i, name in enumerate(FILLER):
         traffic_weights[(NS, name)] = 5 * (i % 4 + 1)
         traffic_exporter.add_service(NS, name, deployment=f"{name}-app", rps=10)
@@ -139,6 +147,72 @@ def test_every_flavour_measures_what_the_exporter_served(provider: PrometheusPro
             assert values["memory_saturation"].of(track) == pytest.approx(0.25, rel=0.01)
 
 
+class AtInstant:
+    """The bot's provider protocol over Prometheus's query API, every query evaluated at one
+    instant, so that two ways of asking for the same metric see the same samples."""
+
+    def __init__(self, url: str, *, at: float) -> None:
+        self._url, self._at = url, at
+
+    def query(self, promql: str) -> list[Series]:
+        form = {"query": promql, "time": f"{self._at:.3f}"}
+        answer = requests.post(f"{self._url}/api/v1/query", data=form, timeout=10)
+        answer.raise_for_status()
+        return parse_result(answer.json()["data"]["result"])
+
+
+def ratio_promql(family: Family, targets: list[AnalysisTarget]) -> dict[str, str]:
+    """The request metrics as PromQL computes them (as the bot asked for them before it asked
+    for one rate by status code): sums, and `(part or total * 0) / total`."""
+    selector = family.selector(targets)
+    window = prometheus_duration(WINDOW)
+    by = ", ".join(family.group_by)
+
+    def total(matcher: str = "") -> str:
+        matchers = ",".join(part for part in (selector, matcher) if part)
+        return f"sum by ({by}) ({family.build(family, REQUESTS, matchers, window)})"
+
+    errors, successes = total(f'{family.code}=~"5.."'), total(f'{family.code}!~"5.."')
+    return {
+        "request_rate": total(),
+        "error_rate": f"({errors} or {total()} * 0) / {total()}",
+        "success_rate": f"({successes} or {total()} * 0) / {total()}",
+    }
+
+
+def test_request_metrics_are_what_the_promql_ratios_give(
+    provider: PrometheusProvider, prometheus: PrometheusServer
+) -> None:
+    """The three request metrics derived from one rate per status code equal, on the same
+    samples, what Prometheus computes for them: for every flavour, a canary with errors, a
+    stable without (error rate 0, success rate 1), and a canary without traffic (no data).
+    (`provider`: once Prometheus holds a window of samples.)"""
+    at = AtInstant(prometheus.url, at=time.time() - 1)
+    targets = [target(svc) for svc in (*SERVICES, IDLE)]
+    measured = Analyzer(at).measure(targets, now=datetime.now(UTC))
+    compared = 0
+    for flavour in ("generic", "istio", "nginx"):
+        family = FAMILIES[flavour][0]
+        members = [t for t in targets if flavour_of(t.strategy) == flavour]
+        for metric, promql in ratio_promql(family, members).items():
+            answer = {family.series_key(one.labels): one.value for one in at.query(promql)}
+            for t in members:
+                for track in ("canary", "stable"):
+                    expected = answer.get(family.key(t, track))
+                    value = measured[t.rollout_id].values[metric].of(track)
+                    where = (t.service, metric, track)
+                    if expected is None:
+                        assert value is None, where
+                    else:
+                        assert value == pytest.approx(expected, rel=1e-9, abs=1e-12), where
+                        compared += 1
+    assert compared >= 3 * 2 * len(SERVICES)
+    idle = measured[f"rollout-{IDLE.name}"].values
+    assert idle["request_rate"].canary == 0.0
+    assert (idle["error_rate"].canary, idle["success_rate"].canary) == (None, None)
+    assert (idle["error_rate"].stable, idle["success_rate"].stable) == (0.0, 1.0)
+
+
 def test_custom_queries_override_add_and_fail_alone(provider: PrometheusProvider) -> None:
     checkout = SERVICES[0]
     custom = {
@@ -181,7 +255,7 @@ def test_twenty_rollouts_cost_as_many_queries_as_two(provider: PrometheusProvide
         for i, name in enumerate(FILLER)
     ]
     twenty, measured = queries_for([target(generic), target(istio), *fillers])
-    assert two == twenty == 5 + 5 + 2  # generic and istio traffic, shared saturation
+    assert two == twenty == 3 + 3 + 2  # generic and istio traffic, shared saturation
     for i, name in enumerate(FILLER):
         rate = measured[f"rollout-{name}"].values["request_rate"]
         assert rate.canary is not None and rate.stable is not None, name
