@@ -77,6 +77,23 @@ class Healthy:
         return self._series
 
 
+def error_rate_engine(
+    store: CountingStore, clock: FakeClock, services: list[str], prometheus: Any
+) -> Engine:
+    """An engine over `services`, each judged on one error-rate rule, on the replicas router."""
+    return Engine(
+        config=load_config_text(
+            many_services_config(
+                services, rules=[{"metric": "error_rate", "above": 0.05, "for": "1m"}]
+            )
+        ),
+        store=store,
+        routers={"replicas": FakeRouter(World(weight=25))},
+        clock=clock,
+        analyzer=Analyzer(prometheus),
+    )
+
+
 def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) -> None:
     services = [f"svc-{index:04d}" for index in range(ROLLOUTS)]
     store, clock = CountingStore(tmp_path / "canary.db"), FakeClock()
@@ -90,17 +107,7 @@ def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) 
             actor="U01ALICE",
         )
         store.queue(f"r-{name}", [CARD])
-    engine = Engine(
-        config=load_config_text(
-            many_services_config(
-                services, rules=[{"metric": "error_rate", "above": 0.05, "for": "1m"}]
-            )
-        ),
-        store=store,
-        routers={"replicas": FakeRouter(World(weight=25))},
-        clock=clock,
-        analyzer=Analyzer(Healthy(services)),
-    )
+    engine = error_rate_engine(store, clock, services, Healthy(services))
     beats: list[Counter[str]] = []
     try:
         for _ in range(3):
@@ -156,17 +163,7 @@ def test_a_rollout_held_for_missing_data_is_saved_when_the_hold_begins_and_ends(
             answer: list[Series] = prometheus.query(promql)
             return answer
 
-    engine = Engine(
-        config=load_config_text(
-            many_services_config(
-                services, rules=[{"metric": "error_rate", "above": 0.05, "for": "1m"}]
-            )
-        ),
-        store=store,
-        routers={"replicas": FakeRouter(World(weight=25))},
-        clock=clock,
-        analyzer=Analyzer(Switch()),
-    )
+    engine = error_rate_engine(store, clock, services, Switch())
     began = clock.now() + timedelta(seconds=30)
     saves: list[int] = []
     try:

@@ -12,7 +12,6 @@ records) with a deadline; the failover times are printed (bench/failover.py meas
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import signal
 import time
@@ -28,6 +27,7 @@ from emulators.slack import Message
 from rollout.model import Rollout
 from rollout.stores import Store, open_store
 from tests.ha.harness import EXIT_LOST_LEASE, HaWorld, Replica, wait_for
+from tests.reliability.support import steps_entered
 
 pytestmark = pytest.mark.prometheus
 STEP_TEXT = re.compile(r"Step (\d+) of (\d+): the canary now gets")
@@ -193,12 +193,7 @@ def rollout_problems(store: Store, rollout_id: str, n: int) -> Iterator[str]:
     for wanted in ((BOB, "start"), (CAROL, "approve"), ("canary-bot", "promoted")):
         if actions[wanted] != 1:
             yield f"rollout {n}: {actions[wanted]} audit rows {wanted}, want one"
-    entered = []
-    for row in audit:
-        before = json.loads(row["before"]) if row["before"] else None
-        after = json.loads(row["after"]) if row["after"] else None
-        if after is not None and after["step"] > (before["step"] if before else 0):
-            entered.append(after["step"])
+    entered = steps_entered(audit)
     if entered != [1, 2, 3]:
         yield f"rollout {n}: audit shows steps entered {entered}, want 1, 2, 3 once each"
 

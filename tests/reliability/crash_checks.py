@@ -7,7 +7,6 @@ counts the cluster went through (planned values only, in order).
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 
 from canary_sandbox.sandbox import ALICE, BOB, CAROL, RELEASE_CHANNEL
@@ -22,7 +21,14 @@ from tests.reliability.crash_world import (
     Planned,
     by_id,
 )
-from tests.reliability.support import card_of, first_blocks, has_button, metadata_of, replicas
+from tests.reliability.support import (
+    card_of,
+    first_blocks,
+    has_button,
+    metadata_of,
+    replicas,
+    steps_entered,
+)
 
 
 def end_state_problems(world: CrashWorld, rollouts: list[Planned]) -> Iterator[str]:
@@ -101,12 +107,7 @@ def audit_problems(world: CrashWorld, rollouts: list[Planned]) -> Iterator[str]:
             for want in wanted:
                 if actions.count(want) != 1:
                     yield f"{planned.rollout_id}: {actions.count(want)} audit rows {want}"
-            entered = []
-            for row in rows:
-                before = json.loads(row["before"]) if row["before"] else None
-                after = json.loads(row["after"]) if row["after"] else None
-                if after is not None and after["step"] > (before["step"] if before else 0):
-                    entered.append(after["step"])
+            entered = steps_entered(rows)
             if entered != list(range(1, len(entered) + 1)):
                 yield f"{planned.rollout_id}: steps entered {entered}, want each once, in order"
     finally:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -233,6 +233,18 @@ def audit_rows(db_path: Path, *, since_id: int = 0) -> list[dict[str, Any]]:
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT * FROM audit WHERE id > ? ORDER BY id", [since_id]).fetchall()
     return [dict(row) for row in rows]
+
+
+def steps_entered(audit: Iterable[Mapping[str, Any]]) -> list[int]:
+    """The step numbers entered, in audit order: a saved transition that raises the step
+    number enters a step (a repeated or skipped step shows here)."""
+    entered = []
+    for row in audit:
+        before = json.loads(row["before"]) if row["before"] else None
+        after = json.loads(row["after"]) if row["after"] else None
+        if after is not None and after["step"] > (before["step"] if before else 0):
+            entered.append(after["step"])
+    return entered
 
 
 def active_rollout(

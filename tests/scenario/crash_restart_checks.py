@@ -6,14 +6,13 @@ replica counts the cluster went through (planned values only, in order).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 from canary_sandbox.sandbox import BOB, CAROL, RELEASE_CHANNEL, Sandbox
 from rollout.store import SqliteStore
-from tests.reliability.support import first_blocks, has_button
+from tests.reliability.support import first_blocks, has_button, steps_entered
 from tests.scenario.crash_restart_support import (
     NEW_IMAGE,
     PLANNED_CANARY,
@@ -67,13 +66,7 @@ def store_problems(sandbox: Sandbox) -> Iterator[str]:
     for wanted in ((BOB, "start"), (CAROL, "approve"), ("canary-bot", "promoted")):
         if actions.count(wanted) != 1:
             yield f"audit has {actions.count(wanted)} rows {wanted}, want one"
-    # Entering a step is a saved transition that raises the step number: once per step.
-    entered = []
-    for row in audit:
-        before = json.loads(row["before"]) if row["before"] else None
-        after = json.loads(row["after"]) if row["after"] else None
-        if after is not None and after["step"] > (before["step"] if before else 0):
-            entered.append(after["step"])
+    entered = steps_entered(audit)
     if entered != list(range(1, len(STEPS) + 1)):
         yield f"audit shows steps entered {entered}, want 1..{len(STEPS)} once each"
     weights = [
