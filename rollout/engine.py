@@ -229,13 +229,13 @@ class Engine:
         reads.prefetch(self._last_reads)
         self._last_reads = reads
         held = frozenset(self.store.holding())
-        self.observer.record_measurements(due, now=now)
+        latest = self.observer.record_measurements(due, now=now)
         beat = Beat(
             at=now,
             reads=reads,
             records={r.id: r for r in due},
             held=held,
-            histories=self.observer.histories(due, now=now),
+            histories=self.observer.histories(due, now=now, latest=latest),
         )
         for rollout in due:
             self._last_tick[rollout.id] = now

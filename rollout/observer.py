@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from rollout.analysis import Analysis, AnalysisTarget, Analyzer, Measurement, Verdict, judge
+from rollout.analysis.judge import beyond_any
 from rollout.config import Config, Rule
 from rollout.machine import Observation
 from rollout.machine.types import DRIFT_PHASES
@@ -40,21 +41,49 @@ class Observer:
         self._routers = routers
         self._analyzer = analyzer
 
-    def record_measurements(self, rollouts: Sequence[Rollout], *, now: datetime) -> None:
+    def record_measurements(
+        self, rollouts: Sequence[Rollout], *, now: datetime
+    ) -> dict[str, Measurement]:
         """One batched measurement of every due rollout, stored (in one transaction) for
-        judging and charts."""
+        judging and charts; returned as the store will give it back (its JSON read again)."""
         if self._analyzer is None:
-            return
+            return {}
         targets = [self._target(r) for r in rollouts if self.rules(r)]
         if not targets:
-            return
+            return {}
         measured = self._analyzer.measure(targets, now=now)
-        self._store.add_measurements([(i, m.at, m.to_json()) for i, m in measured.items()])
+        stored = [(i, m.at, m.to_json()) for i, m in measured.items()]
+        self._store.add_measurements(stored)
+        return {i: Measurement.from_json(data) for i, _at, data in stored}
 
-    def histories(self, rollouts: Sequence[Rollout], *, now: datetime) -> BeatHistories:
-        """What each rollout's rules are judged on at `now`, read a group at a time."""
-        since = {r.id: self._since(r, now=now) for r in rollouts if self.rules(r)}
-        return BeatHistories(self._store, since, until=now)
+    def histories(
+        self,
+        rollouts: Sequence[Rollout],
+        *,
+        now: datetime,
+        latest: Mapping[str, Measurement] | None = None,
+    ) -> BeatHistories:
+        """What each rollout's rules are judged on at `now`. A rollout whose `latest`
+        measurement (the beat's own, stamped `now`) is beyond none of its rules' thresholds is
+        judged on that one alone, as `judge` would on its whole history: the older samples
+        only count for how long a rule has been beyond. The others are read a group at a time."""
+        latest = latest or {}
+        since: dict[str, datetime] = {}
+        alone: dict[str, Measurement] = {}
+        for rollout in rollouts:
+            rules = self.rules(rollout)
+            if not rules:
+                continue
+            measurement = latest.get(rollout.id)
+            if (
+                measurement is not None
+                and measurement.at == now
+                and not beyond_any(rules, measurement)
+            ):
+                alone[rollout.id] = measurement
+            else:
+                since[rollout.id] = self._since(rollout, now=now)
+        return BeatHistories(self._store, since, until=now, alone=alone)
 
     def observe(
         self, rollout: Rollout, *, now: datetime, history: Sequence[Measurement] | None = None
@@ -146,8 +175,16 @@ class BeatHistories:
     each rollout's rows are handed out once and then dropped, so the beat holds a group or
     two at a time, not the history of every rollout (tens of megabytes at 1,000)."""
 
-    def __init__(self, store: Store, since: Mapping[str, datetime], *, until: datetime) -> None:
+    def __init__(
+        self,
+        store: Store,
+        since: Mapping[str, datetime],
+        *,
+        until: datetime,
+        alone: Mapping[str, Measurement] | None = None,
+    ) -> None:
         self._store = store
+        self._alone = dict(alone or {})  # judged on the beat's measurement alone: no read
         self._until = until
         ids = list(since)
         self._groups = [
@@ -160,6 +197,9 @@ class BeatHistories:
 
     def take(self, rollout_id: str) -> list[Measurement] | None:
         """The rollout's measurements, once (None: not of this beat, or taken already)."""
+        alone = self._alone.pop(rollout_id, None)
+        if alone is not None:
+            return [alone]
         group = self._group_of.get(rollout_id)
         if group is None:
             return None

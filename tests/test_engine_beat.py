@@ -13,7 +13,6 @@ tick carries out, not the step the old record still asked for.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +23,6 @@ from rollout.analysis import Analyzer, Series
 from rollout.commands import Rollback
 from rollout.engine import Engine
 from rollout.model import Phase, Rollout
-from rollout.observer import HISTORY_GROUP
 from rollout.outbox import CARD
 from rollout.start import StartRequest
 from rollout.store import SqliteStore
@@ -119,11 +117,62 @@ def test_a_quiet_beat_reads_the_store_once_not_once_per_rollout(tmp_path: Path) 
         engine.close()
     assert all(r.verdict == "healthy" for r in store.active())
     assert beats[0]["save"] == ROLLOUTS  # the first beat records each verdict
-    groups = math.ceil(ROLLOUTS / HISTORY_GROUP)
     for calls in beats[1:]:  # then nothing changes: a quiet beat
-        assert calls == Counter(
-            active=1, holding=1, add_measurements=1, stored_measurements_of=groups
-        ), calls
+        # No stored measurement is read: each rollout is within its rule on the beat's own
+        # measurement, so the older ones would change nothing of the judgement.
+        assert calls == Counter(active=1, holding=1, add_measurements=1), calls
+
+
+class Erring(Healthy):
+    """As Healthy, but the canaries of `erring` answer half their requests with a 500."""
+
+    def __init__(self, services: list[str], erring: set[str]) -> None:
+        super().__init__(services)
+        self._errors = [
+            Series({"namespace": "shop", "service": service, "track": "canary", "code": "500"}, 1.0)
+            for service in sorted(erring)
+        ]
+
+    def query(self, promql: str) -> list[Series]:
+        if "by (namespace, service, track, code)" in promql:
+            return self._series + self._errors
+        return self._series
+
+
+def test_a_rollout_beyond_its_threshold_is_judged_on_its_stored_history(tmp_path: Path) -> None:
+    """Only the rollouts beyond a rule on the beat's measurement read their older ones (how
+    long it has been beyond decides a `for`), a group of rollouts per query; each breaches
+    once its rule's `for` is covered, and the others stay healthy."""
+    services = [f"svc-{index:04d}" for index in range(ROLLOUTS)]
+    erring = {services[3], services[150]}
+    store, clock = CountingStore(tmp_path / "canary.db"), FakeClock()
+    store.calls = Counter()
+    plan = rollout_plan(analysis_interval=timedelta(seconds=30))
+    for name in services:
+        store.create(
+            progressing_rollout(
+                id=f"r-{name}", service=name, deployment=name, plan=plan, step_ready=True
+            ),
+            actor="U01ALICE",
+        )
+    engine = error_rate_engine(store, clock, services, Erring(services, erring))
+    reads: list[int] = []
+    verdicts: list[dict[str, str | None]] = []
+    try:
+        for _ in range(3):  # `for: 1m` at 30 s: breached on the third beyond sample
+            clock.advance(30)
+            store.calls = Counter()
+            engine.tick_all(wait_for_ticks=True)
+            reads.append(store.calls["stored_measurements_of"])
+            verdicts.append({r.service: r.verdict for r in store.active()})
+    finally:
+        engine.close()
+    assert reads == [1, 1, 1]  # the erring two, in one query; nobody else's history
+    assert all(verdicts[2][name] == "healthy" for name in services if name not in erring)
+    assert [v[services[3]] for v in verdicts[:2]] == ["healthy", "healthy"]  # pending
+    for name in erring:
+        last = store.history(name)[0]
+        assert (last.verdict, last.phase) == ("breached", Phase.ROLLED_BACK)
 
 
 class Gone:

@@ -111,6 +111,12 @@ def _judge_rule(rule: Rule, samples: Sequence[Measurement], *, interval: timedel
     )
 
 
+def beyond_any(rules: Sequence[Rule], sample: Measurement) -> bool:
+    """Is any rule beyond its threshold on this sample? When none is, and the sample is the
+    latest, the older samples change nothing of the judgement (see `_judge_rule`)."""
+    return any(_judge_sample(rule, sample)[0] is True for rule in rules)
+
+
 def _judge_sample(rule: Rule, sample: Measurement) -> tuple[bool | None, str | None]:
     """Beyond / within / not judged (with why) for one sample."""
     if rule.min_request_rate is not None:
