@@ -171,10 +171,11 @@ class Observer:
 class BeatHistories:
     """The measurements every rollout of a beat is judged on: the beat's own measurement
     alone for a rollout within every rule on it (`alone`), and for the others their stored
-    ones, read `HISTORY_GROUP` rollouts per query instead of one query each (1,000 reads a beat at 1,000 rollouts, queued on the
-    store's lock behind each other). A group is read when the first of its ticks asks, and
-    each rollout's rows are handed out once and then dropped, so the beat holds a group or
-    two at a time, not the history of every rollout (tens of megabytes at 1,000)."""
+    ones, read `HISTORY_GROUP` rollouts per query instead of one query each (1,000 reads a
+    beat at 1,000 rollouts, queued on the store's lock behind each other). A group is read
+    when the first of its ticks asks, and each rollout's rows are handed out once and then
+    dropped, so the beat holds a group or two at a time, not the history of every rollout
+    (tens of megabytes at 1,000)."""
 
     def __init__(
         self,
