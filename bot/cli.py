@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bot import audit_cli, release
 from bot.check_config import run_check_config
@@ -27,6 +28,9 @@ from bot.shutdown import STOP_DEADLINE_S
 from rollout.config import Config
 from rollout.stores import store_url
 from rollout.stores.lock import InstanceLock, StoreInUse
+
+if TYPE_CHECKING:
+    from bot.server import AdminServer, HttpServer
 
 log = logging.getLogger("canary-bot")
 
@@ -99,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     _freeze_start_up_objects()
     for server in servers:
         server.start()
+    signalled = _stop_servers_on_signal(servers)
     runtime.start()
     log.info(
         "canary-bot listening on %s (cluster %s)",
@@ -112,16 +117,6 @@ def _serve(args: argparse.Namespace) -> int:
         SocketModeHandler(runtime.app, secrets.app_token).start()  # type: ignore[no-untyped-call]
         return 0
 
-    signalled: list[float] = []
-
-    def shutdown(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping on signal %s", signum)
-        signalled.append(time.monotonic())
-        for server in servers:
-            server.stop()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
     servers[-1].wait()
     # The stop's deadline counts from the signal: stopping the servers came out of it.
     spent = time.monotonic() - signalled[0] if signalled else 0.0
@@ -134,6 +129,22 @@ def _serve(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _stop_servers_on_signal(servers: Sequence[AdminServer | HttpServer]) -> list[float]:
+    """SIGTERM and SIGINT stop the servers, from the moment they listen (a pod can be stopped
+    while it starts up); the list gets the monotonic time of the first signal."""
+    signalled: list[float] = []
+
+    def shutdown(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping on signal %s", signum)
+        signalled.append(time.monotonic())
+        for server in servers:
+            server.stop()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    return signalled
 
 
 def _freeze_start_up_objects() -> None:

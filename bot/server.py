@@ -352,7 +352,13 @@ class _Server:
         self._thread.start()
 
     def wait(self) -> None:
-        self._thread.join()
+        # Python runs a signal handler in the main thread only, once that thread is between
+        # bytecodes. A blocking join is woken by a signal delivered to this thread, but not by
+        # one the kernel gave another thread, nor by one landing just before the join blocks:
+        # either would leave SIGTERM unanswered until the kubelet's SIGKILL. Waking twice a
+        # second runs such a handler.
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -110,7 +110,9 @@ def _serve(world: DemoWorld, web: DemoWebServer, *, open_browser: bool, say: Say
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    stopping.wait()
+    # Waking twice a second: a blocking wait misses a signal the kernel gave another thread.
+    while not stopping.wait(timeout=0.5):
+        pass
     say("Stopping the demo.")
     return 0
 
