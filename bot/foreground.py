@@ -9,6 +9,11 @@ do not wait: so a unit of background work (a tick, a Slack call, a chart) starts
 request is in flight, or after `max_wait` at most, so that a steady stream of requests can
 never hold it back for long.
 
+A unit that runs on also steps aside for a burst at each of its Kubernetes calls (the
+runtime's call hook): a step's work is several calls with its own CPU between them (building
+and decoding them), and a burst arriving mid-step would otherwise share the interpreter with
+all that is left of it. A thread answering a request never waits, for itself or for others.
+
 Waiting work sleeps on a condition that the last answer of a burst wakes, rather than looking
 every few milliseconds: each look took the interpreter from the requests being answered (a
 forced switch of the GIL), for nothing, several times a round per waiting unit of work.
@@ -39,6 +44,7 @@ class Foreground:
         self._max_wait = max_wait
         self._monotonic = monotonic
         self._serving = _Serving(self)
+        self._answering = threading.local()  # set on a thread while it serves a request
 
     def serving(self) -> AbstractContextManager[None]:
         """Around the part of a request Slack waits for (one shared object: entering it costs
@@ -46,10 +52,12 @@ class Foreground:
         return self._serving
 
     def _enter(self) -> None:
+        self._answering.now = True
         with self._lock:
             self._in_flight += 1
 
     def _leave(self) -> None:
+        self._answering.now = False
         with self._lock:
             self._in_flight -= 1
             if not self._in_flight and self._waiting:
@@ -65,7 +73,10 @@ class Foreground:
         return self._waiting
 
     def wait_quiet(self) -> float:
-        """Return once no request is in flight, or after `max_wait`; the seconds waited."""
+        """Return once no request is in flight, or after `max_wait`; the seconds waited.
+        At once on a thread that is serving a request: it is one of those in flight."""
+        if not self._in_flight or getattr(self._answering, "now", False):
+            return 0.0
         started = self._monotonic()
         with self._quiet:
             if not self._in_flight:

@@ -192,7 +192,7 @@ class Runtime:
         gateway = KubeGateway(
             api_client,
             request_timeout=config.kubernetes.request_timeout.total_seconds(),
-            on_call=self._count_kube_call,
+            on_call=self._before_kube_call,
             on_deadline=lambda what: self._deadline_passed("kubernetes", what),
         )
         measure_budget = min(config.prometheus.timeout, shortest_interval(config))
@@ -240,8 +240,10 @@ class Runtime:
             detail=f"{dependency}: {what}",
         )
 
-    def _count_kube_call(self, verb: str, what: str) -> None:
+    def _before_kube_call(self, verb: str, what: str) -> None:
         self.kube_calls += 1
+        # Background work steps aside for acknowledgements in flight (bot/foreground.py).
+        self.foreground.wait_quiet()
 
     def _build_app(self, secrets: Secrets) -> App:
         app = App(

@@ -244,14 +244,21 @@ class _Round:
         self._chains: dict[str, list[OutboxRow]] = {}
         self._refreshes: dict[int, OutboxRow] = {}
         self._rollouts: dict[str, Rollout | None] = {}
+        # Worked out once a round, not once per sort key: a round sorts its candidates for
+        # every row it sends, and a backlog is thousands of rows.
+        self._priority: dict[int, int] = {}
+        self._chain_urgency: dict[str, int] = {}
         for row in rows:
             if row.entry.get("kind") == CHART:
                 continue
-            if priority(row.key, row.entry) == REFRESH:
+            self._priority[row.seq] = priority(row.key, row.entry)
+            if self._priority[row.seq] == REFRESH:
                 if row.state != "held":  # held: its decision's cluster work is not done
                     self._refreshes[row.seq] = row
                 continue
             self._chains.setdefault(row.rollout_id, []).append(row)
+        for rollout_id in self._chains:
+            self._rank_chain(rollout_id)
 
     def candidates(self) -> list[OutboxRow]:
         heads = [rows[0] for rows in self._chains.values() if rows and rows[0].state != "held"]
@@ -263,8 +270,13 @@ class _Round:
         (at one message a second per channel, a thousand cards are a quarter of an hour)."""
         chain = self._chains.get(row.rollout_id)
         if chain and chain[0].seq == row.seq:
-            return min(priority(r.key, r.entry) for r in chain)
-        return priority(row.key, row.entry)
+            return self._chain_urgency[row.rollout_id]
+        return self._priority[row.seq]
+
+    def _rank_chain(self, rollout_id: str) -> None:
+        chain = self._chains[rollout_id]
+        if chain:
+            self._chain_urgency[rollout_id] = min(self._priority[r.seq] for r in chain)
 
     def rollout(self, rollout_id: str, store: Store) -> Rollout | None:
         if rollout_id not in self._rollouts:
@@ -274,6 +286,7 @@ class _Round:
     def sent(self, row: OutboxRow) -> None:
         if self._refreshes.pop(row.seq, None) is None:
             self._chains[row.rollout_id].pop(0)
+            self._rank_chain(row.rollout_id)
         self._rollouts.pop(row.rollout_id, None)  # a sent card gives the rollout its thread
 
     def skip(self, row: OutboxRow) -> None:

@@ -81,10 +81,38 @@ def test_the_last_answer_of_a_burst_releases_every_waiting_unit_at_once() -> Non
 def test_nothing_in_flight_means_no_wait_and_a_busy_server_waits_only_the_bound() -> None:
     foreground = Foreground(max_wait=0.05)
     assert foreground.wait_quiet() == 0.0
+    waited: list[float] = []
     with foreground.serving(), foreground.serving():
-        waited = foreground.wait_quiet()  # returns although both are still in flight
-        assert waited >= 0.05 and foreground.in_flight == 2 and foreground.waiting == 0
+        background = threading.Thread(target=lambda: waited.append(foreground.wait_quiet()))
+        background.start()
+        background.join(10)
+        # It returned although both requests are still in flight.
+        assert waited[0] >= 0.05 and foreground.in_flight == 2 and foreground.waiting == 0
     assert foreground.in_flight == 0
+
+
+def test_a_thread_answering_a_request_never_waits_for_the_requests_in_flight() -> None:
+    # Its own request is one of them: waiting would only add the bound to its answer.
+    foreground = Foreground(max_wait=0.05)
+    other_in_flight, done = threading.Event(), threading.Event()
+
+    def other_request() -> None:
+        with foreground.serving():
+            other_in_flight.set()
+            assert done.wait(10)
+
+    other = threading.Thread(target=other_request)
+    other.start()
+    assert other_in_flight.wait(10)
+    try:
+        with foreground.serving():
+            assert foreground.wait_quiet() == 0.0
+        # Once answered, the same thread waits for the other request like any background work.
+        assert foreground.wait_quiet() >= 0.05
+    finally:
+        done.set()
+        other.join(10)
+    assert foreground.in_flight == 0 and foreground.waiting == 0
 
 
 def test_a_request_that_fails_still_leaves_the_count() -> None:
