@@ -19,8 +19,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -173,6 +173,24 @@ class BotProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+@contextmanager
+def served_bot(
+    workdir: Path, *, config_text: str, log_level: str
+) -> Iterator[tuple[Sandbox, BotProcess]]:
+    """A sandbox with `config_text` and `canary-bot serve` on it, started and ready; both
+    stopped on the way out (what the sandbox recorded can still be read). The bot's log is
+    `workdir/canary-bot.log`."""
+    sandbox = Sandbox(workdir=workdir / "sandbox", config_text=config_text)
+    sandbox.start()
+    bot = BotProcess(sandbox, log_path=workdir / "canary-bot.log", log_level=log_level)
+    try:
+        bot.start()
+        yield sandbox, bot
+    finally:
+        bot.close()
+        sandbox.stop()
 
 
 def _alive(pid: int) -> bool:

@@ -18,24 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from canary_sandbox.sandbox import Sandbox
-from tests.reliability.support import BotProcess, sandbox_config, wait_for
+from tests.reliability.support import BotProcess, sandbox_config, served_bot, wait_for
 
 
 @pytest.fixture
 def bot(tmp_path: Path) -> Iterator[BotProcess]:
-    sandbox = Sandbox(
-        workdir=tmp_path / "sandbox",
-        config_text=sandbox_config(services=["checkout"], steps=[50], step_interval="1h"),
-    )
-    sandbox.start()
-    served = BotProcess(sandbox, log_path=tmp_path / "canary-bot.log", log_level="INFO")
-    try:
-        served.start()
+    config = sandbox_config(services=["checkout"], steps=[50], step_interval="1h")
+    with served_bot(tmp_path, config_text=config, log_level="INFO") as (_, served):
         yield served
-    finally:
-        served.close()
-        sandbox.stop()
 
 
 def tgkill(pid: int, tid: int, signum: int) -> None:

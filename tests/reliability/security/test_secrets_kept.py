@@ -22,9 +22,9 @@ from canary_sandbox.sandbox import (
 )
 from emulators.slack import DriverResponse
 from tests.reliability.support import (
-    BotProcess,
     open_approval,
     sandbox_config,
+    served_bot,
     stored_rollouts,
     unsent_messages,
     wait_for,
@@ -97,18 +97,9 @@ def test_secrets_never_reach_logs_or_messages(
 
 @pytest.mark.timeout(60)
 def test_secrets_never_reach_a_served_bots_output(tmp_path: Path) -> None:
-    sandbox = Sandbox(
-        workdir=tmp_path / "sandbox",
-        config_text=sandbox_config(services=["checkout"], steps=[50], step_interval="1h"),
-    )
-    sandbox.start()
-    bot = BotProcess(sandbox, log_path=tmp_path / "canary-bot.log", log_level="DEBUG")
-    try:
-        bot.start()
+    config = sandbox_config(services=["checkout"], steps=[50], step_interval="1h")
+    with served_bot(tmp_path, config_text=config, log_level="DEBUG") as (sandbox, bot):
         answers = full_rollout(sandbox, sandbox.driver_for(bot.url))
-    finally:
-        bot.close()
-        sandbox.stop()
     output = bot.log_text()
     assert " DEBUG slack_sdk" in output, "the served bot did not log at DEBUG"
     assert exposures(output) == []
