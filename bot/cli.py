@@ -103,7 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
     _freeze_start_up_objects()
     for server in servers:
         server.start()
-    signalled = _stop_servers_on_signal(servers)
+    # Socket Mode keeps Python's own SIGINT and SIGTERM: its client runs in this thread.
+    signalled = [] if args.socket_mode else _stop_servers_on_signal(servers)
     runtime.start()
     log.info(
         "canary-bot listening on %s (cluster %s)",
