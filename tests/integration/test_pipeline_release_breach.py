@@ -17,19 +17,21 @@ from canary_sandbox.sandbox import Sandbox
 from emulators.prometheus import PrometheusServer
 from emulators.traffic import TrafficExporter
 from rollout.analysis import PrometheusProvider
-from tests.integration.test_rollout_analysis import (
+from tests.integration.rollout_analysis_support import (
     CANARY_REQUEST_RATE,
     NS,
     SERVICE,
     WINDOW,
-    FollowedCluster,
-    analysis_config,
-    cluster,
     has_canary_data,
     query_value,
     steps_announced,
-    traffic,
     wait_until,
+)
+from tests.integration.test_rollout_analysis import (
+    FollowedCluster,
+    analysis_config,
+    cluster,
+    traffic,
     weight_of,
 )
 from tests.scenario.pipeline_support import (

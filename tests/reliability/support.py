@@ -177,7 +177,7 @@ class BotProcess:
 
 @contextmanager
 def served_bot(
-    workdir: Path, *, config_text: str, log_level: str
+    workdir: Path, *, config_text: str, log_level: str = "WARNING"
 ) -> Iterator[tuple[Sandbox, BotProcess]]:
     """A sandbox with `config_text` and `canary-bot serve` on it, started and ready; both
     stopped on the way out (what the sandbox recorded can still be read). The bot's log is

@@ -20,6 +20,7 @@ from tests.reliability.support import (
     click_body,
     open_approval,
     sandbox_config,
+    served_bot,
     stored_rollouts,
     wait_for,
 )
@@ -27,18 +28,9 @@ from tests.reliability.support import (
 
 @pytest.fixture
 def one_service(tmp_path: Path) -> Iterator[tuple[Sandbox, BotProcess]]:
-    sandbox = Sandbox(
-        workdir=tmp_path / "sandbox",
-        config_text=sandbox_config(services=["checkout"], steps=[50], step_interval="1s"),
-    )
-    sandbox.start()
-    bot = BotProcess(sandbox, log_path=tmp_path / "canary-bot.log")
-    try:
-        bot.start()
-        yield sandbox, bot
-    finally:
-        bot.close()
-        sandbox.stop()
+    config = sandbox_config(services=["checkout"], steps=[50], step_interval="1s")
+    with served_bot(tmp_path, config_text=config) as served:
+        yield served
 
 
 @pytest.mark.timeout(60)
