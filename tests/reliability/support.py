@@ -125,7 +125,7 @@ class BotProcess:
 
     def _ready(self) -> bool:
         assert self.pid is not None
-        if not _alive(self.pid):
+        if not alive(self.pid):
             raise AssertionError(f"canary-bot exited during start-up:\n{self.log_tail()}")
         try:
             ready = requests.get(f"{self.admin_url}/readyz", timeout=0.5).status_code == 200
@@ -166,7 +166,7 @@ class BotProcess:
             os.kill(pid, signum)
         except ProcessLookupError:
             return
-        wait_for(lambda: not _alive(pid), what=f"pid {pid} to end", timeout=timeout, interval=0.005)
+        wait_for(lambda: not alive(pid), what=f"pid {pid} to end", timeout=timeout, interval=0.005)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -193,7 +193,7 @@ def served_bot(
         sandbox.stop()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

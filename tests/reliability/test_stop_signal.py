@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.support import BotProcess, sandbox_config, served_bot, wait_for
+from tests.reliability.support import BotProcess, alive, sandbox_config, served_bot, wait_for
 
 
 @pytest.fixture
@@ -32,10 +32,6 @@ def tgkill(pid: int, tid: int, signum: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.tgkill(pid, tid, signum) != 0:
         raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}, {signum})")
-
-
-def alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
 
 
 @pytest.mark.timeout(90)
